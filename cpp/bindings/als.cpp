@@ -1,0 +1,178 @@
+// Python bindings of the ALS engine: recore._core.als_solve, gram_matrix, als_loss.
+#include "recore/als.hpp"
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "buffers.hpp"
+
+namespace recore::bindings {
+namespace {
+
+AlsOptions parse_options(const std::string& feedback, const std::string& confidence, const std::string& solver,
+                         double regularization, double alpha, int cg_steps, bool weighted_regularization,
+                         int num_threads) {
+  AlsOptions o;
+  if (feedback == "implicit") o.feedback = Feedback::implicit;
+  else if (feedback == "explicit") o.feedback = Feedback::explicit_ratings;
+  else throw py::value_error("feedback must be 'implicit' or 'explicit', got '" + feedback + "'");
+  if (confidence == "linear") o.confidence = Confidence::linear;
+  else if (confidence == "scaled") o.confidence = Confidence::scaled;
+  else throw py::value_error("confidence must be 'linear' or 'scaled', got '" + confidence + "'");
+  if (solver == "cg") o.solver = Solver::conjugate_gradient;
+  else if (solver == "cholesky") o.solver = Solver::cholesky;
+  else throw py::value_error("solver must be 'cg' or 'cholesky', got '" + solver + "'");
+  if (!(regularization >= 0) || !std::isfinite(regularization))
+    throw py::value_error("regularization must be a finite number >= 0, got " + std::to_string(regularization));
+  if (!(alpha >= 0) || !std::isfinite(alpha))
+    throw py::value_error("alpha must be a finite number >= 0, got " + std::to_string(alpha));
+  if (o.solver == Solver::conjugate_gradient && cg_steps < 1)
+    throw py::value_error("cg_steps must be >= 1, got " + std::to_string(cg_steps));
+  if (num_threads < 0) throw py::value_error("num_threads must be >= 0, got " + std::to_string(num_threads));
+  o.regularization = regularization;
+  o.alpha = alpha;
+  o.cg_steps = cg_steps;
+  o.weighted_regularization = weighted_regularization;
+  o.num_threads = num_threads;
+  return o;
+}
+
+bool overlap(const void* a, int64_t a_bytes, const void* b, int64_t b_bytes) {
+  const char* x = static_cast<const char*>(a);
+  const char* y = static_cast<const char*>(b);
+  return x < y + b_bytes && y < x + a_bytes;
+}
+
+template <typename T>
+void require_shape(const MatrixView<T>& m, int64_t rows, int64_t cols, const std::string& name,
+                   const std::string& expected) {
+  if (m.rows != rows || m.cols != cols)
+    throw py::value_error(name + " must have shape " + expected + " = (" + std::to_string(rows) + ", " +
+                          std::to_string(cols) + "), got (" + std::to_string(m.rows) + ", " +
+                          std::to_string(m.cols) + ")");
+}
+
+template <typename T, typename I>
+void solve(const CsrParts& parts, py::handle fixed_obj, py::handle gram_obj, py::handle target_obj,
+           const AlsOptions& options) {
+  auto fixed = matrix<const T>(fixed_obj, "fixed_factors", false);
+  auto target = matrix<T>(target_obj, "target_factors", true);
+  const int64_t f = fixed.cols;
+  require_shape(fixed, parts.cols, f, "fixed_factors", "(user_items.shape[1], factors)");
+  require_shape(target, parts.rows, f, "target_factors", "(user_items.shape[0], factors)");
+  if (overlap(fixed.data, fixed.rows * f * sizeof(T), target.data, target.rows * f * sizeof(T)))
+    throw py::value_error("target_factors must not share memory with fixed_factors");
+  MatrixView<const T> gram;
+  if (options.feedback == Feedback::implicit) {
+    if (gram_obj.is_none()) throw py::value_error("fixed_gram is required for implicit feedback");
+    gram = matrix<const T>(gram_obj, "fixed_gram", false);
+    require_shape(gram, f, f, "fixed_gram", "(factors, factors)");
+  }
+  auto view = csr_view<T, I>(parts);
+  py::gil_scoped_release release;
+  als_solve<T, I>(view, fixed, gram, target, options);
+}
+
+template <typename T>
+py::array_t<T> gram_of(py::handle factors_obj, int num_threads) {
+  auto factors = matrix<const T>(factors_obj, "factors", false);
+  py::array_t<T> out({factors.cols, factors.cols});
+  MatrixView<T> gram{out.mutable_data(), factors.cols, factors.cols, factors.cols};
+  py::gil_scoped_release release;
+  gram_matrix<T>(factors, gram, num_threads);
+  return out;
+}
+
+template <typename T, typename I>
+double loss(const CsrParts& parts, py::handle user_obj, py::handle item_obj, const AlsOptions& options) {
+  auto users = matrix<const T>(user_obj, "user_factors", false);
+  auto items = matrix<const T>(item_obj, "item_factors", false);
+  const int64_t f = users.cols;
+  require_shape(users, parts.rows, f, "user_factors", "(user_items.shape[0], factors)");
+  require_shape(items, parts.cols, f, "item_factors", "(user_items.shape[1], factors)");
+  auto view = csr_view<T, I>(parts);
+  py::gil_scoped_release release;
+  std::vector<T> gram_values;
+  MatrixView<const T> gram;
+  if (options.feedback == Feedback::implicit) {
+    gram_values.resize(f * f);
+    gram_matrix<T>(items, MatrixView<T>{gram_values.data(), f, f, f}, options.num_threads);
+    gram = MatrixView<const T>{gram_values.data(), f, f, f};
+  }
+  return als_loss<T, I>(view, users, items, gram, options);
+}
+
+// Calls F<T, I> for the value dtype of `parts.data` (float32 / float64) and its index dtype.
+template <template <typename, typename> class F, typename... Args>
+auto by_dtype(const CsrParts& parts, Args&&... args) {
+  const bool wide_index = has_dtype<int64_t>(parts.indices);
+  if (has_dtype<float>(parts.data)) {
+    return wide_index ? F<float, int64_t>::run(parts, args...) : F<float, int32_t>::run(parts, args...);
+  }
+  if (has_dtype<double>(parts.data)) {
+    return wide_index ? F<double, int64_t>::run(parts, args...) : F<double, int32_t>::run(parts, args...);
+  }
+  throw py::type_error(parts.name + ".data must have dtype float32 or float64, got " + dtype_name(parts.data));
+}
+
+template <typename T, typename I>
+struct Solve {
+  template <typename... Args>
+  static void run(const CsrParts& parts, Args&&... args) { solve<T, I>(parts, args...); }
+};
+template <typename T, typename I>
+struct Loss {
+  template <typename... Args>
+  static double run(const CsrParts& parts, Args&&... args) { return loss<T, I>(parts, args...); }
+};
+
+}  // namespace
+
+void init_als(py::module_& m) {
+  m.def(
+      "als_solve",
+      [](py::handle user_items, py::handle fixed_factors, py::handle fixed_gram, py::handle target_factors,
+         double regularization, double alpha, const std::string& feedback, const std::string& confidence,
+         const std::string& solver, int cg_steps, bool weighted_regularization, int num_threads) {
+        auto options = parse_options(feedback, confidence, solver, regularization, alpha, cg_steps,
+                                     weighted_regularization, num_threads);
+        auto parts = csr_parts(user_items, "user_items");
+        by_dtype<Solve>(parts, fixed_factors, fixed_gram, target_factors, options);
+      },
+      py::arg("user_items"), py::arg("fixed_factors"), py::arg("fixed_gram"), py::arg("target_factors"),
+      py::kw_only(), py::arg("regularization"), py::arg("alpha"), py::arg("feedback"), py::arg("confidence"),
+      py::arg("solver"), py::arg("cg_steps"), py::arg("weighted_regularization"), py::arg("num_threads"),
+      "One ALS half-step: solve every row of target_factors in place with fixed_factors held fixed.");
+
+  m.def(
+      "gram_matrix",
+      [](py::handle factors, int num_threads) -> py::array {
+        if (num_threads < 0) throw py::value_error("num_threads must be >= 0");
+        py::array a = require_array(factors, "factors");
+        if (has_dtype<float>(a)) return gram_of<float>(factors, num_threads);
+        if (has_dtype<double>(a)) return gram_of<double>(factors, num_threads);
+        throw py::type_error("factors must have dtype float32 or float64, got " + dtype_name(a));
+      },
+      py::arg("factors"), py::kw_only(), py::arg("num_threads") = 0,
+      "factors^T factors, identical bit for bit whatever num_threads is.");
+
+  m.def(
+      "als_loss",
+      [](py::handle user_items, py::handle user_factors, py::handle item_factors, double regularization,
+         double alpha, const std::string& feedback, const std::string& confidence, bool weighted_regularization,
+         int num_threads) {
+        auto options = parse_options(feedback, confidence, "cg", regularization, alpha, 1, weighted_regularization,
+                                     num_threads);
+        auto parts = csr_parts(user_items, "user_items");
+        return by_dtype<Loss>(parts, user_factors, item_factors, options);
+      },
+      py::arg("user_items"), py::arg("user_factors"), py::arg("item_factors"), py::kw_only(),
+      py::arg("regularization"), py::arg("alpha"), py::arg("feedback"), py::arg("confidence"),
+      py::arg("weighted_regularization"), py::arg("num_threads"), "The full ALS training objective.");
+}
+
+}  // namespace recore::bindings

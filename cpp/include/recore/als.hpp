@@ -1,0 +1,61 @@
+// Alternating least squares: one half-step solves every row of one side of the
+// factorization with the other side held fixed.
+//
+// Implicit feedback (Hu, Koren & Volinsky 2008): every observed entry r has preference 1
+// and confidence c; every unobserved entry preference 0 and confidence 1. Row x solves
+//     (YtY + Y_u^T (C_u - I) Y_u + lambda I) x = Y_u^T C_u 1.
+// Explicit feedback: least squares on observed entries only,
+//     (Y_u^T Y_u + lambda_u I) x = Y_u^T r_u,  lambda_u = lambda or lambda * |u|.
+#pragma once
+
+#include <cstdint>
+
+#include "recore/csr.hpp"
+
+namespace recore {
+
+enum class Feedback { implicit, explicit_ratings };
+// How an implicit value r becomes a confidence c: linear c = 1 + alpha r (Hu et al.), or
+// scaled c = alpha r (values are confidences already, up to the factor alpha).
+enum class Confidence { linear, scaled };
+enum class Solver { conjugate_gradient, cholesky };
+
+struct AlsOptions {
+  Feedback feedback = Feedback::implicit;
+  Confidence confidence = Confidence::linear;
+  Solver solver = Solver::conjugate_gradient;
+  double regularization = 0.01;
+  double alpha = 1.0;
+  int cg_steps = 3;
+  bool weighted_regularization = false;  // lambda scaled by the row's count (Zhou et al. 2008)
+  int num_threads = 0;                   // 0: OpenMP's default
+};
+
+// Writes gram = factors^T factors (f x f, row-major). Bitwise identical for any num_threads.
+template <typename T>
+void gram_matrix(MatrixView<const T> factors, MatrixView<T> gram, int num_threads);
+
+// Updates target (rows(user_items) x f) in place from fixed (cols(user_items) x f).
+// fixed_gram is fixed^T fixed (f x f); it is read for implicit feedback only and may be
+// empty (data == nullptr) for explicit feedback. Bitwise identical for any num_threads.
+template <typename T, typename I>
+void als_solve(const CsrView<T, I>& user_items, MatrixView<const T> fixed, MatrixView<const T> fixed_gram,
+               MatrixView<T> target, const AlsOptions& options);
+
+// The full training objective at the given factors (summed in double, never forming the
+// dense users x items matrix):
+//   implicit: sum_{u,i} c_ui (p_ui - x_u.y_i)^2 + lambda (sum |x_u|^2 + sum |y_i|^2)
+//   explicit: sum_{observed} (r_ui - x_u.y_i)^2 + lambda (sum w_u |x_u|^2 + sum w_i |y_i|^2),
+//             w = 1, or the row's / column's count with weighted regularization.
+// item_gram (items^T items) is needed for implicit feedback only.
+template <typename T, typename I>
+double als_loss(const CsrView<T, I>& user_items, MatrixView<const T> user_factors,
+                MatrixView<const T> item_factors, MatrixView<const T> item_gram, const AlsOptions& options);
+
+// Checks that a CSR structure is well formed: indptr starts at 0, never decreases and ends
+// at nnz; every index lies in [0, cols). Returns an empty string when it is, else a
+// description of the first problem found.
+template <typename I>
+const char* csr_structure_error(const I* indptr, int64_t rows, const I* indices, int64_t nnz, int64_t cols);
+
+}  // namespace recore

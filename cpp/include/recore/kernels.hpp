@@ -1,0 +1,80 @@
+// Declarations of the per-instruction-set kernels. cpp/src/kernels/*.cpp is compiled once
+// per target with that target's flags, each copy inside namespace recore::<target>; the
+// dispatchers in cpp/src/*.cpp pick one copy at run time.
+//
+// Kernel translation units use no standard-library templates: an inline function
+// instantiated in an AVX-512 unit could otherwise be picked by the linker for every caller.
+#pragma once
+
+#include <cstdint>
+
+#include "recore/als.hpp"
+#include "recore/csr.hpp"
+
+namespace recore {
+
+// Everything one half-step needs, with buffers allocated by the dispatcher.
+template <typename T, typename I>
+struct AlsSolveArgs {
+  CsrView<T, I> rows;
+  MatrixView<const T> fixed;        // n_fixed x f, caller's layout
+  const T* padded_gram = nullptr;   // fp x fp, zero beyond f; nullptr for explicit feedback
+  MatrixView<T> target;             // rows x f, caller's layout
+  int64_t padded_factors = 0;       // fp: f rounded up to the widest SIMD width
+  int64_t max_row_length = 0;       // longest row of `rows`: sizes the gathered block
+  AlsOptions options;
+  T* workspace = nullptr;           // threads x workspace_per_thread values, 64-byte aligned
+  int64_t workspace_per_thread = 0;
+  int threads = 1;
+};
+
+template <typename T>
+struct GramArgs {
+  MatrixView<const T> factors;
+  int64_t padded_factors = 0;
+  int64_t chunks = 0;               // fixed partition of rows: thread count never changes results
+  T* partials = nullptr;            // chunks x fp x fp
+  T* workspace = nullptr;           // threads x workspace_per_thread
+  int64_t workspace_per_thread = 0;
+  int threads = 1;
+};
+
+template <typename T, typename I>
+struct AlsLossArgs {
+  CsrView<T, I> user_items;
+  MatrixView<const T> user_factors;
+  MatrixView<const T> item_factors;
+  MatrixView<const T> item_gram;
+  const int64_t* item_counts = nullptr;  // per item nnz, for weighted regularization
+  AlsOptions options;
+  int64_t chunks = 0;
+  double* partials = nullptr;            // chunks values
+  int threads = 1;
+};
+
+// Rows of the gathered block and the per-thread workspace sizes the kernels expect.
+inline int64_t als_workspace_per_thread(int64_t max_row_length, int64_t fp, bool cholesky) {
+  // gathered rows, scaled rows (Cholesky), weights, right-hand-side coefficients,
+  // 5 vectors, and A plus a spare copy of A (Cholesky).
+  int64_t size = max_row_length * fp + 2 * (max_row_length + 16) + 5 * fp;
+  if (cholesky) size += max_row_length * fp + 2 * fp * fp;
+  return (size + 15) / 16 * 16;
+}
+constexpr int64_t kGramBlockRows = 256;
+
+#define RECORE_DECLARE_TARGET(NS)                                                  \
+  namespace NS {                                                                   \
+  template <typename T, typename I>                                                \
+  void als_solve(const AlsSolveArgs<T, I>& args);                                  \
+  template <typename T>                                                            \
+  void gram_matrix(const GramArgs<T>& args);                                       \
+  template <typename T, typename I>                                                \
+  void als_loss(const AlsLossArgs<T, I>& args);                                    \
+  }
+
+RECORE_DECLARE_TARGET(baseline)
+RECORE_DECLARE_TARGET(avx2)
+RECORE_DECLARE_TARGET(avx512)
+#undef RECORE_DECLARE_TARGET
+
+}  // namespace recore

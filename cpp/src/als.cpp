@@ -1,0 +1,257 @@
+// ALS dispatchers: check arguments, size and allocate the workspaces, then run the
+// kernel copy compiled for the active instruction set.
+#include "recore/als.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "recore/cpu.hpp"
+#include "recore/kernels.hpp"
+
+namespace recore {
+namespace {
+
+int resolve_threads(int requested) {
+  if (requested > 0) return requested;
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+// Zero-filled, 64-byte aligned scratch memory.
+template <typename T>
+class AlignedBuffer {
+ public:
+  explicit AlignedBuffer(int64_t count) {
+    if (count <= 0) count = 1;
+    const size_t bytes = (static_cast<size_t>(count) * sizeof(T) + 63) / 64 * 64;
+    data_.reset(static_cast<T*>(std::aligned_alloc(64, bytes)));
+    if (!data_) throw std::bad_alloc();
+    std::memset(data_.get(), 0, bytes);
+  }
+  T* get() const { return data_.get(); }
+
+ private:
+  struct Free {
+    void operator()(T* p) const { std::free(p); }
+  };
+  std::unique_ptr<T, Free> data_;
+};
+
+// f rounded up to whole 64-byte SIMD vectors.
+template <typename T>
+int64_t padded(int64_t f) {
+  const int64_t lanes = 64 / static_cast<int64_t>(sizeof(T));
+  return (f + lanes - 1) / lanes * lanes;
+}
+
+void check_options(const AlsOptions& o) {
+  if (!(o.regularization >= 0) || !std::isfinite(o.regularization))
+    throw std::invalid_argument("regularization must be a finite number >= 0");
+  if (!std::isfinite(o.alpha) || (o.feedback == Feedback::implicit && o.alpha < 0))
+    throw std::invalid_argument("alpha must be a finite number >= 0");
+  if (o.solver == Solver::conjugate_gradient && o.cg_steps < 1)
+    throw std::invalid_argument("cg_steps must be >= 1");
+}
+
+template <typename T>
+void check_matrix(MatrixView<const T> m, const char* name) {
+  if (m.rows < 0 || m.cols < 0 || m.stride < m.cols || (m.rows > 0 && m.cols > 0 && !m.data))
+    throw std::invalid_argument(std::string(name) + " has an invalid layout");
+}
+
+// Runs the copy of a kernel compiled for the active instruction set. Targets this build
+// lacks (non-x86 machines build only the baseline) are passed as nullptr.
+template <typename Args>
+void run_kernel(const Args& args, void (*baseline_kernel)(const Args&), void (*avx2_kernel)(const Args&),
+                void (*avx512_kernel)(const Args&)) {
+  switch (active_cpu_target()) {
+    case CpuTarget::avx512:
+      if (avx512_kernel) return avx512_kernel(args);
+      [[fallthrough]];
+    case CpuTarget::avx2:
+      if (avx2_kernel) return avx2_kernel(args);
+      [[fallthrough]];
+    case CpuTarget::baseline:
+      return baseline_kernel(args);
+  }
+}
+
+#ifdef RECORE_HAVE_AVX2
+#define RECORE_AVX2(...) &avx2::__VA_ARGS__
+#else
+#define RECORE_AVX2(...) nullptr
+#endif
+#ifdef RECORE_HAVE_AVX512
+#define RECORE_AVX512(...) &avx512::__VA_ARGS__
+#else
+#define RECORE_AVX512(...) nullptr
+#endif
+#define RECORE_RUN(ARGS, ...) \
+  run_kernel(ARGS, &baseline::__VA_ARGS__, RECORE_AVX2(__VA_ARGS__), RECORE_AVX512(__VA_ARGS__))
+
+}  // namespace
+
+
+template <typename T>
+void gram_matrix(MatrixView<const T> factors, MatrixView<T> gram, int num_threads) {
+  check_matrix(factors, "factors");
+  const int64_t f = factors.cols;
+  if (gram.rows != f || gram.cols != f) throw std::invalid_argument("gram must be factors x factors");
+  const int64_t fp = padded<T>(f);
+  GramArgs<T> a;
+  a.factors = factors;
+  a.padded_factors = fp;
+  a.threads = resolve_threads(num_threads);
+  // The partition into chunks depends on the shape alone, never on the thread count.
+  const int64_t max_chunks = fp <= 256 ? 64 : 16;
+  a.chunks = std::max<int64_t>(1, std::min<int64_t>(max_chunks, (factors.rows + 511) / 512));
+  a.workspace_per_thread = kGramBlockRows * fp;
+  AlignedBuffer<T> partials(a.chunks * fp * fp), workspace(a.threads * a.workspace_per_thread);
+  a.partials = partials.get();
+  a.workspace = workspace.get();
+  if (factors.rows > 0 && f > 0) {
+    RECORE_RUN(a, gram_matrix<T>);
+  }
+  for (int64_t i = 0; i < f; ++i) {
+    for (int64_t j = 0; j <= i; ++j) {
+      double sum = 0;
+      for (int64_t c = 0; c < a.chunks; ++c) sum += a.partials[c * fp * fp + i * fp + j];
+      gram.row(i)[j] = static_cast<T>(sum);
+      gram.row(j)[i] = static_cast<T>(sum);
+    }
+  }
+}
+
+template <typename T, typename I>
+void als_solve(const CsrView<T, I>& user_items, MatrixView<const T> fixed, MatrixView<const T> fixed_gram,
+               MatrixView<T> target, const AlsOptions& options) {
+  check_options(options);
+  check_matrix(fixed, "fixed factors");
+  check_matrix(MatrixView<const T>{target.data, target.rows, target.cols, target.stride}, "target factors");
+  const int64_t f = fixed.cols;
+  if (target.cols != f) throw std::invalid_argument("fixed and target factors differ in width");
+  if (fixed.rows != user_items.cols) throw std::invalid_argument("fixed factors must have one row per column");
+  if (target.rows != user_items.rows) throw std::invalid_argument("target factors must have one row per row");
+  const bool implicit = options.feedback == Feedback::implicit;
+  if (implicit && (fixed_gram.rows != f || fixed_gram.cols != f))
+    throw std::invalid_argument("gram must be factors x factors");
+  if (user_items.rows == 0 || f == 0) return;
+
+  const int64_t fp = padded<T>(f);
+  AlsSolveArgs<T, I> a;
+  a.rows = user_items;
+  a.fixed = fixed;
+  a.target = target;
+  a.padded_factors = fp;
+  a.options = options;
+  a.threads = resolve_threads(options.num_threads);
+  for (int64_t u = 0; u < user_items.rows; ++u)
+    a.max_row_length = std::max(a.max_row_length, user_items.row_end(u) - user_items.row_begin(u));
+
+  std::unique_ptr<AlignedBuffer<T>> gram;
+  if (implicit) {
+    gram = std::make_unique<AlignedBuffer<T>>(fp * fp);
+    for (int64_t i = 0; i < f; ++i) std::memcpy(gram->get() + i * fp, fixed_gram.row(i), f * sizeof(T));
+    a.padded_gram = gram->get();
+  }
+  a.workspace_per_thread =
+      als_workspace_per_thread(a.max_row_length, fp, options.solver == Solver::cholesky);
+  AlignedBuffer<T> workspace(a.threads * a.workspace_per_thread);
+  a.workspace = workspace.get();
+  RECORE_RUN(a, als_solve<T, I>);
+}
+
+template <typename T, typename I>
+double als_loss(const CsrView<T, I>& user_items, MatrixView<const T> user_factors,
+                MatrixView<const T> item_factors, MatrixView<const T> item_gram, const AlsOptions& options) {
+  check_options(options);
+  const int64_t f = user_factors.cols;
+  if (item_factors.cols != f) throw std::invalid_argument("user and item factors differ in width");
+  if (user_factors.rows != user_items.rows || item_factors.rows != user_items.cols)
+    throw std::invalid_argument("factors do not match the shape of user_items");
+  const bool implicit = options.feedback == Feedback::implicit;
+  if (implicit && (item_gram.rows != f || item_gram.cols != f))
+    throw std::invalid_argument("item gram must be factors x factors");
+
+  AlsLossArgs<T, I> a;
+  a.user_items = user_items;
+  a.user_factors = user_factors;
+  a.item_factors = item_factors;
+  a.item_gram = item_gram;
+  a.options = options;
+  a.threads = resolve_threads(options.num_threads);
+  a.chunks = std::max<int64_t>(1, std::min<int64_t>(256, user_items.rows));
+  std::vector<double> partials(a.chunks, 0.0);
+  a.partials = partials.data();
+  if (user_items.rows > 0) {
+    RECORE_RUN(a, als_loss<T, I>);
+  }
+  double loss = 0;
+  for (double p : partials) loss += p;
+
+  // Regularization of the item side: lambda * sum_i w_i |y_i|^2.
+  std::vector<int64_t> counts;
+  if (options.weighted_regularization) {
+    counts.assign(item_factors.rows, 0);
+    for (int64_t k = 0; k < user_items.nnz(); ++k) counts[static_cast<int64_t>(user_items.indices[k])] += 1;
+  }
+  double items = 0;
+  for (int64_t i = 0; i < item_factors.rows; ++i) {
+    const T* y = item_factors.row(i);
+    double norm = 0;
+    for (int64_t j = 0; j < f; ++j) norm += static_cast<double>(y[j]) * y[j];
+    items += (options.weighted_regularization ? static_cast<double>(counts[i]) : 1.0) * norm;
+  }
+  return loss + options.regularization * items;
+}
+
+template <typename I>
+const char* csr_structure_error(const I* indptr, int64_t rows, const I* indices, int64_t nnz, int64_t cols) {
+  if (rows < 0 || cols < 0 || nnz < 0) return "negative dimension";
+  if (static_cast<int64_t>(indptr[0]) != 0) return "indptr must start at 0";
+  if (static_cast<int64_t>(indptr[rows]) != nnz) return "indptr must end at the number of stored entries";
+  bool decreasing = false;
+#pragma omp parallel for reduction(|| : decreasing) schedule(static)
+  for (int64_t r = 0; r < rows; ++r) decreasing = decreasing || indptr[r + 1] < indptr[r];
+  if (decreasing) return "indptr must never decrease";
+  bool negative = false, too_large = false;
+#pragma omp parallel for reduction(|| : negative, too_large) schedule(static)
+  for (int64_t k = 0; k < nnz; ++k) {
+    const int64_t column = static_cast<int64_t>(indices[k]);
+    negative = negative || column < 0;
+    too_large = too_large || column >= cols;
+  }
+  if (negative) return "indices must not be negative";
+  if (too_large) return "indices must be smaller than the number of columns";
+  return nullptr;
+}
+
+#define RECORE_INSTANTIATE(T, I)                                                                     \
+  template void als_solve<T, I>(const CsrView<T, I>&, MatrixView<const T>, MatrixView<const T>,      \
+                                MatrixView<T>, const AlsOptions&);                                   \
+  template double als_loss<T, I>(const CsrView<T, I>&, MatrixView<const T>, MatrixView<const T>,     \
+                                 MatrixView<const T>, const AlsOptions&);
+RECORE_INSTANTIATE(float, int32_t)
+RECORE_INSTANTIATE(float, int64_t)
+RECORE_INSTANTIATE(double, int32_t)
+RECORE_INSTANTIATE(double, int64_t)
+template void gram_matrix<float>(MatrixView<const float>, MatrixView<float>, int);
+template void gram_matrix<double>(MatrixView<const double>, MatrixView<double>, int);
+template const char* csr_structure_error<int32_t>(const int32_t*, int64_t, const int32_t*, int64_t, int64_t);
+template const char* csr_structure_error<int64_t>(const int64_t*, int64_t, const int64_t*, int64_t, int64_t);
+
+}  // namespace recore

@@ -1,0 +1,18 @@
+"""recore: fast matrix-factorization recommenders on a compiled C++/OpenMP engine.
+
+>>> import recore
+>>> model = recore.ALS(factors=64, iterations=15).fit(user_items)   # doctest: +SKIP
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from recore import datasets, kernels
+from recore._core import available_cpu_targets, cpu_target, set_cpu_target
+from recore.als import ALS
+
+try:
+    __version__ = version("recore")
+except PackageNotFoundError:  # running from a source tree without an install
+    __version__ = "0+unknown"
+
+__all__ = ["ALS", "available_cpu_targets", "cpu_target", "datasets", "kernels", "set_cpu_target"]

@@ -1,0 +1,253 @@
+"""Alternating least squares for implicit feedback (Hu, Koren & Volinsky 2008) and for
+explicit ratings."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+
+from recore import kernels
+from recore._estimator import Estimator
+from recore._validation import (
+    as_user_items,
+    check_bool,
+    check_choice,
+    check_float,
+    check_float_dtype,
+    check_ids,
+    check_int,
+    check_random_state,
+    transpose_csr,
+)
+
+__all__ = ["ALS"]
+
+
+class ALS(Estimator):
+    """Matrix factorization by alternating least squares.
+
+    ``fit`` learns ``user_factors_`` (n_users x factors) and ``item_factors_``
+    (n_items x factors) so that ``user_factors_ @ item_factors_.T`` approximates the
+    interactions, alternating exact (or conjugate-gradient) least-squares solves of one
+    side with the other held fixed.
+
+    Parameters
+    ----------
+    factors : int, default 64
+        Latent dimensions.
+    regularization : float, default 0.01
+        L2 weight ``lambda`` on both factor matrices.
+    alpha : float, default 1.0
+        Confidence scale for implicit feedback (see ``confidence``).
+    iterations : int, default 15
+        Full iterations (users, then items).
+    solver : {"cg", "cholesky"}, default "cg"
+        Conjugate gradient warm-started from the current factors, or an exact Cholesky
+        solve per row.
+    cg_steps : int, default 3
+        Conjugate-gradient steps per row and half-iteration.
+    feedback : {"implicit", "explicit"}, default "implicit"
+        ``"implicit"``: every stored entry (u, i) is an observation with preference 1, every
+        other entry has preference 0 and confidence 1; values must be >= 0. ``"explicit"``:
+        stored values are ratings, fitted by least squares over stored entries only.
+    confidence : {"linear", "scaled"}, default "linear"
+        How an implicit value r becomes a confidence: ``"linear"`` c = 1 + alpha * r (Hu et
+        al.); ``"scaled"`` c = alpha * r, for values that already are confidences (with
+        alpha=1 they are used as given). A stored zero is an observation with c = 1
+        (linear) or c = 0 (scaled).
+    weighted_regularization : bool, default False
+        Scale lambda by each row's number of entries (weighted-lambda regularization,
+        Zhou et al. 2008). Meant for explicit feedback.
+    dtype : {"float32", "float64"}, default "float32"
+        Precision of the factors and of the arithmetic.
+    num_threads : int, default 0
+        Threads; 0 uses all cores. The factors are bitwise identical for any value.
+    random_state : None, int or numpy.random.Generator
+        Seeds the initial factors (uniform in [0, 0.01)).
+    calculate_training_loss : bool, default False
+        Compute the full training objective after each iteration (reported to the
+        callback and the progress bar, kept in ``loss_history_``).
+
+    Attributes
+    ----------
+    user_factors_ : ndarray (n_users, factors), C-contiguous
+    item_factors_ : ndarray (n_items, factors), C-contiguous
+    loss_history_ : list of float
+        The objective after each iteration, when ``calculate_training_loss`` is set.
+    """
+
+    def __init__(
+        self,
+        factors: int = 64,
+        regularization: float = 0.01,
+        alpha: float = 1.0,
+        iterations: int = 15,
+        solver: str = "cg",
+        cg_steps: int = 3,
+        feedback: str = "implicit",
+        confidence: str = "linear",
+        weighted_regularization: bool = False,
+        dtype="float32",
+        num_threads: int = 0,
+        random_state=None,
+        calculate_training_loss: bool = False,
+    ):
+        self.factors = factors
+        self.regularization = regularization
+        self.alpha = alpha
+        self.iterations = iterations
+        self.solver = solver
+        self.cg_steps = cg_steps
+        self.feedback = feedback
+        self.confidence = confidence
+        self.weighted_regularization = weighted_regularization
+        self.dtype = dtype
+        self.num_threads = num_threads
+        self.random_state = random_state
+        self.calculate_training_loss = calculate_training_loss
+        self._check_params()
+
+    def _check_params(self) -> None:
+        check_int(self.factors, "factors", 1)
+        check_float(self.regularization, "regularization", 0.0)
+        check_float(self.alpha, "alpha", 0.0)
+        check_int(self.iterations, "iterations", 0)
+        check_choice(self.solver, "solver", ("cg", "cholesky"))
+        check_int(self.cg_steps, "cg_steps", 1)
+        check_choice(self.feedback, "feedback", ("implicit", "explicit"))
+        check_choice(self.confidence, "confidence", ("linear", "scaled"))
+        check_bool(self.weighted_regularization, "weighted_regularization")
+        check_float_dtype(self.dtype)
+        check_int(self.num_threads, "num_threads", 0)
+        check_random_state(self.random_state)  # type check only; the generator is made in fit
+        check_bool(self.calculate_training_loss, "calculate_training_loss")
+
+    # -- fitting --------------------------------------------------------------------------
+
+    def fit(self, user_items, *, callback: Callable | None = None, progress: bool = False) -> ALS:
+        """Learn the factors from a users x items interaction matrix.
+
+        Parameters
+        ----------
+        user_items : scipy.sparse matrix or array, or 2-D numpy array (n_users, n_items)
+            Any format; int32 or int64 indices; any real dtype. Converted once to a
+            canonical CSR of ``dtype`` (duplicates summed); a canonical CSR of that dtype
+            is used without a copy.
+        callback : callable, optional
+            Called after each iteration as ``callback(iteration, elapsed_seconds, loss)``
+            (loss is None unless ``calculate_training_loss``).
+        progress : bool, default False
+            Show a tqdm progress bar.
+
+        Returns
+        -------
+        self
+        """
+        self._check_params()
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+        dtype = check_float_dtype(self.dtype)
+        implicit = self.feedback == "implicit"
+        user_items = as_user_items(user_items, dtype, allow_negative=not implicit)
+        item_users = transpose_csr(user_items)
+        n_users, n_items = user_items.shape
+
+        rng = check_random_state(self.random_state)
+        user_factors = rng.random((n_users, self.factors), dtype=dtype) * dtype.type(0.01)
+        item_factors = rng.random((n_items, self.factors), dtype=dtype) * dtype.type(0.01)
+        self.loss_history_ = []
+
+        from tqdm.auto import tqdm
+
+        with tqdm(total=self.iterations, disable=not progress, unit="it", desc="ALS") as bar:
+            for iteration in range(self.iterations):
+                start = time.perf_counter()
+                self._half_step(user_items, item_factors, user_factors)
+                self._half_step(item_users, user_factors, item_factors)
+                elapsed = time.perf_counter() - start
+                loss = None
+                if self.calculate_training_loss:
+                    loss = self._loss(user_items, user_factors, item_factors)
+                    self.loss_history_.append(loss)
+                    bar.set_postfix(loss=f"{loss:.6g}")
+                bar.update(1)
+                if callback is not None:
+                    callback(iteration, elapsed, loss)
+
+        self.user_factors_ = user_factors
+        self.item_factors_ = item_factors
+        return self
+
+    def _half_step(self, rows, fixed, target) -> None:
+        gram = kernels.gram_matrix(fixed, num_threads=self.num_threads) if self.feedback == "implicit" else None
+        kernels.als_half_step(
+            rows,
+            fixed,
+            gram,
+            target,
+            regularization=self.regularization,
+            alpha=self.alpha,
+            feedback=self.feedback,
+            confidence=self.confidence,
+            solver=self.solver,
+            cg_steps=self.cg_steps,
+            weighted_regularization=self.weighted_regularization,
+            num_threads=self.num_threads,
+        )
+
+    def _loss(self, user_items, user_factors, item_factors) -> float:
+        return kernels.als_loss(
+            user_items,
+            user_factors,
+            item_factors,
+            regularization=self.regularization,
+            alpha=self.alpha,
+            feedback=self.feedback,
+            confidence=self.confidence,
+            weighted_regularization=self.weighted_regularization,
+            num_threads=self.num_threads,
+        )
+
+    # -- using a fitted model -------------------------------------------------------------
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "user_factors_"):
+            raise ValueError(f"this {type(self).__name__} is not fitted yet: call fit() first")
+
+    def loss(self, user_items) -> float:
+        """The training objective of the fitted factors on ``user_items`` (see
+        :func:`recore.kernels.als_loss`)."""
+        self._check_fitted()
+        dtype = self.user_factors_.dtype
+        user_items = as_user_items(user_items, dtype, allow_negative=self.feedback != "implicit")
+        if user_items.shape != (self.user_factors_.shape[0], self.item_factors_.shape[0]):
+            raise ValueError(
+                f"user_items has shape {user_items.shape}, the model was fitted on "
+                f"{(self.user_factors_.shape[0], self.item_factors_.shape[0])}"
+            )
+        return self._loss(user_items, self.user_factors_, self.item_factors_)
+
+    def predict(self, users, items) -> np.ndarray:
+        """Predicted values ``user_factors_[u] . item_factors_[i]`` for pairs of ids.
+
+        For explicit feedback these are predicted ratings; for implicit feedback, scores
+        (predicted preferences).
+
+        Parameters
+        ----------
+        users, items : int or array-like of int, broadcastable to one shape
+
+        Returns
+        -------
+        ndarray of the factors' dtype, of the broadcast shape
+        """
+        self._check_fitted()
+        users = check_ids(users, self.user_factors_.shape[0], "users")
+        items = check_ids(items, self.item_factors_.shape[0], "items")
+        try:
+            users, items = np.broadcast_arrays(users, items)
+        except ValueError as error:
+            raise ValueError(f"users and items must have broadcastable shapes: {error}") from None
+        return np.einsum("...f,...f->...", self.user_factors_[users], self.item_factors_[items])

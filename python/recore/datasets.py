@@ -1,0 +1,102 @@
+"""Built-in data: synthetic interaction matrices shaped like real recommendation logs.
+
+Nothing here downloads anything; every matrix is generated from a seed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from recore._validation import check_float, check_int, check_random_state
+
+__all__ = ["synthetic"]
+
+#: The shape of MovieLens-20M (users, items, interactions), for benchmarks.
+MOVIELENS_20M_SHAPE = (138_493, 26_744, 20_000_263)
+
+
+def synthetic(
+    n_users: int = 10_000,
+    n_items: int = 2_000,
+    nnz: int = 500_000,
+    *,
+    popularity_exponent: float = 1.0,
+    popularity_offset: float = 20.0,
+    activity_sigma: float = 1.0,
+    random_state=0,
+) -> sp.csr_matrix:
+    """Power-law implicit interactions: a users x items CSR matrix of interaction counts.
+
+    Item popularity follows a Zipf-Mandelbrot law: the item of popularity rank r is drawn
+    with probability proportional to ``(r + popularity_offset) ** -popularity_exponent``
+    (ranks are shuffled over item ids). User activity is lognormal with shape
+    ``activity_sigma``. Each user's draws are made with replacement; repeated draws of an
+    item add up, so values are counts >= 1 (float32). The number of stored entries is
+    close to ``nnz`` (a little lower where popular items saturate).
+
+    Parameters
+    ----------
+    n_users, n_items : int >= 1
+    nnz : int >= 0
+        Target number of stored entries.
+    popularity_exponent, popularity_offset, activity_sigma : float
+    random_state : None, int or numpy.random.Generator
+        The same seed always gives the same matrix.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix of float32, canonical (sorted indices, no duplicates)
+    """
+    n_users = check_int(n_users, "n_users", 1)
+    n_items = check_int(n_items, "n_items", 1)
+    nnz = check_int(nnz, "nnz", 0)
+    popularity_exponent = check_float(popularity_exponent, "popularity_exponent", 0.0)
+    popularity_offset = check_float(popularity_offset, "popularity_offset", 0.0)
+    activity_sigma = check_float(activity_sigma, "activity_sigma", 0.0)
+    if nnz > n_users * n_items:
+        raise ValueError(f"nnz={nnz} exceeds n_users * n_items = {n_users * n_items}")
+    rng = check_random_state(random_state)
+
+    ranks = rng.permutation(n_items)
+    popularity = (ranks + 1.0 + popularity_offset) ** -popularity_exponent
+    item_cdf = np.cumsum(popularity)
+    item_cdf /= item_cdf[-1]
+    activity = rng.lognormal(0.0, activity_sigma, size=n_users)
+    user_cdf = np.cumsum(activity)
+    user_cdf /= user_cdf[-1]
+
+    keys = np.empty(0, dtype=np.int64)
+    counts = np.empty(0, dtype=np.int64)
+    draws = nnz
+    # Repeated draws of a pair merge into one entry; draw again for the shortfall.
+    for _ in range(8):
+        if draws <= 0:
+            break
+        users = np.searchsorted(user_cdf, rng.random(draws), side="right").clip(max=n_users - 1)
+        items = np.searchsorted(item_cdf, rng.random(draws), side="right").clip(max=n_items - 1)
+        new_keys = users.astype(np.int64) * n_items + items
+        new_keys.sort()
+        merged_keys = np.concatenate([keys, new_keys])
+        merged_counts = np.concatenate([counts, np.ones(draws, dtype=np.int64)])
+        # Two sorted runs: the stable sort merges them in linear time.
+        order = np.argsort(merged_keys, kind="stable")
+        keys, counts = _sum_runs(merged_keys[order], merged_counts[order])
+        draws = int((nnz - keys.size) * 1.25) + 1 if keys.size < nnz * 0.995 else 0
+    if keys.size > nnz:
+        keep = np.sort(rng.choice(keys.size, size=nnz, replace=False))
+        keys, counts = keys[keep], counts[keep]
+
+    rows = (keys // n_items).astype(np.int32)
+    cols = (keys % n_items).astype(np.int32)
+    indptr = np.zeros(n_users + 1, dtype=np.int32 if keys.size < 2**31 else np.int64)
+    np.cumsum(np.bincount(rows, minlength=n_users), out=indptr[1:])
+    return sp.csr_matrix((counts.astype(np.float32), cols.astype(indptr.dtype), indptr), shape=(n_users, n_items))
+
+
+def _sum_runs(sorted_keys: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct keys of a sorted array and the sum of the counts of each."""
+    if sorted_keys.size == 0:
+        return sorted_keys, counts
+    starts = np.flatnonzero(np.concatenate([[True], sorted_keys[1:] != sorted_keys[:-1]]))
+    return sorted_keys[starts], np.add.reduceat(counts, starts)

@@ -1,0 +1,138 @@
+"""Low-level kernels: the building blocks the estimators, and the distributed and GPU
+layers, call per shard.
+
+Each kernel takes its buffers exactly as given: a scipy.sparse CSR matrix whose ``data`` is
+float32 or float64 and whose ``indptr``/``indices`` are both int32 or both int64, and
+C-contiguous factor arrays of the same float dtype. Nothing is converted or copied; a
+buffer of the wrong type, shape or layout raises ``TypeError`` or ``ValueError`` naming the
+argument, an index out of range raises ``IndexError``, and all of this happens before any
+work starts. Every kernel releases the GIL while it runs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from recore import _core
+
+__all__ = ["als_half_step", "als_loss", "gram_matrix"]
+
+
+def gram_matrix(factors: np.ndarray, *, num_threads: int = 0) -> np.ndarray:
+    """Return ``factors.T @ factors``.
+
+    Parameters
+    ----------
+    factors : ndarray of shape (n, f), float32 or float64, C-contiguous
+    num_threads : int, default 0
+        Threads to use; 0 means all available. The result is bitwise identical for any
+        value.
+
+    Returns
+    -------
+    ndarray of shape (f, f), the dtype of ``factors``
+    """
+    return _core.gram_matrix(factors, num_threads=num_threads)
+
+
+def als_half_step(
+    user_items,
+    fixed_factors: np.ndarray,
+    fixed_gram: np.ndarray | None,
+    target_factors: np.ndarray,
+    *,
+    regularization: float,
+    alpha: float = 1.0,
+    feedback: str = "implicit",
+    confidence: str = "linear",
+    solver: str = "cg",
+    cg_steps: int = 3,
+    weighted_regularization: bool = False,
+    num_threads: int = 0,
+) -> None:
+    """Solve every row of ``target_factors`` in place, ``fixed_factors`` held fixed.
+
+    Row ``u`` of ``user_items`` (n_rows x n_cols) holds the entries that row ``u`` of
+    ``target_factors`` (n_rows x f) is fitted to; ``fixed_factors`` (n_cols x f) has one row
+    per column. To update item factors, pass the item-user matrix (the transpose).
+
+    Implicit feedback: observed entries have preference 1 and confidence ``c``; all others
+    preference 0 and confidence 1. Each row solves
+    ``(YtY + Yu^T (Cu - I) Yu + regularization I) x = Yu^T Cu 1``.
+    Explicit feedback: least squares over observed entries only,
+    ``(Yu^T Yu + lambda_u I) x = Yu^T r_u`` where ``lambda_u`` is ``regularization``, or
+    ``regularization * len(row)`` with ``weighted_regularization``.
+    Rows without entries become zero.
+
+    Parameters
+    ----------
+    user_items : scipy.sparse CSR matrix or array (n_rows, n_cols)
+    fixed_factors : ndarray (n_cols, f)
+    fixed_gram : ndarray (f, f) or None
+        ``fixed_factors.T @ fixed_factors`` (see :func:`gram_matrix`); required for implicit
+        feedback, ignored for explicit feedback.
+    target_factors : ndarray (n_rows, f), writeable
+        Updated in place. The conjugate-gradient solver starts from its current values.
+    regularization : float >= 0
+    alpha : float >= 0
+        Confidence scale. ``confidence="linear"``: ``c = 1 + alpha * value``;
+        ``confidence="scaled"``: ``c = alpha * value``.
+    feedback : {"implicit", "explicit"}
+    confidence : {"linear", "scaled"}
+    solver : {"cg", "cholesky"}
+    cg_steps : int >= 1
+        Conjugate-gradient steps per row.
+    weighted_regularization : bool
+    num_threads : int >= 0
+        0 means all available; results are bitwise identical for any value.
+    """
+    _core.als_solve(
+        user_items,
+        fixed_factors,
+        fixed_gram,
+        target_factors,
+        regularization=regularization,
+        alpha=alpha,
+        feedback=feedback,
+        confidence=confidence,
+        solver=solver,
+        cg_steps=cg_steps,
+        weighted_regularization=weighted_regularization,
+        num_threads=num_threads,
+    )
+
+
+def als_loss(
+    user_items,
+    user_factors: np.ndarray,
+    item_factors: np.ndarray,
+    *,
+    regularization: float,
+    alpha: float = 1.0,
+    feedback: str = "implicit",
+    confidence: str = "linear",
+    weighted_regularization: bool = False,
+    num_threads: int = 0,
+) -> float:
+    """Return the full ALS training objective, without forming a dense matrix.
+
+    Implicit feedback: ``sum over all (u, i) of c_ui (p_ui - x_u . y_i)^2`` plus
+    ``regularization * (sum |x_u|^2 + sum |y_i|^2)``, with ``p = 1, c`` from ``alpha`` and
+    ``confidence`` on observed entries and ``p = 0, c = 1`` elsewhere.
+    Explicit feedback: ``sum over observed (r_ui - x_u . y_i)^2`` plus
+    ``regularization * (sum w_u |x_u|^2 + sum w_i |y_i|^2)``, ``w = 1`` or the row's /
+    column's count with ``weighted_regularization``.
+
+    The sum is accumulated in double precision and is identical for any ``num_threads``.
+    """
+    return _core.als_loss(
+        user_items,
+        user_factors,
+        item_factors,
+        regularization=regularization,
+        alpha=alpha,
+        feedback=feedback,
+        confidence=confidence,
+        weighted_regularization=weighted_regularization,
+        num_threads=num_threads,
+    )
