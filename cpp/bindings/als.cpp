@@ -148,6 +148,9 @@ void init_als(py::module_& m) {
       py::arg("solver"), py::arg("cg_steps"), py::arg("weighted_regularization"), py::arg("num_threads"),
       "One ALS half-step: solve every row of target_factors in place with fixed_factors held fixed.");
 
+  m.def("_set_gather_limit_for_testing", &set_gather_limit_for_testing, py::arg("rows"),
+        "CG reads rows longer than this in place instead of gathering them; 0 restores the default.");
+
   m.def(
       "gram_matrix",
       [](py::handle factors, int num_threads) -> py::array {

@@ -3,6 +3,7 @@
 #include "recore/als.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -103,7 +104,11 @@ void run_kernel(const Args& args, void (*baseline_kernel)(const Args&), void (*a
 #define RECORE_RUN(ARGS, ...) \
   run_kernel(ARGS, &baseline::__VA_ARGS__, RECORE_AVX2(__VA_ARGS__), RECORE_AVX512(__VA_ARGS__))
 
+std::atomic<int64_t> gather_limit_override{0};
+
 }  // namespace
+
+void set_gather_limit_for_testing(int64_t rows) { gather_limit_override.store(rows); }
 
 
 template <typename T>
@@ -126,8 +131,9 @@ void gram_matrix(MatrixView<const T> factors, MatrixView<T> gram, int num_thread
   if (factors.rows > 0 && f > 0) {
     RECORE_RUN(a, gram_matrix<T>);
   }
+  // The kernels fill the upper triangle.
   for (int64_t i = 0; i < f; ++i) {
-    for (int64_t j = 0; j <= i; ++j) {
+    for (int64_t j = i; j < f; ++j) {
       double sum = 0;
       for (int64_t c = 0; c < a.chunks; ++c) sum += a.partials[c * fp * fp + i * fp + j];
       gram.row(i)[j] = static_cast<T>(sum);
@@ -168,8 +174,14 @@ void als_solve(const CsrView<T, I>& user_items, MatrixView<const T> fixed, Matri
     for (int64_t i = 0; i < f; ++i) std::memcpy(gram->get() + i * fp, fixed_gram.row(i), f * sizeof(T));
     a.padded_gram = gram->get();
   }
+  // Gathering is faster even for blocks beyond the caches; the limit only caps the
+  // workspace (64 MiB a thread) for extremely long rows, which CG then reads in place.
+  const int64_t override_rows = gather_limit_override.load();
+  a.gather_limit = override_rows > 0 ? override_rows : (int64_t{64} << 20) / (fp * static_cast<int64_t>(sizeof(T)));
+  a.gathered_rows = std::min(a.max_row_length, options.solver == Solver::conjugate_gradient ? a.gather_limit
+                                                                                          : kCholeskyChunkRows);
   a.workspace_per_thread =
-      als_workspace_per_thread(a.max_row_length, fp, options.solver == Solver::cholesky);
+      als_workspace_per_thread(a.max_row_length, a.gathered_rows, fp, options.solver == Solver::cholesky);
   AlignedBuffer<T> workspace(a.threads * a.workspace_per_thread);
   a.workspace = workspace.get();
   RECORE_RUN(a, als_solve<T, I>);

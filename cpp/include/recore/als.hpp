@@ -52,6 +52,10 @@ template <typename T, typename I>
 double als_loss(const CsrView<T, I>& user_items, MatrixView<const T> user_factors,
                 MatrixView<const T> item_factors, MatrixView<const T> item_gram, const AlsOptions& options);
 
+// Rows longer than this are read in place by the CG solver instead of being gathered
+// (normally only rows whose block would exceed 64 MiB); 0 restores the default. For tests.
+void set_gather_limit_for_testing(int64_t rows);
+
 // Checks that a CSR structure is well formed: indptr starts at 0, never decreases and ends
 // at nnz; every index lies in [0, cols). Returns an empty string when it is, else a
 // description of the first problem found.

@@ -22,6 +22,8 @@ struct AlsSolveArgs {
   MatrixView<T> target;             // rows x f, caller's layout
   int64_t padded_factors = 0;       // fp: f rounded up to the widest SIMD width
   int64_t max_row_length = 0;       // longest row of `rows`: sizes the gathered block
+  int64_t gather_limit = 0;         // CG reads longer rows in place instead of gathering them
+  int64_t gathered_rows = 0;        // rows the gathered block holds: min(max_row_length, gather_limit)
   AlsOptions options;
   T* workspace = nullptr;           // threads x workspace_per_thread values, 64-byte aligned
   int64_t workspace_per_thread = 0;
@@ -53,11 +55,14 @@ struct AlsLossArgs {
 };
 
 // Rows of the gathered block and the per-thread workspace sizes the kernels expect.
-inline int64_t als_workspace_per_thread(int64_t max_row_length, int64_t fp, bool cholesky) {
-  // gathered rows, scaled rows (Cholesky), weights, right-hand-side coefficients,
-  // 5 vectors, and A plus a spare copy of A (Cholesky).
-  int64_t size = max_row_length * fp + 2 * (max_row_length + 16) + 5 * fp;
-  if (cholesky) size += max_row_length * fp + 2 * fp * fp;
+// The Cholesky solver gathers a row's fixed rows this many at a time.
+constexpr int64_t kCholeskyChunkRows = 256;
+
+inline int64_t als_workspace_per_thread(int64_t max_row_length, int64_t gathered_rows, int64_t fp, bool cholesky) {
+  // gathered rows, weights, right-hand-side coefficients, 4 vectors, and for Cholesky
+  // the scaled rows and A.
+  int64_t size = gathered_rows * fp + 2 * (max_row_length + 16) + 4 * fp;
+  if (cholesky) size += gathered_rows * fp + fp * fp;
   return (size + 15) / 16 * 16;
 }
 constexpr int64_t kGramBlockRows = 256;

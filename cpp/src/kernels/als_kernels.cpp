@@ -80,21 +80,47 @@ void symmetric_matvec(const T* G, const T* v, int64_t f, int64_t fp, T* out) {
   for (int64_t i = 0; i < f; ++i) axpy(v[i], G + i * fp, out, fp);
 }
 
-// out += sum_k (offset_k + scale * weight_k * (y_k . v)) y_k over n gathered rows y_k
-// (stride fp). One pass over the rows: each y_k is read once for its dot product and its
-// update. Four rows at a time keep four independent reductions in flight.
+// Where the rows y_k of a row's block live: gathered into a contiguous padded buffer, or
+// left in place in the fixed factor matrix and read through the row's column indices.
 template <typename T>
-void accumulate_rows(const T* Y, int64_t n, int64_t fp, const T* weight, T scale, const T* offset, const T* v,
-                     T* out) {
+struct GatheredRows {
+  const T* data;
+  int64_t stride;
+  const T* operator()(int64_t k) const { return data + k * stride; }
+  void prefetch(int64_t) const {}
+};
+
+template <typename T, typename I>
+struct IndexedRows {
+  const T* data;
+  int64_t stride;
+  int64_t width;
+  const I* indices;
+  const T* operator()(int64_t k) const { return data + static_cast<int64_t>(indices[k]) * stride; }
+  void prefetch(int64_t k) const {
+    const char* line = reinterpret_cast<const char*>((*this)(k));
+    const char* end = reinterpret_cast<const char*>((*this)(k) + width);
+    for (; line < end; line += 64) __builtin_prefetch(line, 0, 3);
+  }
+};
+
+// out += sum_k (offset_k + scale * weight_k * (y_k . v)) y_k over the n rows y_k (each
+// `width` long). One pass over the rows: each y_k is read once for its dot product and its
+// update. Four rows at a time keep four independent reductions in flight.
+template <typename T, typename Rows>
+void accumulate_rows(const Rows& Y, int64_t n, int64_t width, const T* weight, T scale, const T* offset,
+                     const T* v, T* out) {
+  constexpr int64_t ahead = 8;
   int64_t k = 0;
   for (; k + 4 <= n; k += 4) {
-    const T* y0 = Y + k * fp;
-    const T* y1 = y0 + fp;
-    const T* y2 = y1 + fp;
-    const T* y3 = y2 + fp;
+    for (int64_t j = 0; j < 4 && k + ahead + j < n; ++j) Y.prefetch(k + ahead + j);
+    const T* y0 = Y(k);
+    const T* y1 = Y(k + 1);
+    const T* y2 = Y(k + 2);
+    const T* y3 = Y(k + 3);
     T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
 #pragma omp simd reduction(+ : s0, s1, s2, s3)
-    for (int64_t j = 0; j < fp; ++j) {
+    for (int64_t j = 0; j < width; ++j) {
       s0 += y0[j] * v[j];
       s1 += y1[j] * v[j];
       s2 += y2[j] * v[j];
@@ -109,76 +135,114 @@ void accumulate_rows(const T* Y, int64_t n, int64_t fp, const T* weight, T scale
       a3 += offset[k + 3];
     }
 #pragma omp simd
-    for (int64_t j = 0; j < fp; ++j) out[j] += a0 * y0[j] + a1 * y1[j] + a2 * y2[j] + a3 * y3[j];
+    for (int64_t j = 0; j < width; ++j) out[j] += a0 * y0[j] + a1 * y1[j] + a2 * y2[j] + a3 * y3[j];
   }
   for (; k < n; ++k) {
-    const T* y = Y + k * fp;
-    T a = scale * weight[k] * dot(y, v, fp);
+    const T* y = Y(k);
+    T a = scale * weight[k] * dot(y, v, width);
     if (offset) a += offset[k];
-    axpy(a, y, out, fp);
+    axpy(a, y, out, width);
   }
 }
 
-// A += Y^T W on and below the diagonal (A is fp x fp, Y and W are n x fp, all with zero
-// padding). Register tiles of 8 rows x one SIMD vector of columns; tiles that straddle
-// the diagonal also write a few entries above it, which nobody reads.
-template <typename T>
-void add_gram_lower(const T* Y, const T* W, int64_t n, int64_t f, int64_t fp, T* A) {
+// One register tile of A += Y^T W (or A -= Y^T W): ROWS rows (i0..) x VECTORS SIMD vectors
+// of columns (j0..), accumulated over all n rows of Y and W in registers.
+template <typename T, int ROWS, int VECTORS, bool SUBTRACT>
+inline void gram_tile(const T* Y, const T* W, int64_t n, int64_t fp, int64_t i0, int64_t j0, T* A) {
   typedef typename Simd<T>::type V;
   constexpr int64_t width = kVectorBytes / sizeof(T);
-  for (int64_t i0 = 0; i0 < f; i0 += 8) {
-    for (int64_t j0 = 0; j0 < i0 + 8 && j0 < f; j0 += width) {
-      V acc[8];
-      for (int r = 0; r < 8; ++r) acc[r] = V{} ;
-      for (int64_t k = 0; k < n; ++k) {
-        const T* y = Y + k * fp + i0;
-        V w;
-        __builtin_memcpy(&w, W + k * fp + j0, sizeof(V));
-        for (int r = 0; r < 8; ++r) acc[r] += y[r] * w;
+  V acc[ROWS][VECTORS];
+  for (int r = 0; r < ROWS; ++r)
+    for (int c = 0; c < VECTORS; ++c) acc[r][c] = V{};
+  for (int64_t k = 0; k < n; ++k) {
+    const T* y = Y + k * fp + i0;
+    V w[VECTORS];
+    for (int c = 0; c < VECTORS; ++c) __builtin_memcpy(&w[c], W + k * fp + j0 + c * width, sizeof(V));
+    for (int r = 0; r < ROWS; ++r) {
+      const T yr = y[r];
+      for (int c = 0; c < VECTORS; ++c) acc[r][c] += yr * w[c];
+    }
+  }
+  for (int r = 0; r < ROWS; ++r) {
+    for (int c = 0; c < VECTORS; ++c) {
+      T* out = A + (i0 + r) * fp + j0 + c * width;
+      V current;
+      __builtin_memcpy(&current, out, sizeof(V));
+      if (SUBTRACT) {
+        current -= acc[r][c];
+      } else {
+        current += acc[r][c];
       }
-      for (int r = 0; r < 8; ++r) {
-        T* out = A + (i0 + r) * fp + j0;
-        V current;
-        __builtin_memcpy(&current, out, sizeof(V));
-        current += acc[r];
-        __builtin_memcpy(out, &current, sizeof(V));
-      }
+      __builtin_memcpy(out, &current, sizeof(V));
     }
   }
 }
 
-// In-place Cholesky factorization A = L L^T of the leading f x f block (lower triangle,
-// stride fp). Returns false if a pivot is not positive (A not positive definite).
+// A += Y^T W (A -= Y^T W) on and above the diagonal, for rows and columns from `begin` on
+// (A is fp x fp, Y and W are n x fp, all zero beyond f; begin is a multiple of two SIMD
+// vectors). Tiles that straddle the diagonal also write a few entries below it, which
+// nobody reads. Tiles are 4 rows x 2 vectors where the padded width allows (8
+// accumulators, 6 loads per 8 FMAs), else 8 rows x 1 vector.
+template <bool SUBTRACT = false, typename T>
+void add_gram_upper(const T* Y, const T* W, int64_t n, int64_t begin, int64_t f, int64_t fp, T* A) {
+  constexpr int64_t width = kVectorBytes / sizeof(T);
+  if (fp % (2 * width) == 0) {
+    for (int64_t i0 = begin; i0 < f; i0 += 4)
+      for (int64_t j0 = i0 / (2 * width) * (2 * width); j0 < f; j0 += 2 * width)
+        gram_tile<T, 4, 2, SUBTRACT>(Y, W, n, fp, i0, j0, A);
+  } else {
+    for (int64_t i0 = begin; i0 < f; i0 += 8)
+      for (int64_t j0 = i0 / width * width; j0 < f; j0 += width) gram_tile<T, 8, 1, SUBTRACT>(Y, W, n, fp, i0, j0, A);
+  }
+}
+
+// In-place Cholesky factorization A = U^T U of the leading f x f block, held in the upper
+// triangle (row-major, stride fp), so that every inner loop runs along a contiguous row.
+// Returns false if a pivot is not positive (A not positive definite). Right-looking and
+// blocked by panels of two SIMD vectors of rows: the trailing matrix is updated with the
+// Gram tiles above.
 template <typename T>
-bool cholesky_factor(T* A, int64_t f, int64_t fp, T* column) {
-  for (int64_t j = 0; j < f; ++j) {
-    T pivot = A[j * fp + j];
-    if (!(pivot > T(0))) return false;  // also rejects NaN
-    T diagonal = square_root(pivot);
-    A[j * fp + j] = diagonal;
-    T inverse = T(1) / diagonal;
-    for (int64_t i = j + 1; i < f; ++i) {
-      A[i * fp + j] *= inverse;
-      column[i] = A[i * fp + j];
-    }
-    // Trailing update of the lower triangle, row by row so that the inner loop is contiguous.
-    for (int64_t i = j + 1; i < f; ++i) {
-      T lij = column[i];
-      T* row = A + i * fp;
+bool cholesky_factor(T* A, int64_t f, int64_t fp) {
+  constexpr int64_t height = 2 * kVectorBytes / sizeof(T);
+  for (int64_t j0 = 0; j0 < f; j0 += height) {
+    const int64_t panel_height = smaller(height, f - j0);
+    for (int64_t j = j0; j < j0 + panel_height; ++j) {
+      T* row = A + j * fp;
+      const T pivot = row[j];
+      if (!(pivot > T(0))) return false;  // also rejects NaN
+      const T diagonal = square_root(pivot);
+      row[j] = diagonal;
+      const T inverse = T(1) / diagonal;
 #pragma omp simd
-      for (int64_t k = j + 1; k <= i; ++k) row[k] -= lij * column[k];
+      for (int64_t k = j + 1; k < f; ++k) row[k] *= inverse;
+      for (int64_t later = j + 1; later < j0 + panel_height; ++later) {
+        T* other = A + later * fp;
+        const T u = row[later];
+#pragma omp simd
+        for (int64_t k = later; k < f; ++k) other[k] -= u * row[k];
+      }
     }
+    const int64_t rest = j0 + panel_height;
+    if (rest >= f) break;
+    // Trailing update A[i][k] -= sum_j U[j][i] U[j][k] over the panel's rows j; a full
+    // panel here, since only the last one can be shorter.
+    const T* panel = A + j0 * fp;
+    add_gram_upper<true>(panel, panel, height, rest, f, fp, A);
   }
   return true;
 }
 
-// Solves L L^T x = b with the factor from cholesky_factor; b is overwritten.
+// Solves U^T U x = b with the factor from cholesky_factor; b is overwritten.
 template <typename T>
-void cholesky_solve(const T* L, int64_t f, int64_t fp, T* b, T* x) {
-  for (int64_t i = 0; i < f; ++i) b[i] = (b[i] - dot(L + i * fp, b, i)) / L[i * fp + i];
-  for (int64_t i = f - 1; i >= 0; --i) {
-    x[i] = b[i] / L[i * fp + i];
-    axpy(-x[i], L + i * fp, b, i);
+void cholesky_solve(const T* U, int64_t f, int64_t fp, T* b, T* x) {
+  for (int64_t i = 0; i < f; ++i) {  // U^T z = b, z written over b
+    const T* row = U + i * fp;
+    b[i] /= row[i];
+    axpy(-b[i], row + i + 1, b + i + 1, f - i - 1);
+  }
+  for (int64_t i = f - 1; i >= 0; --i) {  // U x = z
+    const T* row = U + i * fp;
+    x[i] = (b[i] - dot(row + i + 1, x + i + 1, f - i - 1)) / row[i];
   }
 }
 
@@ -192,14 +256,12 @@ struct Scratch {
   T* residual;
   T* direction;
   T* product;
-  T* column;
   T* scaled;  // Cholesky: row length x fp
   T* A;       // Cholesky: fp x fp
-  T* A_copy;  // Cholesky: fp x fp
 
-  Scratch(T* base, int64_t max_row_length, int64_t fp, bool cholesky) {
+  Scratch(T* base, int64_t max_row_length, int64_t gathered_rows, int64_t fp, bool cholesky) {
     gathered = base;
-    base += max_row_length * fp;
+    base += gathered_rows * fp;
     weight = base;
     base += max_row_length + 16;
     offset = base;
@@ -208,29 +270,43 @@ struct Scratch {
     residual = x + fp;
     direction = residual + fp;
     product = direction + fp;
-    column = product + fp;
-    base = column + fp;
+    base = product + fp;
     if (cholesky) {
       scaled = base;
-      base += max_row_length * fp;
+      base += gathered_rows * fp;
       A = base;
-      A_copy = A + fp * fp;
     } else {
-      scaled = A = A_copy = nullptr;
+      scaled = A = nullptr;
     }
   }
 };
 
-// Copies the n fixed rows a row touches into a contiguous, cache-resident block, and the
-// per-entry weights (coefficient of y y^T in A) and offsets (coefficient of y in b).
+// The fixed rows are read in index order, scattered over a matrix far larger than the
+// caches: fetching a few rows ahead hides most of the memory latency of the gather.
+constexpr int64_t kPrefetchRows = 8;
+
+template <typename T>
+inline void prefetch_row(const MatrixView<const T>& m, int64_t r) {
+  const char* begin = reinterpret_cast<const char*>(m.row(r));
+  const char* end = reinterpret_cast<const char*>(m.row(r) + m.cols);
+  for (const char* line = begin; line < end; line += 64) __builtin_prefetch(line, 0, 3);
+}
+
+// Prefetches the first fixed rows of row u, so that they arrive while the row before it
+// is being solved.
 template <typename T, typename I>
-void gather_row(const AlsSolveArgs<T, I>& a, int64_t begin, int64_t n, const Scratch<T>& s) {
-  const int64_t f = a.fixed.cols, fp = a.padded_factors;
+inline void prefetch_row_start(const AlsSolveArgs<T, I>& a, int64_t u) {
+  if (u >= a.rows.rows) return;
+  const int64_t begin = a.rows.row_begin(u), end = smaller(a.rows.row_end(u), begin + kPrefetchRows);
+  for (int64_t k = begin; k < end; ++k) prefetch_row(a.fixed, static_cast<int64_t>(a.rows.indices[k]));
+}
+
+// The per-entry weights (coefficient of y y^T in A) and offsets (coefficient of y in b).
+template <typename T, typename I>
+void row_coefficients(const AlsSolveArgs<T, I>& a, int64_t begin, int64_t n, const Scratch<T>& s) {
   const AlsOptions& o = a.options;
   const T alpha = static_cast<T>(o.alpha);
   for (int64_t k = 0; k < n; ++k) {
-    const int64_t column = static_cast<int64_t>(a.rows.indices[begin + k]);
-    copy(a.fixed.row(column), s.gathered + k * fp, f);
     const T value = a.rows.data[begin + k];
     if (o.feedback == Feedback::explicit_ratings) {
       s.weight[k] = T(1);
@@ -243,10 +319,22 @@ void gather_row(const AlsSolveArgs<T, I>& a, int64_t begin, int64_t n, const Scr
   }
 }
 
+// Copies the fixed rows of entries begin .. begin + n into a contiguous, cache-resident
+// block (stride fp, zero padding untouched).
+template <typename T, typename I>
+void gather_rows(const AlsSolveArgs<T, I>& a, int64_t begin, int64_t n, T* block) {
+  const int64_t f = a.fixed.cols, fp = a.padded_factors;
+  for (int64_t k = 0; k < n; ++k) {
+    if (k + kPrefetchRows < n) prefetch_row(a.fixed, static_cast<int64_t>(a.rows.indices[begin + k + kPrefetchRows]));
+    copy(a.fixed.row(static_cast<int64_t>(a.rows.indices[begin + k])), block + k * fp, f);
+  }
+}
+
 // Conjugate gradient on A x = b, warm-started from the current x (Takacs et al. 2011).
 // A p = G p + lambda p + sum_k w_k (y_k . p) y_k is applied without forming A.
-template <typename T, typename I>
-void solve_row_cg(const AlsSolveArgs<T, I>& a, int64_t n, T lambda, const Scratch<T>& s) {
+template <typename T, typename I, typename Rows>
+void solve_row_cg(const AlsSolveArgs<T, I>& a, const Rows& rows, int64_t width, int64_t n, T lambda,
+                  const Scratch<T>& s) {
   const int64_t f = a.fixed.cols, fp = a.padded_factors;
   T* x = s.x;
   T* r = s.residual;
@@ -260,7 +348,7 @@ void solve_row_cg(const AlsSolveArgs<T, I>& a, int64_t n, T lambda, const Scratc
     fill_zero(r, fp);
   }
   for (int64_t j = 0; j < fp; ++j) r[j] = -r[j] - lambda * x[j];
-  accumulate_rows(s.gathered, n, fp, s.weight, T(-1), s.offset, x, r);
+  accumulate_rows(rows, n, width, s.weight, T(-1), s.offset, x, r);
 
   copy(r, p, fp);
   T rs_old = dot(r, r, fp);
@@ -272,7 +360,7 @@ void solve_row_cg(const AlsSolveArgs<T, I>& a, int64_t n, T lambda, const Scratc
       fill_zero(Ap, fp);
     }
     axpy(lambda, p, Ap, fp);
-    accumulate_rows(s.gathered, n, fp, s.weight, T(1), static_cast<const T*>(nullptr), p, Ap);
+    accumulate_rows(rows, n, width, s.weight, T(1), static_cast<const T*>(nullptr), p, Ap);
     const T pAp = dot(p, Ap, fp);
     if (!(pAp > T(0))) break;
     const T step_size = rs_old / pAp;
@@ -286,50 +374,64 @@ void solve_row_cg(const AlsSolveArgs<T, I>& a, int64_t n, T lambda, const Scratc
   }
 }
 
-// Exact solve: forms A = G + lambda I + Y^T diag(w) Y and b = Y^T offset, then Cholesky.
-// If A is numerically singular (possible only with zero regularization), a ridge growing
-// from 1e-6 of A's mean diagonal is added until it factors; if none does, x is kept.
+// A = G + lambda I + Y^T diag(w) Y on and above the diagonal, and b = Y^T offset. The
+// row's fixed rows are gathered kCholeskyChunkRows at a time, so each chunk stays in cache
+// while every tile of A reads it.
 template <typename T, typename I>
-void solve_row_cholesky(const AlsSolveArgs<T, I>& a, int64_t n, T lambda, const Scratch<T>& s) {
+void form_normal_equations(const AlsSolveArgs<T, I>& a, int64_t begin, int64_t n, T lambda, T ridge,
+                           const Scratch<T>& s) {
   const int64_t f = a.fixed.cols, fp = a.padded_factors;
   T* A = s.A;
-  if (a.padded_gram) {
-    copy(a.padded_gram, A, fp * fp);
-  } else {
-    fill_zero(A, fp * fp);
-  }
-  for (int64_t i = 0; i < f; ++i) A[i * fp + i] += lambda;
-
-  const T* W = s.gathered;
-  if (a.options.feedback == Feedback::implicit) {
-    for (int64_t k = 0; k < n; ++k) {
-      const T* y = s.gathered + k * fp;
-      T* w = s.scaled + k * fp;
-      const T weight = s.weight[k];
-#pragma omp simd
-      for (int64_t j = 0; j < fp; ++j) w[j] = weight * y[j];
+  for (int64_t i = 0; i < f; ++i) {
+    T* row = A + i * fp;
+    fill_zero(row, i);
+    if (a.padded_gram) {
+      copy(a.padded_gram + i * fp + i, row + i, fp - i);
+    } else {
+      fill_zero(row + i, fp - i);
     }
-    W = s.scaled;
+    row[i] += lambda + ridge;
   }
-  add_gram_lower(s.gathered, W, n, f, fp, A);
-
   T* b = s.residual;
   fill_zero(b, fp);
-  for (int64_t k = 0; k < n; ++k) axpy(s.offset[k], s.gathered + k * fp, b, fp);
+  const bool implicit = a.options.feedback == Feedback::implicit;
+  for (int64_t chunk = 0; chunk < n; chunk += kCholeskyChunkRows) {
+    const int64_t m = smaller(kCholeskyChunkRows, n - chunk);
+    gather_rows(a, begin + chunk, m, s.gathered);
+    const T* W = s.gathered;
+    if (implicit) {
+      for (int64_t k = 0; k < m; ++k) {
+        const T* y = s.gathered + k * fp;
+        T* w = s.scaled + k * fp;
+        const T weight = s.weight[chunk + k];
+#pragma omp simd
+        for (int64_t j = 0; j < fp; ++j) w[j] = weight * y[j];
+      }
+      W = s.scaled;
+    }
+    add_gram_upper(s.gathered, W, m, 0, f, fp, A);
+    for (int64_t k = 0; k < m; ++k) axpy(s.offset[chunk + k], s.gathered + k * fp, b, fp);
+  }
+}
 
-  copy(A, s.A_copy, fp * fp);
-  if (cholesky_factor(A, f, fp, s.column)) {
-    cholesky_solve(A, f, fp, b, s.x);
+// Exact solve of A x = b by Cholesky. If A is numerically singular (possible only with
+// zero regularization), a ridge growing from 1e-6 of A's mean diagonal is added until it
+// factors; if none does, x is kept.
+template <typename T, typename I>
+void solve_row_cholesky(const AlsSolveArgs<T, I>& a, int64_t begin, int64_t n, T lambda, const Scratch<T>& s) {
+  const int64_t f = a.fixed.cols, fp = a.padded_factors;
+  form_normal_equations(a, begin, n, lambda, T(0), s);
+  T trace = 0;
+  for (int64_t i = 0; i < f; ++i) trace += s.A[i * fp + i];
+  if (cholesky_factor(s.A, f, fp)) {
+    cholesky_solve(s.A, f, fp, s.residual, s.x);
     return;
   }
-  T trace = 0;
-  for (int64_t i = 0; i < f; ++i) trace += s.A_copy[i * fp + i];
   T ridge = (trace > T(0) ? trace / T(f) : T(1)) * T(1e-6);
   for (int attempt = 0; attempt < 4; ++attempt, ridge *= T(100)) {
-    copy(s.A_copy, A, fp * fp);
-    for (int64_t i = 0; i < f; ++i) A[i * fp + i] += ridge;
-    if (cholesky_factor(A, f, fp, s.column)) {
-      cholesky_solve(A, f, fp, b, s.x);
+    form_normal_equations(a, begin, n, lambda, ridge, s);
+    if (cholesky_factor(s.A, f, fp)) {
+      cholesky_solve(s.A, f, fp, s.residual, s.x);
       return;
     }
   }
@@ -344,7 +446,8 @@ void als_solve(const AlsSolveArgs<T, I>& a) {
   const bool cholesky = a.options.solver == Solver::cholesky;
 #pragma omp parallel num_threads(a.threads)
   {
-    Scratch<T> s(a.workspace + thread_index() * a.workspace_per_thread, a.max_row_length, fp, cholesky);
+    Scratch<T> s(a.workspace + thread_index() * a.workspace_per_thread, a.max_row_length, a.gathered_rows, fp,
+                 cholesky);
 #pragma omp for schedule(dynamic, 16)
     for (int64_t u = 0; u < rows; ++u) {
       const int64_t begin = a.rows.row_begin(u);
@@ -357,13 +460,20 @@ void als_solve(const AlsSolveArgs<T, I>& a) {
       }
       const T lambda = static_cast<T>(a.options.regularization) *
                        (a.options.weighted_regularization ? static_cast<T>(n) : T(1));
-      gather_row(a, begin, n, s);
+      row_coefficients(a, begin, n, s);
       copy(target, s.x, f);
       fill_zero(s.x + f, fp - f);
       if (cholesky) {
-        solve_row_cholesky(a, n, lambda, s);
+        solve_row_cholesky(a, begin, n, lambda, s);
+      } else if (n > a.gather_limit) {
+        // A block this long would not stay in cache between the CG passes: read the rows
+        // where they are instead of copying them first.
+        IndexedRows<T, I> rows{a.fixed.data, a.fixed.stride, f, a.rows.indices + begin};
+        solve_row_cg(a, rows, f, n, lambda, s);
       } else {
-        solve_row_cg(a, n, lambda, s);
+        gather_rows(a, begin, n, s.gathered);
+        prefetch_row_start(a, u + 1);
+        solve_row_cg(a, GatheredRows<T>{s.gathered, fp}, fp, n, lambda, s);
       }
       copy(s.x, target, f);
     }
@@ -382,7 +492,7 @@ void gram_matrix(const GramArgs<T>& a) {
     for (int64_t b = begin; b < end; b += kGramBlockRows) {
       const int64_t m = smaller(kGramBlockRows, end - b);
       for (int64_t k = 0; k < m; ++k) copy(a.factors.row(b + k), block + k * fp, f);
-      add_gram_lower(block, block, m, f, fp, partial);
+      add_gram_upper(block, block, m, 0, f, fp, partial);
     }
   }
 }

@@ -1,0 +1,5 @@
+import sys
+
+from recore.cli import main
+
+sys.exit(main())
