@@ -330,26 +330,45 @@ void gather_rows(const AlsSolveArgs<T, I>& a, int64_t begin, int64_t n, T* block
   }
 }
 
-// Conjugate gradient on A x = b, warm-started from the current x (Takacs et al. 2011).
-// A p = G p + lambda p + sum_k w_k (y_k . p) y_k is applied without forming A.
+// Conjugate gradient on A x = b, warm-started from the current x (Takacs et al. 2011):
+// A x = G x + lambda x + sum_k w_k (y_k . x) y_k is applied without forming A.
+
+// The part of the residual r = b - A x that does not involve the row's entries.
+template <typename T, typename I>
+void start_residual(const AlsSolveArgs<T, I>& a, T lambda, const Scratch<T>& s) {
+  const int64_t f = a.fixed.cols, fp = a.padded_factors;
+  T* r = s.residual;
+  if (a.padded_gram) {
+    symmetric_matvec(a.padded_gram, s.x, f, fp, r);
+  } else {
+    fill_zero(r, fp);
+  }
+  for (int64_t j = 0; j < fp; ++j) r[j] = -r[j] - lambda * s.x[j];
+}
+
+// Gathers the row's fixed rows and adds their part of the residual in the same pass, a
+// few rows at a time while they are still in L1.
+template <typename T, typename I>
+void gather_rows_with_residual(const AlsSolveArgs<T, I>& a, int64_t begin, int64_t n, const Scratch<T>& s) {
+  constexpr int64_t batch = 16;
+  const int64_t fp = a.padded_factors;
+  for (int64_t k = 0; k < n; k += batch) {
+    const int64_t m = smaller(batch, n - k);
+    gather_rows(a, begin + k, m, s.gathered + k * fp);
+    accumulate_rows(GatheredRows<T>{s.gathered + k * fp, fp}, m, fp, s.weight + k, T(-1), s.offset + k, s.x,
+                    s.residual);
+  }
+}
+
+// cg_steps iterations from the residual r = b - A x in s.residual.
 template <typename T, typename I, typename Rows>
-void solve_row_cg(const AlsSolveArgs<T, I>& a, const Rows& rows, int64_t width, int64_t n, T lambda,
-                  const Scratch<T>& s) {
+void cg_iterations(const AlsSolveArgs<T, I>& a, const Rows& rows, int64_t width, int64_t n, T lambda,
+                   const Scratch<T>& s) {
   const int64_t f = a.fixed.cols, fp = a.padded_factors;
   T* x = s.x;
   T* r = s.residual;
   T* p = s.direction;
   T* Ap = s.product;
-
-  // r = b - A x
-  if (a.padded_gram) {
-    symmetric_matvec(a.padded_gram, x, f, fp, r);
-  } else {
-    fill_zero(r, fp);
-  }
-  for (int64_t j = 0; j < fp; ++j) r[j] = -r[j] - lambda * x[j];
-  accumulate_rows(rows, n, width, s.weight, T(-1), s.offset, x, r);
-
   copy(r, p, fp);
   T rs_old = dot(r, r, fp);
   for (int step = 0; step < a.options.cg_steps; ++step) {
@@ -469,11 +488,14 @@ void als_solve(const AlsSolveArgs<T, I>& a) {
         // A block this long would not stay in cache between the CG passes: read the rows
         // where they are instead of copying them first.
         IndexedRows<T, I> rows{a.fixed.data, a.fixed.stride, f, a.rows.indices + begin};
-        solve_row_cg(a, rows, f, n, lambda, s);
+        start_residual(a, lambda, s);
+        accumulate_rows(rows, n, f, s.weight, T(-1), s.offset, s.x, s.residual);
+        cg_iterations(a, rows, f, n, lambda, s);
       } else {
-        gather_rows(a, begin, n, s.gathered);
+        start_residual(a, lambda, s);
+        gather_rows_with_residual(a, begin, n, s);
         prefetch_row_start(a, u + 1);
-        solve_row_cg(a, GatheredRows<T>{s.gathered, fp}, fp, n, lambda, s);
+        cg_iterations(a, GatheredRows<T>{s.gathered, fp}, fp, n, lambda, s);
       }
       copy(s.x, target, f);
     }
