@@ -58,10 +58,14 @@ struct AlsLossArgs {
 // The Cholesky solver gathers a row's fixed rows this many at a time.
 constexpr int64_t kCholeskyChunkRows = 256;
 
+// Room for one coefficient per entry of the longest row, in whole 64-byte lines so that
+// every later piece of the workspace stays aligned.
+inline int64_t coefficient_capacity(int64_t max_row_length) { return (max_row_length + 16) / 16 * 16; }
+
 inline int64_t als_workspace_per_thread(int64_t max_row_length, int64_t gathered_rows, int64_t fp, bool cholesky) {
   // gathered rows, weights, right-hand-side coefficients, 4 vectors, and for Cholesky
   // the scaled rows and A.
-  int64_t size = gathered_rows * fp + 2 * (max_row_length + 16) + 4 * fp;
+  int64_t size = gathered_rows * fp + 2 * coefficient_capacity(max_row_length) + 4 * fp;
   if (cholesky) size += gathered_rows * fp + fp * fp;
   return (size + 15) / 16 * 16;
 }

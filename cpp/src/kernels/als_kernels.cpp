@@ -263,9 +263,9 @@ struct Scratch {
     gathered = base;
     base += gathered_rows * fp;
     weight = base;
-    base += max_row_length + 16;
+    base += coefficient_capacity(max_row_length);
     offset = base;
-    base += max_row_length + 16;
+    base += coefficient_capacity(max_row_length);
     x = base;
     residual = x + fp;
     direction = residual + fp;
@@ -321,11 +321,13 @@ void row_coefficients(const AlsSolveArgs<T, I>& a, int64_t begin, int64_t n, con
 
 // Copies the fixed rows of entries begin .. begin + n into a contiguous, cache-resident
 // block (stride fp, zero padding untouched).
+// Rows up to entry `prefetch_end` (the end of the row being solved) are prefetched ahead.
 template <typename T, typename I>
-void gather_rows(const AlsSolveArgs<T, I>& a, int64_t begin, int64_t n, T* block) {
+void gather_rows(const AlsSolveArgs<T, I>& a, int64_t begin, int64_t n, int64_t prefetch_end, T* block) {
   const int64_t f = a.fixed.cols, fp = a.padded_factors;
   for (int64_t k = 0; k < n; ++k) {
-    if (k + kPrefetchRows < n) prefetch_row(a.fixed, static_cast<int64_t>(a.rows.indices[begin + k + kPrefetchRows]));
+    const int64_t ahead = begin + k + kPrefetchRows;
+    if (ahead < prefetch_end) prefetch_row(a.fixed, static_cast<int64_t>(a.rows.indices[ahead]));
     copy(a.fixed.row(static_cast<int64_t>(a.rows.indices[begin + k])), block + k * fp, f);
   }
 }
@@ -354,7 +356,7 @@ void gather_rows_with_residual(const AlsSolveArgs<T, I>& a, int64_t begin, int64
   const int64_t fp = a.padded_factors;
   for (int64_t k = 0; k < n; k += batch) {
     const int64_t m = smaller(batch, n - k);
-    gather_rows(a, begin + k, m, s.gathered + k * fp);
+    gather_rows(a, begin + k, m, begin + n, s.gathered + k * fp);
     accumulate_rows(GatheredRows<T>{s.gathered + k * fp, fp}, m, fp, s.weight + k, T(-1), s.offset + k, s.x,
                     s.residual);
   }
@@ -416,7 +418,7 @@ void form_normal_equations(const AlsSolveArgs<T, I>& a, int64_t begin, int64_t n
   const bool implicit = a.options.feedback == Feedback::implicit;
   for (int64_t chunk = 0; chunk < n; chunk += kCholeskyChunkRows) {
     const int64_t m = smaller(kCholeskyChunkRows, n - chunk);
-    gather_rows(a, begin + chunk, m, s.gathered);
+    gather_rows(a, begin + chunk, m, begin + n, s.gathered);
     const T* W = s.gathered;
     if (implicit) {
       for (int64_t k = 0; k < m; ++k) {
