@@ -141,9 +141,11 @@ def as_user_items(matrix, dtype, *, name: str = "user_items", allow_negative: bo
         and csr.indices.dtype == index_dtype
         and csr.indptr.dtype == index_dtype
     ):
+        with np.errstate(over="ignore"):  # values beyond float32 are reported just below
+            values = data.astype(dtype, copy=False)
         csr = sp.csr_matrix(
             (
-                data.astype(dtype, copy=False),
+                values,
                 csr.indices.astype(index_dtype, copy=False),
                 csr.indptr.astype(index_dtype, copy=False),
             ),

@@ -65,7 +65,8 @@ class ALS(Estimator):
     num_threads : int, default 0
         Threads; 0 uses all cores. The factors are bitwise identical for any value.
     random_state : None, int or numpy.random.Generator
-        Seeds the initial factors (uniform in [0, 0.01)).
+        Seeds the initial factors: uniform in [0, 0.01), drawn in float32 whatever the
+        dtype, users first.
     calculate_training_loss : bool, default False
         Compute the full training objective after each iteration (reported to the
         callback and the progress bar, kept in ``loss_history_``).
@@ -154,9 +155,7 @@ class ALS(Estimator):
         item_users = transpose_csr(user_items)
         n_users, n_items = user_items.shape
 
-        rng = check_random_state(self.random_state)
-        user_factors = rng.random((n_users, self.factors), dtype=dtype) * dtype.type(0.01)
-        item_factors = rng.random((n_items, self.factors), dtype=dtype) * dtype.type(0.01)
+        user_factors, item_factors = self._initial_factors(n_users, n_items, dtype)
         self.loss_history_ = []
 
         from tqdm.auto import tqdm
@@ -179,6 +178,15 @@ class ALS(Estimator):
         self.user_factors_ = user_factors
         self.item_factors_ = item_factors
         return self
+
+    def _initial_factors(self, n_users: int, n_items: int, dtype: np.dtype):
+        # Drawn in float32 whatever the dtype, so that float32 and float64 fits start from
+        # the same numbers.
+        rng = check_random_state(self.random_state)
+        scale = np.float32(0.01)
+        users = (rng.random((n_users, self.factors), dtype=np.float32) * scale).astype(dtype, copy=False)
+        items = (rng.random((n_items, self.factors), dtype=np.float32) * scale).astype(dtype, copy=False)
+        return users, items
 
     def _half_step(self, rows, fixed, target) -> None:
         gram = kernels.gram_matrix(fixed, num_threads=self.num_threads) if self.feedback == "implicit" else None
