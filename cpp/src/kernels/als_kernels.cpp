@@ -72,12 +72,33 @@ inline void axpy(T a, const T* x, T* y, int64_t n) {
   for (int64_t j = 0; j < n; ++j) y[j] += a * x[j];
 }
 
-// out = G v for a symmetric fp x fp matrix G, summed as rows so that no horizontal
-// reductions are needed.
+// out[j0 .. j0 + VECTORS * width) = sum_i v_i G[i][j0 ..], accumulated in registers.
+template <typename T, int VECTORS>
+inline void matvec_block(const T* G, const T* v, int64_t f, int64_t fp, int64_t j0, T* out) {
+  typedef typename Simd<T>::type V;
+  constexpr int64_t width = kVectorBytes / sizeof(T);
+  V acc[VECTORS];
+  for (int c = 0; c < VECTORS; ++c) acc[c] = V{};
+  for (int64_t i = 0; i < f; ++i) {
+    const T vi = v[i];
+    const T* row = G + i * fp + j0;
+    for (int c = 0; c < VECTORS; ++c) {
+      V g;
+      __builtin_memcpy(&g, row + c * width, sizeof(V));
+      acc[c] += vi * g;
+    }
+  }
+  for (int c = 0; c < VECTORS; ++c) __builtin_memcpy(out + j0 + c * width, &acc[c], sizeof(V));
+}
+
+// out = G v for a symmetric fp x fp matrix G (zero beyond f), summed as rows so that no
+// horizontal reductions are needed, with the sums in registers rather than in `out`.
 template <typename T>
 void symmetric_matvec(const T* G, const T* v, int64_t f, int64_t fp, T* out) {
-  fill_zero(out, fp);
-  for (int64_t i = 0; i < f; ++i) axpy(v[i], G + i * fp, out, fp);
+  constexpr int64_t width = kVectorBytes / sizeof(T);
+  int64_t j0 = 0;
+  for (; j0 + 4 * width <= fp; j0 += 4 * width) matvec_block<T, 4>(G, v, f, fp, j0, out);
+  for (; j0 < fp; j0 += width) matvec_block<T, 1>(G, v, f, fp, j0, out);
 }
 
 // Where the rows y_k of a row's block live: gathered into a contiguous padded buffer, or
