@@ -267,3 +267,31 @@ def test_long_rows_read_in_place_match_gathered_rows():
     finally:
         _core._set_gather_limit_for_testing(0)
     np.testing.assert_allclose(in_place, gathered, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("block_rows", [1, 7, 1000])
+@pytest.mark.parametrize("kind", KINDS)
+def test_blocked_cg_matches_cg_by_row(block_rows, kind):
+    # Blocked CG normally runs only when the fixed factors outgrow the caches; force it.
+    from recore import _core
+
+    feedback, confidence, weighted = kind
+    rng = np.random.default_rng(block_rows)
+    dense = sp.random(40, 50, density=0.3, random_state=6).toarray() * 3
+    dense[3] = 0  # an empty row
+    matrix = as_dtype(dense, np.float64)
+    fixed = random_factors(rng, 50, 6, np.float64)
+    start = random_factors(rng, 40, 6, np.float64)
+    options = dict(
+        regularization=0.2, alpha=1.3, feedback=feedback, confidence=confidence, weighted_regularization=weighted
+    )
+    by_row = half_step(matrix, fixed, start.copy(), **options)
+    try:
+        _core._set_block_rows_for_testing(block_rows)
+        blocked = half_step(matrix, fixed, start.copy(), **options)
+        model = recore.ALS(factors=4, iterations=3, random_state=0, dtype="float64", **options).fit(matrix)
+    finally:
+        _core._set_block_rows_for_testing(0)
+    np.testing.assert_allclose(blocked, by_row, rtol=1e-9, atol=1e-12)
+    reference = recore.ALS(factors=4, iterations=3, random_state=0, dtype="float64", **options).fit(matrix)
+    np.testing.assert_allclose(model.user_factors_, reference.user_factors_, rtol=1e-8, atol=1e-10)

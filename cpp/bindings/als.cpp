@@ -151,6 +151,9 @@ void init_als(py::module_& m) {
   m.def("_set_gather_limit_for_testing", &set_gather_limit_for_testing, py::arg("rows"),
         "CG reads rows longer than this in place instead of gathering them; 0 restores the default.");
 
+  m.def("_set_block_rows_for_testing", &set_block_rows_for_testing, py::arg("rows"),
+        "Forces blocked CG with blocks of this many fixed rows; 0 restores the default.");
+
   m.def(
       "gram_matrix",
       [](py::handle factors, int num_threads) -> py::array {

@@ -105,10 +105,26 @@ void run_kernel(const Args& args, void (*baseline_kernel)(const Args&), void (*a
   run_kernel(ARGS, &baseline::__VA_ARGS__, RECORE_AVX2(__VA_ARGS__), RECORE_AVX512(__VA_ARGS__))
 
 std::atomic<int64_t> gather_limit_override{0};
+std::atomic<int64_t> block_rows_override{0};
+
+// Blocked CG takes over when the fixed factors exceed this, reading them in blocks of
+// kBlockBytes (both threads of a core pair share the last-level cache).
+constexpr int64_t kBlockedFixedBytes = int64_t{24} << 20;
+constexpr int64_t kBlockBytes = int64_t{8} << 20;
+
+template <typename T, typename I>
+bool rows_sorted(const CsrView<T, I>& m, int threads) {
+  bool unsorted = false;
+#pragma omp parallel for num_threads(threads) reduction(|| : unsorted) schedule(static)
+  for (int64_t u = 0; u < m.rows; ++u)
+    for (int64_t k = m.row_begin(u) + 1; k < m.row_end(u); ++k) unsorted = unsorted || m.indices[k] < m.indices[k - 1];
+  return !unsorted;
+}
 
 }  // namespace
 
 void set_gather_limit_for_testing(int64_t rows) { gather_limit_override.store(rows); }
+void set_block_rows_for_testing(int64_t rows) { block_rows_override.store(rows); }
 
 
 template <typename T>
@@ -184,6 +200,29 @@ void als_solve(const CsrView<T, I>& user_items, MatrixView<const T> fixed, Matri
       als_workspace_per_thread(a.max_row_length, a.gathered_rows, fp, options.solver == Solver::cholesky);
   AlignedBuffer<T> workspace(a.threads * a.workspace_per_thread);
   a.workspace = workspace.get();
+
+  // Blocked CG when the fixed factors are far beyond the caches and every row's indices
+  // are sorted (the block bounds are found by walking them).
+  const int64_t fixed_bytes = fixed.rows * f * static_cast<int64_t>(sizeof(T));
+  const int64_t override_block = block_rows_override.load();
+  std::unique_ptr<AlignedBuffer<T>> state;
+  std::unique_ptr<AlignedBuffer<int64_t>> bounds;
+  std::vector<unsigned char> active;
+  if (options.solver == Solver::conjugate_gradient && (override_block > 0 || fixed_bytes > kBlockedFixedBytes) &&
+      rows_sorted(user_items, a.threads)) {
+    a.block_rows = override_block > 0 ? override_block
+                                      : std::max<int64_t>(1, kBlockBytes / (f * static_cast<int64_t>(sizeof(T))));
+    const int64_t rows = user_items.rows, blocks = (fixed.rows + a.block_rows - 1) / a.block_rows;
+    state = std::make_unique<AlignedBuffer<T>>(rows * (3 * fp + 1));
+    bounds = std::make_unique<AlignedBuffer<int64_t>>(rows * (blocks + 1));
+    active.assign(rows, 0);
+    a.residuals = state->get();
+    a.directions = a.residuals + rows * fp;
+    a.products = a.directions + rows * fp;
+    a.residual_norms = a.products + rows * fp;
+    a.block_bounds = bounds->get();
+    a.active = active.data();
+  }
   RECORE_RUN(a, als_solve<T, I>);
 }
 

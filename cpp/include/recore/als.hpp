@@ -55,6 +55,9 @@ double als_loss(const CsrView<T, I>& user_items, MatrixView<const T> user_factor
 // Rows longer than this are read in place by the CG solver instead of being gathered
 // (normally only rows whose block would exceed 64 MiB); 0 restores the default. For tests.
 void set_gather_limit_for_testing(int64_t rows);
+// Forces blocked CG with blocks of this many fixed rows (normally used only when the fixed
+// factors exceed 24 MiB); 0 restores the default. For tests.
+void set_block_rows_for_testing(int64_t rows);
 
 // Checks that a CSR structure is well formed: indptr starts at 0, never decreases and ends
 // at nnz; every index lies in [0, cols). Returns an empty string when it is, else a

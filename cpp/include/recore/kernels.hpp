@@ -28,6 +28,17 @@ struct AlsSolveArgs {
   T* workspace = nullptr;           // threads x workspace_per_thread values, 64-byte aligned
   int64_t workspace_per_thread = 0;
   int threads = 1;
+
+  // Blocked conjugate gradient (block_rows > 0): the fixed rows are taken a block of
+  // block_rows at a time, every row of `rows` advancing its CG together, so that each
+  // block is read from memory once per CG pass instead of once per entry.
+  int64_t block_rows = 0;
+  T* residuals = nullptr;           // rows x fp
+  T* directions = nullptr;          // rows x fp
+  T* products = nullptr;            // rows x fp
+  T* residual_norms = nullptr;      // rows
+  unsigned char* active = nullptr;  // rows: 1 while the row's CG goes on
+  int64_t* block_bounds = nullptr;  // rows x (blocks + 1): first entry of each block in each row
 };
 
 template <typename T>

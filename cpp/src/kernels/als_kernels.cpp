@@ -479,10 +479,129 @@ void solve_row_cholesky(const AlsSolveArgs<T, I>& a, int64_t begin, int64_t n, T
   }
 }
 
+// -- blocked conjugate gradient ------------------------------------------------------------
+// Every row runs the same CG as solve by row (start_residual, cg_iterations), but the
+// passes over the rows' entries go block by block of fixed rows, all rows together.
+
+// For one pass: out_u += sum over u's entries of (offset + scale * w (y . v_u)) y, block by
+// block of fixed rows. v_u and out_u are rows of `vectors` and `outputs` (stride fp), or of
+// the target factors when `vectors` is nullptr.
+template <typename T, typename I>
+void blocked_pass(const AlsSolveArgs<T, I>& a, const T* vectors, T* outputs, T scale, bool with_offset) {
+  const int64_t f = a.fixed.cols, fp = a.padded_factors, rows = a.rows.rows;
+  const int64_t blocks = (a.fixed.rows + a.block_rows - 1) / a.block_rows;
+  for (int64_t b = 0; b < blocks; ++b) {
+#pragma omp for schedule(dynamic, 64)
+    for (int64_t u = 0; u < rows; ++u) {
+      if (!a.active[u]) continue;
+      const int64_t begin = a.block_bounds[u * (blocks + 1) + b];
+      const int64_t n = a.block_bounds[u * (blocks + 1) + b + 1] - begin;
+      if (n == 0) continue;
+      Scratch<T> s(a.workspace + thread_index() * a.workspace_per_thread, a.max_row_length, 0, fp, false);
+      row_coefficients(a, begin, n, s);
+      const T* v = vectors ? vectors + u * fp : a.target.row(u);
+      IndexedRows<T, I> entries{a.fixed.data, a.fixed.stride, f, a.rows.indices + begin};
+      accumulate_rows(entries, n, f, s.weight, scale, with_offset ? s.offset : static_cast<const T*>(nullptr), v,
+                      outputs + u * fp);
+    }
+  }
+}
+
+template <typename T, typename I>
+void solve_blocked(const AlsSolveArgs<T, I>& a) {
+  const int64_t f = a.fixed.cols, fp = a.padded_factors, rows = a.rows.rows;
+  const int64_t blocks = (a.fixed.rows + a.block_rows - 1) / a.block_rows;
+  auto lambda_of = [&](int64_t u) {
+    const int64_t n = a.rows.row_end(u) - a.rows.row_begin(u);
+    return static_cast<T>(a.options.regularization) * (a.options.weighted_regularization ? static_cast<T>(n) : T(1));
+  };
+#pragma omp parallel num_threads(a.threads)
+  {
+    // Where each block starts in each row (the row's indices are sorted), and r = -G x - lambda x.
+#pragma omp for schedule(dynamic, 256)
+    for (int64_t u = 0; u < rows; ++u) {
+      int64_t* bounds = a.block_bounds + u * (blocks + 1);
+      int64_t k = a.rows.row_begin(u);
+      const int64_t end = a.rows.row_end(u);
+      for (int64_t b = 0; b < blocks; ++b) {
+        bounds[b] = k;
+        const int64_t limit = (b + 1) * a.block_rows;
+        while (k < end && static_cast<int64_t>(a.rows.indices[k]) < limit) ++k;
+      }
+      bounds[blocks] = end;
+      T* x = a.target.row(u);
+      a.active[u] = end > a.rows.row_begin(u);
+      if (!a.active[u]) {
+        fill_zero(x, f);  // no observations: the minimizer is 0
+        continue;
+      }
+      T* r = a.residuals + u * fp;
+      const T lambda = lambda_of(u);
+      if (a.padded_gram) {
+        for (int64_t j = 0; j < fp; ++j) r[j] = 0;
+        for (int64_t i = 0; i < f; ++i) axpy(x[i], a.padded_gram + i * fp, r, fp);
+      } else {
+        fill_zero(r, fp);
+      }
+      for (int64_t j = 0; j < f; ++j) r[j] = -r[j] - lambda * x[j];
+    }
+    blocked_pass(a, static_cast<const T*>(nullptr), a.residuals, T(-1), true);
+
+#pragma omp for schedule(static)
+    for (int64_t u = 0; u < rows; ++u) {
+      if (!a.active[u]) continue;
+      copy(a.residuals + u * fp, a.directions + u * fp, fp);
+      a.residual_norms[u] = dot(a.residuals + u * fp, a.residuals + u * fp, fp);
+    }
+    for (int step = 0; step < a.options.cg_steps; ++step) {
+#pragma omp for schedule(static)
+      for (int64_t u = 0; u < rows; ++u) {
+        if (!a.active[u]) continue;
+        if (!(a.residual_norms[u] > T(1e-30))) {
+          a.active[u] = 0;
+          continue;
+        }
+        const T* p = a.directions + u * fp;
+        T* Ap = a.products + u * fp;
+        if (a.padded_gram) {
+          symmetric_matvec(a.padded_gram, p, f, fp, Ap);
+        } else {
+          fill_zero(Ap, fp);
+        }
+        axpy(lambda_of(u), p, Ap, fp);
+      }
+      blocked_pass(a, a.directions, a.products, T(1), false);
+#pragma omp for schedule(static)
+      for (int64_t u = 0; u < rows; ++u) {
+        if (!a.active[u]) continue;
+        T* x = a.target.row(u);
+        T* r = a.residuals + u * fp;
+        T* p = a.directions + u * fp;
+        const T* Ap = a.products + u * fp;
+        const T pAp = dot(p, Ap, fp);
+        if (!(pAp > T(0))) {
+          a.active[u] = 0;
+          continue;
+        }
+        const T rs_old = a.residual_norms[u];
+        const T step_size = rs_old / pAp;
+        axpy(step_size, p, x, f);
+        axpy(-step_size, Ap, r, fp);
+        const T rs_new = dot(r, r, fp);
+        const T beta = rs_new / rs_old;
+#pragma omp simd
+        for (int64_t j = 0; j < fp; ++j) p[j] = r[j] + beta * p[j];
+        a.residual_norms[u] = rs_new;
+      }
+    }
+  }
+}
+
 }  // namespace
 
 template <typename T, typename I>
 void als_solve(const AlsSolveArgs<T, I>& a) {
+  if (a.block_rows > 0) return solve_blocked(a);
   const int64_t f = a.fixed.cols, fp = a.padded_factors;
   const int64_t rows = a.rows.rows;
   const bool cholesky = a.options.solver == Solver::cholesky;
