@@ -253,17 +253,57 @@ bool cholesky_factor(T* A, int64_t f, int64_t fp) {
   return true;
 }
 
-// Solves U^T U x = b with the factor from cholesky_factor; b is overwritten.
+// Solves U^T U x = b with the factor from cholesky_factor; b is overwritten. Both
+// triangular solves go by blocks of one SIMD vector of rows: a small scalar solve inside
+// the block, and whole, aligned vectors for its effect on the rest (b and x are zero
+// beyond f, and so are U's rows).
 template <typename T>
 void cholesky_solve(const T* U, int64_t f, int64_t fp, T* b, T* x) {
-  for (int64_t i = 0; i < f; ++i) {  // U^T z = b, z written over b
-    const T* row = U + i * fp;
-    b[i] /= row[i];
-    axpy(-b[i], row + i + 1, b + i + 1, f - i - 1);
+  typedef typename Simd<T>::type V;
+  constexpr int64_t width = kVectorBytes / sizeof(T);
+  // U^T z = b, z written over b: solve the block, then b[rest] -= sum_i z_i U[i][rest].
+  for (int64_t i0 = 0; i0 < f; i0 += width) {
+    const int64_t end = smaller(i0 + width, f);
+    for (int64_t i = i0; i < end; ++i) {
+      const T* row = U + i * fp;
+      b[i] /= row[i];
+      for (int64_t j = i + 1; j < end; ++j) b[j] -= b[i] * row[j];
+    }
+    for (int64_t j0 = i0 + width; j0 < fp; j0 += width) {
+      V acc;
+      __builtin_memcpy(&acc, b + j0, sizeof(V));
+      for (int64_t i = i0; i < end; ++i) {
+        V u;
+        __builtin_memcpy(&u, U + i * fp + j0, sizeof(V));
+        acc -= b[i] * u;
+      }
+      __builtin_memcpy(b + j0, &acc, sizeof(V));
+    }
   }
-  for (int64_t i = f - 1; i >= 0; --i) {  // U x = z
-    const T* row = U + i * fp;
-    x[i] = (b[i] - dot(row + i + 1, x + i + 1, f - i - 1)) / row[i];
+  // U x = z, from the last block up: x_i = (z_i - U[i][rest] . x[rest] - U[i][block] . x[block]) / U_ii.
+  fill_zero(x + f, fp - f);
+  const int64_t last = (f - 1) / width * width;
+  for (int64_t i0 = last; i0 >= 0; i0 -= width) {
+    const int64_t end = smaller(i0 + width, f);
+    for (int64_t i = i0; i < end; ++i) {
+      const T* row = U + i * fp;
+      V acc = V{};
+      for (int64_t j0 = i0 + width; j0 < fp; j0 += width) {
+        V u, xv;
+        __builtin_memcpy(&u, row + j0, sizeof(V));
+        __builtin_memcpy(&xv, x + j0, sizeof(V));
+        acc += u * xv;
+      }
+      T sum = 0;
+      for (int64_t c = 0; c < width; ++c) sum += acc[c];
+      b[i] -= sum;
+    }
+    for (int64_t i = end - 1; i >= i0; --i) {
+      const T* row = U + i * fp;
+      T value = b[i];
+      for (int64_t j = i + 1; j < end; ++j) value -= row[j] * x[j];
+      x[i] = value / row[i];
+    }
   }
 }
 
