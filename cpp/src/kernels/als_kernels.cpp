@@ -396,17 +396,41 @@ void gather_rows(const AlsSolveArgs<T, I>& a, int64_t begin, int64_t n, int64_t 
 // Conjugate gradient on A x = b, warm-started from the current x (Takacs et al. 2011):
 // A x = G x + lambda x + sum_k w_k (y_k . x) y_k is applied without forming A.
 
-// The part of the residual r = b - A x that does not involve the row's entries.
-template <typename T, typename I>
-void start_residual(const AlsSolveArgs<T, I>& a, T lambda, const Scratch<T>& s) {
-  const int64_t f = a.fixed.cols, fp = a.padded_factors;
-  T* r = s.residual;
-  if (a.padded_gram) {
-    symmetric_matvec(a.padded_gram, s.x, f, fp, r);
+// out = G v + lambda v: the part of A v that does not involve the row's entries (G is the
+// padded Gram matrix, or nullptr for explicit feedback). v is read up to f.
+template <typename T>
+void product_without_entries(const T* G, const T* v, int64_t f, int64_t fp, T lambda, T* out) {
+  if (G) {
+    symmetric_matvec(G, v, f, fp, out);
   } else {
-    fill_zero(r, fp);
+    fill_zero(out, fp);
   }
-  for (int64_t j = 0; j < fp; ++j) r[j] = -r[j] - lambda * s.x[j];
+  axpy(lambda, v, out, f);
+}
+
+// The same part of the residual r = b - A x: r = -(G x + lambda x).
+template <typename T>
+void start_residual(const T* G, const T* x, int64_t f, int64_t fp, T lambda, T* r) {
+  product_without_entries(G, x, f, fp, lambda, r);
+  for (int64_t j = 0; j < fp; ++j) r[j] = -r[j];
+}
+
+// One CG step once A p is known: x += a p, r -= a A p, p = r + beta p, rs = r.r. Returns
+// false, changing nothing, when p^T A p is not positive (nothing left to gain). x is
+// x_width long (f or fp), the others fp.
+template <typename T>
+bool cg_update(T* x, int64_t x_width, T* r, T* p, const T* Ap, int64_t fp, T* rs) {
+  const T pAp = dot(p, Ap, fp);
+  if (!(pAp > T(0))) return false;
+  const T step_size = *rs / pAp;
+  axpy(step_size, p, x, x_width);
+  axpy(-step_size, Ap, r, fp);
+  const T rs_new = dot(r, r, fp);
+  const T beta = rs_new / *rs;
+#pragma omp simd
+  for (int64_t j = 0; j < fp; ++j) p[j] = r[j] + beta * p[j];
+  *rs = rs_new;
+  return true;
 }
 
 // Gathers the row's fixed rows and adds their part of the residual in the same pass, a
@@ -428,31 +452,13 @@ template <typename T, typename I, typename Rows>
 void cg_iterations(const AlsSolveArgs<T, I>& a, const Rows& rows, int64_t width, int64_t n, T lambda,
                    const Scratch<T>& s) {
   const int64_t f = a.fixed.cols, fp = a.padded_factors;
-  T* x = s.x;
-  T* r = s.residual;
-  T* p = s.direction;
-  T* Ap = s.product;
-  copy(r, p, fp);
-  T rs_old = dot(r, r, fp);
+  copy(s.residual, s.direction, fp);
+  T rs = dot(s.residual, s.residual, fp);
   for (int step = 0; step < a.options.cg_steps; ++step) {
-    if (!(rs_old > T(1e-30))) break;
-    if (a.padded_gram) {
-      symmetric_matvec(a.padded_gram, p, f, fp, Ap);
-    } else {
-      fill_zero(Ap, fp);
-    }
-    axpy(lambda, p, Ap, fp);
-    accumulate_rows(rows, n, width, s.weight, T(1), static_cast<const T*>(nullptr), p, Ap);
-    const T pAp = dot(p, Ap, fp);
-    if (!(pAp > T(0))) break;
-    const T step_size = rs_old / pAp;
-    axpy(step_size, p, x, fp);
-    axpy(-step_size, Ap, r, fp);
-    const T rs_new = dot(r, r, fp);
-    const T beta = rs_new / rs_old;
-#pragma omp simd
-    for (int64_t j = 0; j < fp; ++j) p[j] = r[j] + beta * p[j];
-    rs_old = rs_new;
+    if (!(rs > T(1e-30))) break;
+    product_without_entries(a.padded_gram, s.direction, f, fp, lambda, s.product);
+    accumulate_rows(rows, n, width, s.weight, T(1), static_cast<const T*>(nullptr), s.direction, s.product);
+    if (!cg_update(s.x, fp, s.residual, s.direction, s.product, fp, &rs)) break;
   }
 }
 
@@ -575,15 +581,7 @@ void solve_blocked(const AlsSolveArgs<T, I>& a) {
         fill_zero(x, f);  // no observations: the minimizer is 0
         continue;
       }
-      T* r = a.residuals + u * fp;
-      const T lambda = lambda_of(u);
-      if (a.padded_gram) {
-        for (int64_t j = 0; j < fp; ++j) r[j] = 0;
-        for (int64_t i = 0; i < f; ++i) axpy(x[i], a.padded_gram + i * fp, r, fp);
-      } else {
-        fill_zero(r, fp);
-      }
-      for (int64_t j = 0; j < f; ++j) r[j] = -r[j] - lambda * x[j];
+      start_residual(a.padded_gram, x, f, fp, lambda_of(u), a.residuals + u * fp);
     }
     blocked_pass(a, static_cast<const T*>(nullptr), a.residuals, T(-1), true);
 
@@ -601,37 +599,14 @@ void solve_blocked(const AlsSolveArgs<T, I>& a) {
           a.active[u] = 0;
           continue;
         }
-        const T* p = a.directions + u * fp;
-        T* Ap = a.products + u * fp;
-        if (a.padded_gram) {
-          symmetric_matvec(a.padded_gram, p, f, fp, Ap);
-        } else {
-          fill_zero(Ap, fp);
-        }
-        axpy(lambda_of(u), p, Ap, fp);
+        product_without_entries(a.padded_gram, a.directions + u * fp, f, fp, lambda_of(u), a.products + u * fp);
       }
       blocked_pass(a, a.directions, a.products, T(1), false);
 #pragma omp for schedule(static)
       for (int64_t u = 0; u < rows; ++u) {
-        if (!a.active[u]) continue;
-        T* x = a.target.row(u);
-        T* r = a.residuals + u * fp;
-        T* p = a.directions + u * fp;
-        const T* Ap = a.products + u * fp;
-        const T pAp = dot(p, Ap, fp);
-        if (!(pAp > T(0))) {
+        if (a.active[u] && !cg_update(a.target.row(u), f, a.residuals + u * fp, a.directions + u * fp,
+                                      a.products + u * fp, fp, a.residual_norms + u))
           a.active[u] = 0;
-          continue;
-        }
-        const T rs_old = a.residual_norms[u];
-        const T step_size = rs_old / pAp;
-        axpy(step_size, p, x, f);
-        axpy(-step_size, Ap, r, fp);
-        const T rs_new = dot(r, r, fp);
-        const T beta = rs_new / rs_old;
-#pragma omp simd
-        for (int64_t j = 0; j < fp; ++j) p[j] = r[j] + beta * p[j];
-        a.residual_norms[u] = rs_new;
       }
     }
   }
@@ -670,11 +645,11 @@ void als_solve(const AlsSolveArgs<T, I>& a) {
         // A block this long would not stay in cache between the CG passes: read the rows
         // where they are instead of copying them first.
         IndexedRows<T, I> rows{a.fixed.data, a.fixed.stride, f, a.rows.indices + begin};
-        start_residual(a, lambda, s);
+        start_residual(a.padded_gram, s.x, f, fp, lambda, s.residual);
         accumulate_rows(rows, n, f, s.weight, T(-1), s.offset, s.x, s.residual);
         cg_iterations(a, rows, f, n, lambda, s);
       } else {
-        start_residual(a, lambda, s);
+        start_residual(a.padded_gram, s.x, f, fp, lambda, s.residual);
         gather_rows_with_residual(a, begin, n, s);
         prefetch_row_start(a, u + 1);
         cg_iterations(a, GatheredRows<T>{s.gathered, fp}, fp, n, lambda, s);
