@@ -188,35 +188,25 @@ class ALS(Estimator):
         items = (rng.random((n_items, self.factors), dtype=np.float32) * scale).astype(dtype, copy=False)
         return users, items
 
-    def _half_step(self, rows, fixed, target) -> None:
-        gram = kernels.gram_matrix(fixed, num_threads=self.num_threads) if self.feedback == "implicit" else None
-        kernels.als_half_step(
-            rows,
-            fixed,
-            gram,
-            target,
+    def _objective(self) -> dict:
+        """The keyword arguments that define the objective, as the kernels take them."""
+        return dict(
             regularization=self.regularization,
             alpha=self.alpha,
             feedback=self.feedback,
             confidence=self.confidence,
-            solver=self.solver,
-            cg_steps=self.cg_steps,
             weighted_regularization=self.weighted_regularization,
             num_threads=self.num_threads,
         )
 
-    def _loss(self, user_items, user_factors, item_factors) -> float:
-        return kernels.als_loss(
-            user_items,
-            user_factors,
-            item_factors,
-            regularization=self.regularization,
-            alpha=self.alpha,
-            feedback=self.feedback,
-            confidence=self.confidence,
-            weighted_regularization=self.weighted_regularization,
-            num_threads=self.num_threads,
+    def _half_step(self, rows, fixed, target) -> None:
+        gram = kernels.gram_matrix(fixed, num_threads=self.num_threads) if self.feedback == "implicit" else None
+        kernels.als_half_step(
+            rows, fixed, gram, target, solver=self.solver, cg_steps=self.cg_steps, **self._objective()
         )
+
+    def _loss(self, user_items, user_factors, item_factors) -> float:
+        return kernels.als_loss(user_items, user_factors, item_factors, **self._objective())
 
     # -- using a fitted model -------------------------------------------------------------
 
