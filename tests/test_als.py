@@ -295,3 +295,22 @@ def test_blocked_cg_matches_cg_by_row(block_rows, kind):
     np.testing.assert_allclose(blocked, by_row, rtol=1e-9, atol=1e-12)
     reference = recore.ALS(factors=4, iterations=3, random_state=0, dtype="float64", **options).fit(matrix)
     np.testing.assert_allclose(model.user_factors_, reference.user_factors_, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("solver", ["cg", "cholesky"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_int64_indices_give_the_same_results_as_int32(solver, dtype):
+    rng = np.random.default_rng(8)
+    narrow = as_dtype(sp.random(30, 25, density=0.3, random_state=8) * 2, dtype)
+    wide = narrow.copy()
+    wide.indices = wide.indices.astype(np.int64)
+    wide.indptr = wide.indptr.astype(np.int64)
+    fixed = random_factors(rng, 25, 5, dtype)
+    start = random_factors(rng, 30, 5, dtype)
+    expected = half_step(narrow, fixed, start.copy(), regularization=0.2, solver=solver)
+    actual = half_step(wide, fixed, start.copy(), regularization=0.2, solver=solver)
+    np.testing.assert_array_equal(actual, expected)
+    users = random_factors(rng, 30, 5, dtype)
+    assert kernels.als_loss(wide, users, fixed, regularization=0.2) == kernels.als_loss(
+        narrow, users, fixed, regularization=0.2
+    )
