@@ -1,5 +1,7 @@
 """The estimator's contract: parameters, input formats, outputs, callbacks."""
 
+import time
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -151,3 +153,34 @@ def test_command_line_bench_runs(capsys):
     out = capsys.readouterr().out
     assert "training loss" in out and "per iteration" in out
     assert main(["bench", "--users", "0"]) == 2
+
+
+def test_kernels_release_the_gil():
+    # While a kernel runs in another thread, this thread keeps running: the longest pause it
+    # sees is far shorter than the kernel call (holding the GIL would stall it throughout).
+    import threading
+
+    from recore import kernels
+
+    user_items = recore.datasets.synthetic(40_000, 4_000, 800_000, random_state=2)
+    item_factors = np.random.default_rng(0).random((4_000, 64), dtype=np.float32)
+    user_factors = np.zeros((40_000, 64), dtype=np.float32)
+    gram = kernels.gram_matrix(item_factors)
+    elapsed = []
+
+    def solve():
+        start = time.perf_counter()
+        kernels.als_half_step(
+            user_items, item_factors, gram, user_factors, regularization=0.1, solver="cholesky", num_threads=1
+        )
+        elapsed.append(time.perf_counter() - start)
+
+    worker = threading.Thread(target=solve)
+    longest_pause, last = 0.0, time.perf_counter()
+    worker.start()
+    while worker.is_alive():
+        now = time.perf_counter()
+        longest_pause, last = max(longest_pause, now - last), now
+    worker.join()
+    assert elapsed[0] > 0.1
+    assert longest_pause < elapsed[0] / 3
