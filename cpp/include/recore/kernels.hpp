@@ -80,7 +80,7 @@ inline int64_t als_workspace_per_thread(int64_t max_row_length, int64_t gathered
   if (cholesky) size += gathered_rows * fp + fp * fp;
   return (size + 15) / 16 * 16;
 }
-constexpr int64_t kGramBlockRows = 256;
+constexpr int64_t kGramBlockRows = 64;
 
 #define RECORE_DECLARE_TARGET(NS)                                                  \
   namespace NS {                                                                   \
