@@ -1,4 +1,9 @@
-"""ALS against the numpy reference in numpy_als.py, over random sparse matrices."""
+"""ALS against the dense numpy reference in reference.py, over random sparse matrices, and
+the ALS estimator's contract."""
+
+from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 import pytest
@@ -6,311 +11,720 @@ import scipy.sparse as sp
 from hypothesis import given
 from hypothesis import strategies as st
 
-import numpy_als
 import recore
-from conftest import sparse_matrices
-from recore import kernels
+import reference
+from conftest import (
+    OBJECTIVES,
+    objective_options,
+    objectives,
+    random_factors,
+    relative_error,
+    sparse_matrices,
+    using_cpu_target,
+    with_dtype,
+)
+from recore import _core, kernels
+from recore._validation import as_user_items
 
-KINDS = [
-    # feedback, confidence, weighted_regularization
-    ("implicit", "linear", False),
-    ("implicit", "scaled", False),
-    ("explicit", "linear", False),
-    ("explicit", "linear", True),
-]
-
-
-def relative_error(actual, expected):
-    scale = max(np.linalg.norm(expected), 1e-12)
-    return np.linalg.norm(np.asarray(actual, dtype=np.float64) - expected) / scale
-
-
-def random_factors(rng, n, f, dtype):
-    # Normal entries scaled by 1/sqrt(f) keep the normal equations well conditioned.
-    return np.ascontiguousarray(rng.normal(size=(n, f)) / np.sqrt(f), dtype=dtype)
-
-
-def as_dtype(matrix, dtype):
-    matrix = sp.csr_matrix(matrix, dtype=dtype)
-    matrix.indices = matrix.indices.astype(np.int32)
-    matrix.indptr = matrix.indptr.astype(np.int32)
-    return matrix
+# A subnormal alpha or regularization rounds to 0 in float32 but not in the float64
+# reference, which changes the answer completely; such values are no use to anybody.
+alphas = st.one_of(st.just(0.0), st.floats(0.01, 5.0))
+regularizations = st.floats(0.1, 5.0)
+dtypes = st.sampled_from([np.float32, np.float64])
+index_dtypes = st.sampled_from([np.int32, np.int64])
+seeds = st.integers(0, 2**32 - 1)
+# Matrices with or without stored zeros (an explicit 0 is an observation all the same).
+matrices = st.booleans().flatmap(lambda zeros: sparse_matrices(stored_zeros=zeros))
 
 
 def half_step(matrix, fixed, target, **options):
+    """recore's half step, in place on ``target``, which it returns."""
     gram = kernels.gram_matrix(fixed) if options.get("feedback", "implicit") == "implicit" else None
     kernels.als_half_step(matrix, fixed, gram, target, **options)
     return target
 
 
+def assert_solves_match_reference(actual, matrix, fixed, dtype, **objective):
+    """Each row of ``actual`` is the reference solution of its normal equations A x = b, to
+    within what rounding to ``dtype`` can explain.
+
+    Forming A and b from n entries perturbs them by about n * eps * |A| and n * eps * |b|
+    (|.| summing absolute values of the terms), so the solution moves by at most about
+    ||A^-1|| * n * eps * (||A_abs|| ||x|| + ||b_abs||). The bound is checked with a margin of
+    4: measured errors stay below a tenth of it. For float64 that is ~1e-13 relative."""
+    expected = reference.half_step(matrix, fixed, **objective)
+    systems = reference.normal_equations(matrix, fixed, **objective)
+    # The same sums over absolute values: A_abs = |Y|^T C |Y| + lambda I, b_abs = |Y|^T C |p|
+    # (weights and targets are non-negative here). The engine's implicit A is G + Y_u^T (C - I) Y_u,
+    # whose terms add up to at most that plus |Y|^T |Y|.
+    absolute = reference.normal_equations(matrix, np.abs(fixed), **objective)
+    eps = np.finfo(dtype).eps
+    n, f = fixed.shape
+    extra = np.sum(np.asarray(fixed, dtype=np.float64) ** 2)
+    for u, system in enumerate(systems):
+        if system is None:
+            assert not actual[u].any(), f"row {u} has no entries: its factor must be 0"
+            continue
+        A, _ = system
+        A_abs, b_abs = absolute[u]
+        inverse_norm = 1.0 / np.linalg.svd(A, compute_uv=False)[-1]
+        bound = (
+            4 * (n + f) * eps * inverse_norm
+            * ((np.linalg.norm(A_abs, 2) + extra) * np.linalg.norm(expected[u]) + np.linalg.norm(b_abs))
+        )  # fmt: skip
+        error = np.linalg.norm(np.asarray(actual[u], dtype=np.float64) - expected[u])
+        assert error <= bound, f"row {u}: error {error:.3g} > bound {bound:.3g}"
+    if dtype == np.float64:
+        assert relative_error(actual, expected) < 1e-9
+
+
+# -- one half step ---------------------------------------------------------------------------
+
+
 @given(
-    matrix=sparse_matrices(),
+    matrix=matrices,
     factors=st.integers(1, 8),
-    regularization=st.floats(0.1, 2.0),
-    alpha=st.floats(0.0, 3.0),
-    kind=st.sampled_from(KINDS),
-    dtype=st.sampled_from([np.float32, np.float64]),
-    seed=st.integers(0, 1000),
+    regularization=regularizations,
+    alpha=alphas,
+    kind=objectives,
+    dtype=dtypes,
+    index_dtype=index_dtypes,
+    seed=seeds,
 )
-def test_cholesky_half_step_matches_reference(matrix, factors, regularization, alpha, kind, dtype, seed):
-    feedback, confidence, weighted = kind
+def test_cholesky_half_step_matches_reference(matrix, factors, regularization, alpha, kind, dtype, index_dtype, seed):
     rng = np.random.default_rng(seed)
-    matrix = as_dtype(matrix, dtype)
+    matrix = with_dtype(matrix, dtype, index_dtype)
     fixed = random_factors(rng, matrix.shape[1], factors, dtype)
     target = random_factors(rng, matrix.shape[0], factors, dtype)
-    options = dict(
-        regularization=regularization,
-        alpha=alpha,
-        feedback=feedback,
-        confidence=confidence,
-        weighted_regularization=weighted,
-    )
-    expected = numpy_als.half_step(matrix, fixed, **options)
-    actual = half_step(matrix, fixed, target, solver="cholesky", **options)
-    assert relative_error(actual, expected) < (1e-4 if dtype == np.float32 else 1e-10)
+    objective = objective_options(kind, regularization, alpha)
+    actual = half_step(matrix, fixed, target, solver="cholesky", **objective)
+    assert actual.dtype == dtype and actual.shape == (matrix.shape[0], factors)
+    assert_solves_match_reference(actual, matrix, fixed, dtype, **objective)
 
 
-@given(matrix=sparse_matrices(), factors=st.integers(1, 6), kind=st.sampled_from(KINDS), seed=st.integers(0, 99))
-def test_cholesky_fit_matches_reference(matrix, factors, kind, seed):
-    feedback, confidence, weighted = kind
-    options = dict(
-        regularization=0.3, alpha=2.0, feedback=feedback, confidence=confidence, weighted_regularization=weighted
-    )
+def test_reference_half_steps_agree_with_the_textbook_formulas():
+    # reference.half_step writes A and b out densely over all columns; the textbook forms
+    # (YtY + Yu^T (Cu - I) Yu + lambda I, Yu^T Cu 1 and Yu^T Yu + lambda_u I, Yu^T r_u) must give
+    # the same answers, or the reference itself is wrong.
+    rng = np.random.default_rng(0)
+    matrix = sp.random(7, 9, density=0.4, random_state=1, format="csr") * 3
+    Y = rng.normal(size=(9, 3))
+    lam = 0.7
+    for u in range(7):
+        cols = matrix.indices[matrix.indptr[u] : matrix.indptr[u + 1]]
+        r = matrix.data[matrix.indptr[u] : matrix.indptr[u + 1]]
+        if cols.size == 0:
+            continue
+        Yu = Y[cols]
+        c = 1 + 2.0 * r
+        implicit = np.linalg.solve(Y.T @ Y + Yu.T @ ((c - 1)[:, None] * Yu) + lam * np.eye(3), Yu.T @ c)
+        np.testing.assert_allclose(
+            reference.implicit_half_step(matrix, Y, regularization=lam, alpha=2.0)[u], implicit, rtol=1e-12
+        )
+        explicit = np.linalg.solve(Yu.T @ Yu + lam * cols.size * np.eye(3), Yu.T @ r)
+        np.testing.assert_allclose(
+            reference.explicit_half_step(matrix, Y, regularization=lam, weighted_regularization=True)[u],
+            explicit,
+            rtol=1e-12,
+        )
+
+
+@contextlib.contextmanager
+def cg_path(path: str):
+    """Forces one of the conjugate-gradient code paths through the engine's testing hooks:
+    rows gathered into a contiguous block (the default for small factors), rows read in
+    place (taken for very long rows), or blocked CG (taken when the fixed factors outgrow
+    the caches), blocks of 1 or 3 fixed rows."""
+    try:
+        if path == "in place":
+            _core._set_gather_limit_for_testing(1)
+        elif path.startswith("blocked"):
+            _core._set_block_rows_for_testing(int(path.split()[1]))
+        yield
+    finally:
+        _core._set_gather_limit_for_testing(0)
+        _core._set_block_rows_for_testing(0)
+
+
+CG_PATHS = ["gathered", "in place", "blocked 1", "blocked 3"]
+
+
+@given(
+    matrix=matrices,
+    factors=st.integers(1, 8),
+    regularization=regularizations,
+    alpha=alphas,
+    kind=objectives,
+    path=st.sampled_from(CG_PATHS),
+    seed=seeds,
+)
+def test_cg_with_as_many_steps_as_factors_matches_cholesky(matrix, factors, regularization, alpha, kind, path, seed):
+    # In exact arithmetic CG on an f x f system ends at the solution after f steps.
+    rng = np.random.default_rng(seed)
+    matrix = with_dtype(matrix, np.float64)
+    fixed = random_factors(rng, matrix.shape[1], factors, np.float64)
+    start = random_factors(rng, matrix.shape[0], factors, np.float64)
+    objective = objective_options(kind, regularization, alpha)
+    exact = half_step(matrix, fixed, start.copy(), solver="cholesky", **objective)
+    with cg_path(path):
+        iterative = half_step(matrix, fixed, start.copy(), solver="cg", cg_steps=factors, **objective)
+    # CG is warm-started, so its rounding errors scale with the start as well as the answer.
+    scale = np.linalg.norm(exact, axis=1) + np.linalg.norm(start, axis=1)
+    assert np.all(np.linalg.norm(iterative - exact, axis=1) <= 1e-7 * scale)
+
+
+@given(matrix=matrices, factors=st.integers(1, 8), kind=objectives, seed=seeds)
+def test_one_cg_step_lowers_the_row_objective(matrix, factors, kind, seed):
+    # A single CG step from a warm start can only lower each row's quadratic objective
+    # 1/2 x^T A x - b^T x (it minimizes it along the residual).
+    rng = np.random.default_rng(seed)
+    matrix = with_dtype(matrix, np.float64)
+    fixed = random_factors(rng, matrix.shape[1], factors, np.float64)
+    start = random_factors(rng, matrix.shape[0], factors, np.float64)
+    objective = objective_options(kind, 0.5, 1.5)
+    stepped = half_step(matrix, fixed, start.copy(), solver="cg", cg_steps=1, **objective)
+    for u, system in enumerate(reference.normal_equations(matrix, fixed, **objective)):
+        if system is None:
+            continue
+        A, b = system
+
+        def value(x, A=A, b=b):
+            return 0.5 * x @ A @ x - b @ x
+
+        assert value(stepped[u]) <= value(start[u]) + 1e-12 * (1 + abs(value(start[u])))
+
+
+# -- whole fits ------------------------------------------------------------------------------
+
+
+@given(
+    matrix=matrices,
+    factors=st.integers(1, 6),
+    iterations=st.integers(1, 3),
+    regularization=st.floats(0.1, 2.0),
+    alpha=alphas,
+    kind=objectives,
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_cholesky_fit_matches_reference(matrix, factors, iterations, regularization, alpha, kind, seed):
+    objective = objective_options(kind, regularization, alpha)
     model = recore.ALS(
-        factors=factors, iterations=2, solver="cholesky", dtype="float64", random_state=seed, **options
+        factors=factors, iterations=iterations, solver="cholesky", dtype="float64", random_state=seed, **objective
     ).fit(matrix)
-    users, items = numpy_als.fit(matrix, factors=factors, iterations=2, random_state=seed, **options)
+    users, items = reference.fit(matrix, factors=factors, iterations=iterations, random_state=seed, **objective)
     assert relative_error(model.user_factors_, users) < 1e-8
     assert relative_error(model.item_factors_, items) < 1e-8
 
 
-@given(matrix=sparse_matrices(), factors=st.integers(1, 8), kind=st.sampled_from(KINDS), seed=st.integers(0, 99))
-def test_cg_with_as_many_steps_as_factors_matches_cholesky(matrix, factors, kind, seed):
-    feedback, confidence, weighted = kind
-    rng = np.random.default_rng(seed)
-    matrix = as_dtype(matrix, np.float64)
-    fixed = random_factors(rng, matrix.shape[1], factors, np.float64)
-    start = random_factors(rng, matrix.shape[0], factors, np.float64)
-    options = dict(
-        regularization=0.5, alpha=1.5, feedback=feedback, confidence=confidence, weighted_regularization=weighted
-    )
-    exact = half_step(matrix, fixed, start.copy(), solver="cholesky", **options)
-    iterative = half_step(matrix, fixed, start.copy(), solver="cg", cg_steps=factors, **options)
-    assert relative_error(iterative, exact) < 1e-6
+def test_zero_iterations_keep_the_initial_factors():
+    matrix = recore.datasets.synthetic(30, 20, 100, random_state=3)
+    for dtype in ("float32", "float64"):
+        model = recore.ALS(factors=3, iterations=0, random_state=5, dtype=dtype).fit(matrix)
+        users, items = reference.initial_factors(30, 20, 3, 5)
+        # Drawn in float32 whatever the dtype, so that both dtypes start from the same numbers.
+        np.testing.assert_array_equal(model.user_factors_, users.astype(dtype))
+        np.testing.assert_array_equal(model.item_factors_, items.astype(dtype))
 
 
-def test_cg_reaches_cholesky_in_float32():
-    rng = np.random.default_rng(3)
-    matrix = as_dtype(sp.random(40, 30, density=0.3, random_state=4) * 5, np.float32)
-    fixed = random_factors(rng, 30, 8, np.float32)
-    start = random_factors(rng, 40, 8, np.float32)
-    exact = half_step(matrix, fixed, start.copy(), regularization=0.5, solver="cholesky")
-    iterative = half_step(matrix, fixed, start.copy(), regularization=0.5, solver="cg", cg_steps=8)
-    assert relative_error(iterative, exact) < 1e-3
-
-
-@given(matrix=sparse_matrices(), factors=st.integers(1, 6), alpha=st.floats(0.0, 4.0), seed=st.integers(0, 99))
-def test_implicit_loss_never_increases_with_cholesky(matrix, factors, alpha, seed):
+@given(
+    matrix=matrices,
+    factors=st.integers(1, 6),
+    regularization=st.floats(0.01, 2.0),
+    alpha=alphas,
+    kind=objectives,
+    seed=seeds,
+)
+def test_training_loss_never_increases_with_cholesky(matrix, factors, regularization, alpha, kind, seed):
+    # Every exact half step minimizes the objective over one side with the other held
+    # fixed, so the objective after each iteration is at most the one before it, and the
+    # first is at most the objective of the initial factors.
+    objective = objective_options(kind, regularization, alpha)
     model = recore.ALS(
         factors=factors,
-        iterations=5,
-        regularization=0.1,
-        alpha=alpha,
+        iterations=4,
         solver="cholesky",
         dtype="float64",
         random_state=seed,
         calculate_training_loss=True,
+        **objective,
     ).fit(matrix)
-    losses = np.array(model.loss_history_)
-    assert np.all(np.diff(losses) <= 1e-9 * losses[:-1] + 1e-12)
+    initial = reference.objective(matrix, *reference.initial_factors(*matrix.shape, factors, seed), **objective)
+    losses = np.array([initial, *model.loss_history_])
+    slack = 1e-9 * losses[:-1] + 1e-12
+    assert np.all(losses[1:] <= losses[:-1] + slack), losses
+    expected = reference.objective(matrix, model.user_factors_, model.item_factors_, **objective)
+    assert model.loss_history_[-1] == pytest.approx(expected, rel=1e-9, abs=1e-12)
 
 
 @given(
-    matrix=sparse_matrices(),
-    factors=st.integers(1, 6),
-    kind=st.sampled_from(KINDS),
-    dtype=st.sampled_from([np.float32, np.float64]),
-    seed=st.integers(0, 99),
+    matrix=matrices,
+    factors=st.integers(1, 8),
+    regularization=st.floats(0.0, 5.0),
+    alpha=alphas,
+    kind=objectives,
+    dtype=dtypes,
+    index_dtype=index_dtypes,
+    seed=seeds,
 )
-def test_loss_matches_dense_reference(matrix, factors, kind, dtype, seed):
-    feedback, confidence, weighted = kind
+def test_loss_matches_dense_reference(matrix, factors, regularization, alpha, kind, dtype, index_dtype, seed):
     rng = np.random.default_rng(seed)
-    matrix = as_dtype(matrix, dtype)
+    matrix = with_dtype(matrix, dtype, index_dtype)
     users = random_factors(rng, matrix.shape[0], factors, dtype)
     items = random_factors(rng, matrix.shape[1], factors, dtype)
-    options = dict(
-        regularization=0.2, alpha=1.7, feedback=feedback, confidence=confidence, weighted_regularization=weighted
-    )
-    expected = numpy_als.loss(matrix, users, items, **options)
-    actual = kernels.als_loss(matrix, users, items, **options)
-    assert actual == pytest.approx(expected, rel=1e-5 if dtype == np.float32 else 1e-10, abs=1e-6)
+    objective = objective_options(kind, regularization, alpha)
+    expected = reference.objective(matrix, users, items, **objective)
+    actual = kernels.als_loss(matrix, users, items, **objective)
+    assert isinstance(actual, float)
+    # The engine gets the unobserved part as x^T (Y^T Y) x minus the observed scores squared:
+    # its rounding scales with the sum of all squared scores, not with the loss itself.
+    scale = expected + np.sum((users.astype(np.float64) @ items.astype(np.float64).T) ** 2)
+    assert abs(actual - expected) <= (1e-5 if dtype == np.float32 else 1e-12) * scale
 
 
-@pytest.mark.parametrize("solver", ["cg", "cholesky"])
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_factors_bitwise_identical_for_any_thread_count(solver, kind, dtype):
-    feedback, confidence, weighted = kind
-    # Large enough that every thread gets rows, and the Gram matrix several chunks.
-    user_items = recore.datasets.synthetic(1500, 700, 30_000, random_state=1)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gram_matrix_matches_numpy(dtype):
+    rng = np.random.default_rng(0)
+    # More than 512 rows: the Gram matrix is summed over several chunks.
+    for n, f in [(0, 3), (1, 1), (5, 7), (1300, 9), (700, 33)]:
+        factors = random_factors(rng, n, f, dtype)
+        gram = kernels.gram_matrix(factors)
+        assert gram.dtype == dtype and gram.shape == (f, f) and gram.flags.c_contiguous
+        expected = factors.astype(np.float64).T @ factors.astype(np.float64)
+        np.testing.assert_array_equal(gram, gram.T)
+        tolerance = (1e-5 if dtype == np.float32 else 1e-13) * max(n, 1)
+        np.testing.assert_allclose(gram, expected, rtol=0, atol=tolerance * max(np.abs(expected).max(), 1))
+
+
+# -- threads ---------------------------------------------------------------------------------
+
+
+@given(
+    matrix=sparse_matrices(max_rows=120, max_cols=60),
+    solver=st.sampled_from(["cg", "cholesky"]),
+    kind=objectives,
+    dtype=dtypes,
+    seed=seeds,
+)
+def test_factors_bitwise_identical_for_one_and_two_threads(matrix, solver, kind, dtype, seed):
+    # Up to 120 rows: rows are handed out in chunks of 16, so both threads get work.
     results = []
-    for threads in (1, 2, 3):
+    for threads in (1, 2):
         model = recore.ALS(
-            factors=12,
+            factors=5,
             iterations=2,
             solver=solver,
-            feedback=feedback,
-            confidence=confidence,
-            weighted_regularization=weighted,
             dtype=dtype,
             num_threads=threads,
-            random_state=7,
+            random_state=seed,
             calculate_training_loss=True,
-        ).fit(user_items)
+            **objective_options(kind, 0.1, 2.0),
+        ).fit(matrix)
         results.append(model)
-    for other in results[1:]:
-        assert other.user_factors_.tobytes() == results[0].user_factors_.tobytes()
-        assert other.item_factors_.tobytes() == results[0].item_factors_.tobytes()
-        assert other.loss_history_ == results[0].loss_history_
+    one, two = results
+    assert one.user_factors_.tobytes() == two.user_factors_.tobytes()
+    assert one.item_factors_.tobytes() == two.item_factors_.tobytes()
+    assert one.loss_history_ == two.loss_history_
 
 
-@given(matrix=sparse_matrices(), factors=st.integers(1, 6), kind=st.sampled_from(KINDS), seed=st.integers(0, 99))
-def test_float64_matches_float32(matrix, factors, kind, seed):
-    feedback, confidence, weighted = kind
+@pytest.mark.parametrize("solver", ["cg", "cholesky", "blocked cg"])
+@pytest.mark.parametrize("kind", OBJECTIVES)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_factors_bitwise_identical_for_any_thread_count_on_a_larger_matrix(solver, kind, dtype):
+    # Large enough for the Gram matrix to be summed over several chunks and the loss over
+    # many; blocked CG (forced through the testing hook) has its own parallel passes.
+    user_items = recore.datasets.synthetic(1200, 600, 20_000, random_state=1)
+    results = []
+    for threads in (1, 2, 3):
+        with cg_path("blocked 50" if solver == "blocked cg" else "gathered"):
+            model = recore.ALS(
+                factors=12,
+                iterations=2,
+                solver="cg" if solver == "blocked cg" else solver,
+                dtype=dtype,
+                num_threads=threads,
+                random_state=7,
+                calculate_training_loss=True,
+                **objective_options(kind, 0.1, 2.0),
+            ).fit(user_items)
+        results.append((model, kernels.gram_matrix(model.item_factors_, num_threads=threads)))
+    (first, first_gram), *others = results
+    for model, gram in others:
+        assert model.user_factors_.tobytes() == first.user_factors_.tobytes()
+        assert model.item_factors_.tobytes() == first.item_factors_.tobytes()
+        assert model.loss_history_ == first.loss_history_
+        assert gram.tobytes() == first_gram.tobytes()
+
+
+# -- precision -------------------------------------------------------------------------------
+
+
+@given(
+    matrix=matrices,
+    factors=st.integers(1, 6),
+    regularization=st.floats(0.3, 2.0),
+    alpha=st.one_of(st.just(0.0), st.floats(0.01, 2.0)),
+    kind=objectives,
+    solver=st.sampled_from(["cg", "cholesky"]),
+    seed=seeds,
+)
+def test_float64_fit_matches_float32_fit(matrix, factors, regularization, alpha, kind, solver, seed):
+    # f CG steps solve an f x f system exactly only in exact arithmetic: in float32 the
+    # Krylov process drifts and leaves errors of ~1e-3 after f steps on systems with
+    # condition numbers of ~100 (a textbook float32 CG does the same); two more steps fix it.
     options = dict(
         factors=factors,
         iterations=3,
-        regularization=0.5,
-        alpha=1.0,
-        solver="cholesky",
-        feedback=feedback,
-        confidence=confidence,
-        weighted_regularization=weighted,
+        solver=solver,
+        cg_steps=factors + 2,
         random_state=seed,
+        **objective_options(kind, regularization, alpha),
     )
     single = recore.ALS(dtype="float32", **options).fit(matrix)
     double = recore.ALS(dtype="float64", **options).fit(matrix)
     assert single.user_factors_.dtype == np.float32 and double.user_factors_.dtype == np.float64
-    # Both start from the same float32 draws.
-    scores32 = single.user_factors_.astype(np.float64) @ single.item_factors_.T
+    # Compared as predictions: both start from the same float32 draws, and the products are
+    # what a model is used for.
+    scores32 = single.user_factors_.astype(np.float64) @ single.item_factors_.astype(np.float64).T
     scores64 = double.user_factors_ @ double.item_factors_.T
-    assert relative_error(scores32, scores64) < 1e-3
+    assert np.abs(scores32 - scores64).max() <= 1e-3 * max(np.abs(scores64).max(), 1e-3)
 
 
-@pytest.mark.parametrize("solver", ["cholesky", "cg"])
-def test_low_rank_ratings_reconstructed_exactly_without_regularization(solver):
-    rng = np.random.default_rng(0)
-    rank = 4
-    ratings = rng.normal(size=(30, rank)) @ rng.normal(size=(rank, 20))
+# -- exact recovery --------------------------------------------------------------------------
+
+
+@given(
+    rank=st.integers(1, 4),
+    extra_users=st.integers(0, 20),
+    extra_items=st.integers(0, 20),
+    solver=st.sampled_from(["cholesky", "cg"]),
+    seed=seeds,
+)
+def test_low_rank_ratings_reconstructed_exactly_without_regularization(rank, extra_users, extra_items, solver, seed):
+    # Fully observed ratings of rank r, r factors, no regularization: the user step projects
+    # onto the span of the items, and the item step then reproduces R exactly (R = U V^T has
+    # its columns in span(U) = span(X) once X = R Y (Y^T Y)^-1). CG with r steps is exact too.
+    rng = np.random.default_rng(seed)
+    ratings = rng.normal(size=(rank + extra_users, rank)) @ rng.normal(size=(rank, rank + extra_items))
     model = recore.ALS(
         factors=rank,
         regularization=0.0,
         feedback="explicit",
         solver=solver,
         cg_steps=rank,
+        iterations=2,
+        dtype="float64",
+        random_state=seed,
+    ).fit(sp.csr_matrix(ratings))
+    np.testing.assert_allclose(
+        model.user_factors_ @ model.item_factors_.T, ratings, rtol=0, atol=1e-7 * np.abs(ratings).max()
+    )
+
+
+@given(
+    user_groups=st.lists(st.integers(1, 6), min_size=1, max_size=4),
+    data=st.data(),
+    solver=st.sampled_from(["cholesky", "cg"]),
+    seed=seeds,
+)
+def test_low_rank_implicit_preferences_reconstructed_exactly_without_regularization(user_groups, data, solver, seed):
+    # With alpha = 0 every confidence is 1: plain least squares on the binary preference
+    # matrix. Disjoint blocks of ones (rows and columns shuffled) have rank = number of blocks.
+    rank = len(user_groups)
+    item_groups = data.draw(st.lists(st.integers(1, 6), min_size=rank, max_size=rank))
+    rng = np.random.default_rng(seed)
+    users = rng.permutation(np.repeat(np.arange(rank), user_groups))
+    items = rng.permutation(np.repeat(np.arange(rank), item_groups))
+    preferences = (users[:, None] == items[None, :]).astype(np.float32)
+    model = recore.ALS(
+        factors=rank,
+        regularization=0.0,
+        alpha=0.0,
+        solver=solver,
+        cg_steps=rank,
         iterations=3,
         dtype="float64",
-        random_state=0,
-    ).fit(sp.csr_matrix(ratings))
-    np.testing.assert_allclose(model.user_factors_ @ model.item_factors_.T, ratings, atol=1e-9)
-
-
-def test_low_rank_implicit_preferences_reconstructed_exactly_without_regularization():
-    # With alpha = 0 every confidence is 1: plain least squares on the binary matrix,
-    # which has rank 2 here.
-    preferences = np.zeros((30, 20))
-    preferences[:12, :8] = 1
-    preferences[12:, 8:] = 1
-    model = recore.ALS(
-        factors=2, regularization=0.0, alpha=0.0, solver="cholesky", iterations=4, dtype="float64", random_state=0
+        random_state=seed,
     ).fit(sp.csr_matrix(preferences))
-    np.testing.assert_allclose(model.user_factors_ @ model.item_factors_.T, preferences, atol=1e-9)
+    np.testing.assert_allclose(model.user_factors_ @ model.item_factors_.T, preferences, rtol=0, atol=1e-7)
 
 
-@given(matrix=sparse_matrices(min_value=1.0, max_value=5.0), weighted=st.booleans(), seed=st.integers(0, 99))
-def test_explicit_predictions_match_reference(matrix, weighted, seed):
-    options = dict(regularization=0.2, feedback="explicit", weighted_regularization=weighted)
-    model = recore.ALS(factors=3, iterations=4, solver="cholesky", dtype="float64", random_state=seed, **options)
+# -- predictions -----------------------------------------------------------------------------
+
+
+@given(
+    matrix=sparse_matrices(min_value=1.0, max_value=5.0),
+    weighted=st.booleans(),
+    regularization=st.floats(0.1, 1.0),
+    seed=seeds,
+)
+def test_explicit_predictions_match_reference(matrix, weighted, regularization, seed):
+    objective = dict(regularization=regularization, feedback="explicit", weighted_regularization=weighted)
+    model = recore.ALS(factors=3, iterations=4, solver="cholesky", dtype="float64", random_state=seed, **objective)
     model.fit(matrix)
-    users, items = numpy_als.fit(matrix, factors=3, iterations=4, random_state=seed, **options)
+    users, items = reference.fit(matrix, factors=3, iterations=4, random_state=seed, **objective)
     rng = np.random.default_rng(seed)
     u = rng.integers(0, matrix.shape[0], size=20)
     i = rng.integers(0, matrix.shape[1], size=20)
-    np.testing.assert_allclose(model.predict(u, i), np.sum(users[u] * items[i], axis=1), rtol=1e-7, atol=1e-9)
+    predicted = model.predict(u, i)
+    assert predicted.shape == (20,) and predicted.dtype == np.float64
+    atol = 1e-8 * max(np.abs(users @ items.T).max(), 1.0)
+    np.testing.assert_allclose(predicted, np.sum(users[u] * items[i], axis=1), rtol=1e-7, atol=atol)
+    # Broadcasting: one user against every item gives the row of U V^T.
+    np.testing.assert_allclose(model.predict(u[0], np.arange(matrix.shape[1])), users[u[0]] @ items.T, atol=atol)
+    assert model.predict(int(u[0]), int(i[0])).shape == ()
 
 
-@pytest.mark.parametrize("solver", ["cholesky", "cg"])
-@pytest.mark.parametrize("factors", [1, 7, 16, 33, 70])
-def test_every_cpu_target_matches_reference(cpu_target, solver, factors):
-    # Widths around the SIMD widths exercise the padding and every register-tile shape.
-    rng = np.random.default_rng(factors)
-    matrix = as_dtype(sp.random(50, 40, density=0.3, random_state=factors) * 4, np.float32)
-    fixed = random_factors(rng, 40, factors, np.float32)
-    start = random_factors(rng, 50, factors, np.float32)
-    expected = numpy_als.half_step(matrix, fixed, regularization=1.0, alpha=1.0)
-    actual = half_step(matrix, fixed, start, regularization=1.0, solver=solver, cg_steps=factors + 10)
+def test_predict_broadcasts_rows_against_columns():
+    model = recore.ALS(factors=3, iterations=2, random_state=0).fit(recore.datasets.synthetic(20, 10, 60))
+    grid = model.predict(np.arange(20)[:, None], np.arange(10)[None, :])
+    assert grid.shape == (20, 10) and grid.dtype == np.float32
+    np.testing.assert_allclose(grid, model.user_factors_ @ model.item_factors_.T, rtol=1e-5, atol=1e-7)
+    assert model.predict([], []).shape == (0,)
+
+
+# -- instruction sets ------------------------------------------------------------------------
+
+# Widths around every SIMD width (4, 8, 16 floats; 2, 4, 8 doubles) and the padded tiles.
+simd_widths = st.sampled_from([1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 24, 31, 32, 33])
+
+
+@pytest.mark.parametrize("target", recore.available_cpu_targets())
+@given(matrix=matrices, factors=simd_widths, kind=objectives, dtype=dtypes, seed=seeds)
+def test_every_cpu_target_matches_reference(target, matrix, factors, kind, dtype, seed):
+    rng = np.random.default_rng(seed)
+    matrix = with_dtype(matrix, dtype)
+    fixed = random_factors(rng, matrix.shape[1], factors, dtype)
+    start = random_factors(rng, matrix.shape[0], factors, dtype)
+    objective = objective_options(kind, 1.0, 1.5)
+    with using_cpu_target(target):
+        assert recore.cpu_target() == target
+        exact = half_step(matrix, fixed, start.copy(), solver="cholesky", **objective)
+        gram = kernels.gram_matrix(fixed)
+        loss = kernels.als_loss(matrix, start, fixed, **objective)
+        iterative = None
+        if dtype == np.float64:
+            # Twice as many steps as factors: plenty in float64 even for the widest systems.
+            iterative = half_step(matrix, fixed, start.copy(), solver="cg", cg_steps=2 * factors, **objective)
+    assert_solves_match_reference(exact, matrix, fixed, dtype, **objective)
+    wide = fixed.astype(np.float64)
+    np.testing.assert_allclose(gram, wide.T @ wide, rtol=0, atol=(1e-5 if dtype == np.float32 else 1e-13) * 30)
+    expected_loss = reference.objective(matrix, start, fixed, **objective)
+    scale = expected_loss + np.sum((start.astype(np.float64) @ wide.T) ** 2)
+    assert abs(loss - expected_loss) <= (1e-5 if dtype == np.float32 else 1e-12) * scale
+    if iterative is not None:
+        scale = np.linalg.norm(exact, axis=1) + np.linalg.norm(start, axis=1)
+        assert np.all(np.linalg.norm(iterative - exact, axis=1) <= 1e-7 * scale)
+
+
+@pytest.mark.parametrize("target", recore.available_cpu_targets())
+@given(matrix=matrices, factors=simd_widths, kind=objectives, seed=seeds)
+def test_every_cpu_target_fits_like_the_reference(target, matrix, factors, kind, seed):
+    objective = objective_options(kind, 1.0, 1.5)
+    with using_cpu_target(target):
+        model = recore.ALS(
+            factors=factors, iterations=2, solver="cholesky", dtype="float64", random_state=seed, **objective
+        ).fit(matrix)
+    users, items = reference.fit(matrix, factors=factors, iterations=2, random_state=seed, **objective)
+    assert relative_error(model.user_factors_, users) < 1e-8
+    assert relative_error(model.item_factors_, items) < 1e-8
+
+
+def test_cpu_target_fixture_selects_and_restores(cpu_target):
     assert recore.cpu_target() == cpu_target
-    assert relative_error(actual, expected) < (1e-4 if solver == "cholesky" else 1e-3)
+    assert cpu_target in recore.available_cpu_targets()
 
 
-def test_long_rows_read_in_place_match_gathered_rows():
-    from recore import _core
+# -- the estimator ---------------------------------------------------------------------------
 
-    rng = np.random.default_rng(5)
-    matrix = as_dtype(sp.random(30, 60, density=0.5, random_state=5) * 3, np.float32)
-    fixed = random_factors(rng, 60, 16, np.float32)
-    start = random_factors(rng, 30, 16, np.float32)
-    gathered = half_step(matrix, fixed, start.copy(), regularization=0.3)
-    try:
-        _core._set_gather_limit_for_testing(4)  # every row is longer than this
-        in_place = half_step(matrix, fixed, start.copy(), regularization=0.3)
-    finally:
-        _core._set_gather_limit_for_testing(0)
-    np.testing.assert_allclose(in_place, gathered, rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("block_rows", [1, 7, 1000])
-@pytest.mark.parametrize("kind", KINDS)
-def test_blocked_cg_matches_cg_by_row(block_rows, kind):
-    # Blocked CG normally runs only when the fixed factors outgrow the caches; force it.
-    from recore import _core
-
-    feedback, confidence, weighted = kind
-    rng = np.random.default_rng(block_rows)
-    dense = sp.random(40, 50, density=0.3, random_state=6).toarray() * 3
-    dense[3] = 0  # an empty row
-    matrix = as_dtype(dense, np.float64)
-    fixed = random_factors(rng, 50, 6, np.float64)
-    start = random_factors(rng, 40, 6, np.float64)
-    options = dict(
-        regularization=0.2, alpha=1.3, feedback=feedback, confidence=confidence, weighted_regularization=weighted
-    )
-    by_row = half_step(matrix, fixed, start.copy(), **options)
-    try:
-        _core._set_block_rows_for_testing(block_rows)
-        blocked = half_step(matrix, fixed, start.copy(), **options)
-        model = recore.ALS(factors=4, iterations=3, random_state=0, dtype="float64", **options).fit(matrix)
-    finally:
-        _core._set_block_rows_for_testing(0)
-    np.testing.assert_allclose(blocked, by_row, rtol=1e-9, atol=1e-12)
-    reference = recore.ALS(factors=4, iterations=3, random_state=0, dtype="float64", **options).fit(matrix)
-    np.testing.assert_allclose(model.user_factors_, reference.user_factors_, rtol=1e-8, atol=1e-10)
+hyperparameters = st.fixed_dictionaries(
+    {
+        "factors": st.integers(1, 200),
+        "regularization": st.floats(0.0, 10.0),
+        "alpha": st.floats(0.0, 100.0),
+        "iterations": st.integers(0, 50),
+        "solver": st.sampled_from(["cg", "cholesky"]),
+        "cg_steps": st.integers(1, 10),
+        "feedback": st.sampled_from(["implicit", "explicit"]),
+        "confidence": st.sampled_from(["linear", "scaled"]),
+        "weighted_regularization": st.booleans(),
+        "dtype": st.sampled_from(["float32", "float64", np.float32, np.dtype("float64")]),
+        "num_threads": st.integers(0, 8),
+        "random_state": st.one_of(st.none(), st.integers(0, 2**32)),
+        "calculate_training_loss": st.booleans(),
+    }
+)
 
 
-@pytest.mark.parametrize("solver", ["cg", "cholesky"])
+@given(params=hyperparameters, other=hyperparameters)
+def test_get_params_and_set_params_round_trip(params, other):
+    model = recore.ALS(**params)
+    assert model.get_params() == params
+    assert recore.ALS(**model.get_params()).get_params() == params
+    assert model.set_params(**other) is model
+    assert model.get_params() == other
+    assert repr(model).startswith("ALS(factors=")
+    with pytest.raises(ValueError, match="factors"):
+        model.set_params(iterations=3, factors=0)
+    assert model.get_params() == other  # a refused call changes nothing, not even the valid part
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_int64_indices_give_the_same_results_as_int32(solver, dtype):
-    rng = np.random.default_rng(8)
-    narrow = as_dtype(sp.random(30, 25, density=0.3, random_state=8) * 2, dtype)
-    wide = narrow.copy()
-    wide.indices = wide.indices.astype(np.int64)
-    wide.indptr = wide.indptr.astype(np.int64)
-    fixed = random_factors(rng, 25, 5, dtype)
-    start = random_factors(rng, 30, 5, dtype)
-    expected = half_step(narrow, fixed, start.copy(), regularization=0.2, solver=solver)
-    actual = half_step(wide, fixed, start.copy(), regularization=0.2, solver=solver)
-    np.testing.assert_array_equal(actual, expected)
-    users = random_factors(rng, 30, 5, dtype)
-    assert kernels.als_loss(wide, users, fixed, regularization=0.2) == kernels.als_loss(
-        narrow, users, fixed, regularization=0.2
+@pytest.mark.parametrize("solver", ["cg", "cholesky"])
+@given(matrix=matrices, factors=st.integers(1, 8))
+def test_fit_returns_self_with_contiguous_factors(dtype, solver, matrix, factors):
+    model = recore.ALS(factors=factors, iterations=2, solver=solver, dtype=dtype, random_state=0)
+    assert model.fit(matrix) is model
+    for array, rows in ((model.user_factors_, matrix.shape[0]), (model.item_factors_, matrix.shape[1])):
+        assert array.shape == (rows, factors)
+        assert array.dtype == dtype
+        assert array.flags.c_contiguous
+        assert np.isfinite(array).all()
+    assert not np.shares_memory(model.user_factors_, model.item_factors_)
+
+
+@pytest.mark.parametrize("shape", [(0, 3), (3, 0), (0, 0)])
+def test_empty_shapes_fit(shape):
+    model = recore.ALS(factors=2, iterations=2, calculate_training_loss=True).fit(
+        sp.csr_matrix(shape, dtype=np.float32)
     )
+    assert model.user_factors_.shape == (shape[0], 2) and model.item_factors_.shape == (shape[1], 2)
+    assert not model.user_factors_.any() and not model.item_factors_.any()
+    assert model.loss_history_ == [0.0, 0.0]
+
+
+@given(iterations=st.integers(0, 5), with_loss=st.booleans())
+def test_callback_receives_iteration_time_and_loss(iterations, with_loss):
+    matrix = recore.datasets.synthetic(40, 30, 200, random_state=3)
+    calls = []
+    model = recore.ALS(factors=3, iterations=iterations, calculate_training_loss=with_loss, random_state=0)
+    model.fit(matrix, callback=lambda *args: calls.append(args))
+    assert [call[0] for call in calls] == list(range(iterations))
+    assert all(isinstance(call[1], float) and call[1] >= 0 for call in calls)
+    if with_loss:
+        assert [call[2] for call in calls] == model.loss_history_
+        assert len(model.loss_history_) == iterations
+        if iterations:
+            assert model.loss_history_[-1] == pytest.approx(model.loss(matrix), rel=1e-12)
+    else:
+        assert [call[2] for call in calls] == [None] * iterations
+        assert model.loss_history_ == []
+
+
+def test_progress_bar_runs(capsys):
+    matrix = recore.datasets.synthetic(40, 30, 200, random_state=3)
+    recore.ALS(factors=3, iterations=2, calculate_training_loss=True).fit(matrix, progress=True)
+    assert "ALS" in capsys.readouterr().err
+
+
+@given(matrix=matrices, solver=st.sampled_from(["cg", "cholesky"]), kind=objectives)
+def test_same_seed_same_model_and_generator_accepted(matrix, solver, kind):
+    options = dict(factors=3, iterations=2, solver=solver, **objective_options(kind, 0.1, 1.0))
+    a = recore.ALS(random_state=11, **options).fit(matrix)
+    b = recore.ALS(random_state=np.random.default_rng(11), **options).fit(matrix)
+    assert a.user_factors_.tobytes() == b.user_factors_.tobytes()
+    assert a.item_factors_.tobytes() == b.item_factors_.tobytes()
+
+
+def as_format(matrix, fmt: str, index_dtype):
+    """``matrix`` in another container or format, with ``index_dtype`` indices where it has any."""
+    if fmt == "dense":
+        return matrix.toarray()
+    if fmt == "csr_array":
+        converted = sp.csr_array(matrix)
+    elif fmt == "bsr":
+        # 1 x 1 blocks: larger blocks store the zeros that fill them, and a stored zero is an
+        # observation, so they would describe other data.
+        converted = matrix.tobsr(blocksize=(1, 1))
+    else:
+        converted = matrix.asformat(fmt)
+    if fmt in ("csr", "csc", "csr_array"):
+        converted.indices = converted.indices.astype(index_dtype)
+        converted.indptr = converted.indptr.astype(index_dtype)
+    elif fmt == "coo":
+        # Set as a pair: scipy casts a lone row (or col) to the dtype of the other.
+        converted.coords = tuple(c.astype(index_dtype) for c in converted.coords)
+        assert converted.row.dtype == index_dtype
+    return converted
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc", "coo", "lil", "dok", "bsr", "csr_array", "dense"])
+@pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
+@pytest.mark.parametrize("value_dtype", [np.float32, np.float64, np.int64])
+@given(matrix=sparse_matrices(min_value=1.0, max_value=9.0))
+def test_every_input_format_gives_the_same_model(fmt, index_dtype, value_dtype, matrix):
+    matrix.data = np.ceil(matrix.data)  # whole numbers survive every value dtype exactly
+    options = dict(factors=3, iterations=2, random_state=0)
+    expected = recore.ALS(**options).fit(matrix)
+    converted = as_format(matrix.astype(value_dtype), fmt, index_dtype)
+    model = recore.ALS(**options).fit(converted)
+    assert model.user_factors_.tobytes() == expected.user_factors_.tobytes()
+    assert model.item_factors_.tobytes() == expected.item_factors_.tobytes()
+
+
+@given(matrix=matrices, data=st.data())
+def test_duplicates_are_summed(matrix, data):
+    # Every entry split into two halves (exact in binary), the halves in shuffled order:
+    # the model must be the one fitted to the original matrix.
+    coo = matrix.tocoo()
+    order = np.random.default_rng(data.draw(seeds)).permutation(2 * coo.nnz)
+    rows = np.concatenate([coo.row, coo.row])[order]
+    cols = np.concatenate([coo.col, coo.col])[order]
+    values = np.concatenate([coo.data / 2, coo.data / 2])[order]
+    as_coo = sp.coo_matrix((values, (rows, cols)), shape=matrix.shape)
+    # A CSR with unsorted, duplicated indices, as a careless caller could build it.
+    indptr = np.zeros(matrix.shape[0] + 1, dtype=np.int32)
+    np.add.at(indptr, rows + 1, 1)
+    by_row = np.argsort(rows, kind="stable")
+    raw = sp.csr_matrix(matrix.shape, dtype=np.float32)
+    raw.indptr, raw.indices, raw.data = np.cumsum(indptr, dtype=np.int32), cols[by_row].astype(np.int32), values[by_row]
+    options = dict(factors=2, iterations=2, random_state=0, feedback=data.draw(st.sampled_from(["implicit", "explicit"])))
+    expected = recore.ALS(**options).fit(matrix)
+    for duplicated in (as_coo, raw):
+        canonical = as_user_items(duplicated, np.float32)
+        assert canonical.has_canonical_format
+        assert (canonical != matrix).nnz == 0 and canonical.nnz == matrix.nnz
+        model = recore.ALS(**options).fit(duplicated)
+        assert model.user_factors_.tobytes() == expected.user_factors_.tobytes()
+
+
+@given(matrix=matrices)
+def test_canonical_csr_of_the_right_dtype_is_used_without_a_copy(matrix):
+    assert as_user_items(matrix, np.float32) is matrix
+    as_double = with_dtype(matrix, np.float64)
+    assert as_user_items(as_double, np.float64) is as_double
+    # Anything else is converted, into new arrays.
+    converted = as_user_items(as_double, np.float32)
+    assert converted is not as_double and converted.dtype == np.float32
+    assert not np.shares_memory(converted.data, as_double.data)
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc", "coo", "dense"])
+@pytest.mark.parametrize("value_dtype", [np.float32, np.float64])
+@given(matrix=matrices, kind=objectives, solver=st.sampled_from(["cg", "cholesky"]))
+def test_the_input_is_never_modified(fmt, value_dtype, matrix, kind, solver):
+    user_items = as_format(matrix.astype(value_dtype), fmt, np.int64 if fmt == "coo" else np.int32)
+    if fmt == "csr":
+        user_items.indices = user_items.indices[::-1].copy()  # unsorted: converted before use
+        user_items.has_sorted_indices = False
+    arrays = (
+        [user_items]
+        if fmt == "dense"
+        else [getattr(user_items, name) for name in ("data", "indices", "indptr", "row", "col") if hasattr(user_items, name)]
+    )
+    snapshot = [(a.copy(), a.dtype) for a in arrays]
+    model = recore.ALS(factors=2, iterations=2, solver=solver, random_state=0, **objective_options(kind, 0.1, 1.0))
+    model.fit(user_items)
+    model.loss(user_items)
+    for (before, dtype), after in zip(snapshot, arrays):
+        assert after.dtype == dtype
+        np.testing.assert_array_equal(after, before)
+    if fmt != "dense":
+        assert user_items.format == fmt
+
+
+@given(matrix=matrices, kind=objectives)
+def test_a_canonical_input_used_in_place_is_not_written(matrix, kind):
+    snapshot = (matrix.data.copy(), matrix.indices.copy(), matrix.indptr.copy())
+    recore.ALS(factors=2, iterations=2, random_state=0, **objective_options(kind, 0.1, 1.0)).fit(matrix)
+    for before, after in zip(snapshot, (matrix.data, matrix.indices, matrix.indptr)):
+        np.testing.assert_array_equal(after, before)
