@@ -1,4 +1,4 @@
-// Declarations of the per-instruction-set kernels. cpp/src/kernels/*.cpp is compiled once
+// Declarations of the per-instruction-set ALS kernels. cpp/src/kernels/*.cpp is compiled once
 // per target with that target's flags, each copy inside namespace recore::<target>; the
 // dispatchers in cpp/src/*.cpp pick one copy at run time.
 //
