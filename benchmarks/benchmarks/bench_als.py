@@ -6,7 +6,7 @@ Run against the installed package, from ``benchmarks/``::
 
 Everything runs on one synthetic power-law matrix (``recore.datasets.synthetic``) small
 enough for a quick run to finish in a minute or two on two cores. For a comparison with
-other libraries at MovieLens-20M scale, see ``benchmarks/peers.py``.
+other libraries at MovieLens-20M scale, see ``benchmarks/peers.py als``.
 """
 
 from __future__ import annotations
