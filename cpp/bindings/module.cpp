@@ -11,12 +11,14 @@ namespace py = pybind11;
 namespace recore::bindings {
 void init_als(py::module_& m);
 void init_cpu(py::module_& m);
+void init_topk(py::module_& m);
 }  // namespace recore::bindings
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "recore's compiled CPU engine";
   recore::bindings::init_als(m);
   recore::bindings::init_cpu(m);
+  recore::bindings::init_topk(m);
   m.def("default_threads", [] {
 #ifdef _OPENMP
     return omp_get_max_threads();

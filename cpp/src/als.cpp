@@ -206,27 +206,6 @@ double als_loss(const CsrView<T, I>& user_items, MatrixView<const T> user_factor
   return loss + options.regularization * items;
 }
 
-template <typename I>
-const char* csr_structure_error(const I* indptr, int64_t rows, const I* indices, int64_t nnz, int64_t cols) {
-  if (rows < 0 || cols < 0 || nnz < 0) return "negative dimension";
-  if (static_cast<int64_t>(indptr[0]) != 0) return "indptr must start at 0";
-  if (static_cast<int64_t>(indptr[rows]) != nnz) return "indptr must end at the number of stored entries";
-  bool decreasing = false;
-#pragma omp parallel for reduction(|| : decreasing) schedule(static)
-  for (int64_t r = 0; r < rows; ++r) decreasing = decreasing || indptr[r + 1] < indptr[r];
-  if (decreasing) return "indptr must never decrease";
-  bool negative = false, too_large = false;
-#pragma omp parallel for reduction(|| : negative, too_large) schedule(static)
-  for (int64_t k = 0; k < nnz; ++k) {
-    const int64_t column = static_cast<int64_t>(indices[k]);
-    negative = negative || column < 0;
-    too_large = too_large || column >= cols;
-  }
-  if (negative) return "indices must not be negative";
-  if (too_large) return "indices must be smaller than the number of columns";
-  return nullptr;
-}
-
 #define RECORE_INSTANTIATE(T, I)                                                                     \
   template void als_solve<T, I>(const CsrView<T, I>&, MatrixView<const T>, MatrixView<const T>,      \
                                 MatrixView<T>, const AlsOptions&);                                   \
@@ -238,7 +217,5 @@ RECORE_INSTANTIATE(double, int32_t)
 RECORE_INSTANTIATE(double, int64_t)
 template void gram_matrix<float>(MatrixView<const float>, MatrixView<float>, int);
 template void gram_matrix<double>(MatrixView<const double>, MatrixView<double>, int);
-template const char* csr_structure_error<int32_t>(const int32_t*, int64_t, const int32_t*, int64_t, int64_t);
-template const char* csr_structure_error<int64_t>(const int64_t*, int64_t, const int64_t*, int64_t, int64_t);
 
 }  // namespace recore

@@ -59,10 +59,4 @@ void set_gather_limit_for_testing(int64_t rows);
 // factors exceed 24 MiB); 0 restores the default. For tests.
 void set_block_rows_for_testing(int64_t rows);
 
-// Checks that a CSR structure is well formed: indptr starts at 0, never decreases and ends
-// at nnz; every index lies in [0, cols). Returns an empty string when it is, else a
-// description of the first problem found.
-template <typename I>
-const char* csr_structure_error(const I* indptr, int64_t rows, const I* indices, int64_t nnz, int64_t cols);
-
 }  // namespace recore

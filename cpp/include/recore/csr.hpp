@@ -32,4 +32,14 @@ struct MatrixView {
   T* row(int64_t r) const { return data + r * stride; }
 };
 
+// Checks that a CSR structure is well formed: indptr starts at 0, never decreases and ends
+// at nnz; every index lies in [0, cols). Returns nullptr when it is, else a description of
+// the first problem found.
+template <typename I>
+const char* csr_structure_error(const I* indptr, int64_t rows, const I* indices, int64_t nnz, int64_t cols);
+
+// True when every row's indices are strictly increasing (sorted, no duplicates).
+template <typename I>
+bool csr_rows_strictly_increasing(const I* indptr, int64_t rows, const I* indices);
+
 }  // namespace recore

@@ -1,0 +1,149 @@
+// Python bindings of the top-k engine: recore._core.topk.
+#include "recore/topk.hpp"
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+#include "buffers.hpp"
+
+namespace recore::bindings {
+namespace {
+
+// Every value finite (checked with the GIL released).
+bool all_finite(const MatrixView<const float>& m) {
+  bool bad = false;
+#pragma omp parallel for reduction(|| : bad) schedule(static)
+  for (int64_t r = 0; r < m.rows; ++r) {
+    const float* row = m.row(r);
+    float sum = 0.0f;
+    for (int64_t j = 0; j < m.cols; ++j) sum += row[j] * 0.0f;  // NaN or infinity make it NaN
+    bad = bad || sum != 0.0f;
+  }
+  return !bad;
+}
+
+template <typename T>
+const T* vector_of(py::handle obj, const std::string& name, int64_t length) {
+  py::array a = require_array(obj, name);
+  require_dtype<T>(a, name);
+  require_layout(a, name, 1, false);
+  if (a.shape(0) != length)
+    throw py::value_error(name + " must have " + std::to_string(length) + " entries, got " +
+                          std::to_string(a.shape(0)));
+  return static_cast<const T*>(a.data());
+}
+
+template <typename I, typename O>
+py::tuple search(MatrixView<const float> queries, MatrixView<const float> items, int64_t k, const CsrParts* exclude,
+                 ItemFilter filter, int num_threads) {
+  Exclusions<I> exclusions;
+  if (exclude) {
+    exclusions.indptr = static_cast<const I*>(exclude->indptr.data());
+    exclusions.indices = static_cast<const I*>(exclude->indices.data());
+  }
+  py::array_t<O> ids({queries.rows, static_cast<py::ssize_t>(k)});
+  py::array_t<float> scores({queries.rows, static_cast<py::ssize_t>(k)});
+  TopkOutput<O> output{ids.mutable_data(), scores.mutable_data()};
+  {
+    py::gil_scoped_release release;
+    topk<I, O>(queries, items, k, filter, exclusions, output, num_threads);
+  }
+  return py::make_tuple(ids, scores);
+}
+
+py::tuple topk_binding(py::handle queries_obj, py::handle items_obj, int64_t k, py::handle exclude_obj,
+                       py::handle denied_obj, py::handle item_ids_obj, int64_t catalog_size, bool wide_ids,
+                       bool check_finite, int num_threads) {
+  auto queries = matrix<const float>(queries_obj, "queries", false);
+  auto items = matrix<const float>(items_obj, "items", false);
+  if (queries.cols != items.cols)
+    throw py::value_error("queries and items must have the same number of factors, got " +
+                          std::to_string(queries.cols) + " and " + std::to_string(items.cols));
+  if (k < 1) throw py::value_error("k must be >= 1, got " + std::to_string(k));
+  if (num_threads < 0) throw py::value_error("num_threads must be >= 0, got " + std::to_string(num_threads));
+  if (catalog_size < 0) catalog_size = items.rows;
+  if (!wide_ids && catalog_size > INT32_MAX)
+    throw py::value_error("a catalog of more than 2**31 - 1 items needs int64 ids");
+
+  ItemFilter filter;
+  if (!item_ids_obj.is_none()) {
+    const int64_t* ids = vector_of<int64_t>(item_ids_obj, "item_ids", items.rows);
+    for (int64_t r = 0; r < items.rows; ++r)
+      if (ids[r] < 0 || ids[r] >= catalog_size || (r > 0 && ids[r] <= ids[r - 1]))
+        throw py::value_error("item_ids must be strictly increasing catalog ids");
+    filter.item_ids = ids;
+  } else if (catalog_size != items.rows) {
+    throw py::value_error("catalog_size must equal the number of item rows unless item_ids are given");
+  }
+  if (!denied_obj.is_none()) filter.denied = vector_of<uint64_t>(denied_obj, "denied", (catalog_size + 63) / 64);
+
+  CsrParts exclude;
+  const bool has_exclude = !exclude_obj.is_none();
+  bool int64_exclude = false;
+  if (has_exclude) {
+    exclude = csr_parts(exclude_obj, "exclude");
+    if (exclude.rows != queries.rows)
+      throw py::value_error("exclude must have one row per query: " + std::to_string(queries.rows) + " rows, got " +
+                            std::to_string(exclude.rows));
+    if (exclude.cols != catalog_size)
+      throw py::value_error("exclude must have one column per item: " + std::to_string(catalog_size) +
+                            " columns, got " + std::to_string(exclude.cols));
+    int64_exclude = has_dtype<int64_t>(exclude.indices);
+    const char* error = nullptr;
+    bool sorted = true;
+    const int64_t nnz = exclude.indices.shape(0);
+    {
+      py::gil_scoped_release release;
+      if (int64_exclude) {
+        auto indptr = static_cast<const int64_t*>(exclude.indptr.data());
+        auto indices = static_cast<const int64_t*>(exclude.indices.data());
+        error = csr_structure_error(indptr, exclude.rows, indices, nnz, exclude.cols);
+        if (!error) sorted = csr_rows_strictly_increasing(indptr, exclude.rows, indices);
+      } else {
+        auto indptr = static_cast<const int32_t*>(exclude.indptr.data());
+        auto indices = static_cast<const int32_t*>(exclude.indices.data());
+        error = csr_structure_error(indptr, exclude.rows, indices, nnz, exclude.cols);
+        if (!error) sorted = csr_rows_strictly_increasing(indptr, exclude.rows, indices);
+      }
+    }
+    if (error) {
+      const std::string message = std::string("exclude: ") + error;
+      if (std::string(error).rfind("indices", 0) == 0) throw py::index_error(message);
+      throw py::value_error(message);
+    }
+    if (!sorted) throw py::value_error("exclude must have sorted indices without duplicates in every row");
+  }
+
+  if (check_finite) {
+    bool finite_queries, finite_items;
+    {
+      py::gil_scoped_release release;
+      finite_queries = all_finite(queries);
+      finite_items = all_finite(items);
+    }
+    if (!finite_queries) throw py::value_error("queries must not contain NaN or infinity");
+    if (!finite_items) throw py::value_error("items must not contain NaN or infinity");
+  }
+
+  const CsrParts* ex = has_exclude ? &exclude : nullptr;
+  if (int64_exclude)
+    return wide_ids ? search<int64_t, int64_t>(queries, items, k, ex, filter, num_threads)
+                    : search<int64_t, int32_t>(queries, items, k, ex, filter, num_threads);
+  return wide_ids ? search<int32_t, int64_t>(queries, items, k, ex, filter, num_threads)
+                  : search<int32_t, int32_t>(queries, items, k, ex, filter, num_threads);
+}
+
+}  // namespace
+
+void init_topk(py::module_& m) {
+  m.def("topk", &topk_binding, py::arg("queries"), py::arg("items"), py::arg("k"), py::arg("exclude") = py::none(),
+        py::arg("denied") = py::none(), py::arg("item_ids") = py::none(), py::arg("catalog_size") = -1,
+        py::arg("wide_ids") = false, py::arg("check_finite") = true, py::arg("num_threads") = 0,
+        "Exact top-k by dot product: (ids, scores), each of shape (queries, k). See recore.topk.");
+}
+
+}  // namespace recore::bindings

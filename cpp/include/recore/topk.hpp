@@ -1,0 +1,48 @@
+// Exact top-k search over factor matrices: for each query row, the k item rows with the
+// largest dot products, found without ever forming the queries x items score matrix.
+#pragma once
+
+#include <cstdint>
+
+#include "recore/csr.hpp"
+
+namespace recore {
+
+// Items every query of one search skips or is limited to.
+struct ItemFilter {
+  // Bit i set: item i is never returned. nullptr: no item is denied. (items + 63) / 64 words.
+  const uint64_t* denied = nullptr;
+  // When the searched item rows are a subset of the catalog (an allow list, gathered by the
+  // caller), item_ids[r] is the catalog id of searched row r, strictly increasing. nullptr:
+  // row r is item r.
+  const int64_t* item_ids = nullptr;
+};
+
+// Per-query exclusions: row q of a CSR matrix (one row per query) lists catalog ids query
+// q must not get, sorted increasingly. Values are ignored.
+template <typename I>
+struct Exclusions {
+  const I* indptr = nullptr;  // queries + 1 entries; nullptr: nothing excluded
+  const I* indices = nullptr;
+};
+
+// ids[q * k + j], scores[q * k + j]: query q's j-th best item, best first, ties broken by
+// the lower id. Rows with fewer than k candidates end with id -1 and score -infinity.
+template <typename O>
+struct TopkOutput {
+  O* ids = nullptr;
+  float* scores = nullptr;
+};
+
+// Scores are dot products in float32, each summed in the order of the factors with one fused
+// multiply-add per factor: every code path gives bitwise the same score for a pair.
+// Throws std::invalid_argument for inconsistent shapes; the caller checks values (NaN, ids).
+template <typename I, typename O>
+void topk(MatrixView<const float> queries, MatrixView<const float> items, int64_t k, const ItemFilter& filter,
+          const Exclusions<I>& exclusions, const TopkOutput<O>& output, int num_threads);
+
+// Batches with at most this many queries take the single-query path (items split between
+// threads, item rows scored a SIMD vector at a time).
+constexpr int64_t kSingleQueryPathMax = 2;
+
+}  // namespace recore

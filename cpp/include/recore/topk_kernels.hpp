@@ -1,0 +1,68 @@
+// Declarations of the per-instruction-set top-k kernels (see als_kernels.hpp for how the
+// copies are built and chosen).
+#pragma once
+
+#include <cstdint>
+
+#include "recore/csr.hpp"
+#include "recore/topk.hpp"
+
+namespace recore {
+
+// One candidate of a query's running selection. Better means a higher score, or the same
+// score and a lower id: a total order, so the k best are unique whatever the visiting order.
+struct TopkCandidate {
+  float score;
+  int64_t id;
+};
+
+template <typename I, typename O>
+struct TopkArgs {
+  MatrixView<const float> queries;  // nq x f
+  MatrixView<const float> items;    // searched rows x f
+  int64_t k = 0;                    // output columns
+  int64_t keep = 0;                 // min(k, searched rows): candidates that can exist
+  // A query's candidates are kept in a reservoir of `capacity` entries; when it fills,
+  // the `keep` best are selected and the rest dropped. capacity <= keep never compacts.
+  int64_t capacity = 0;
+  int64_t block_queries = 0;        // queries a thread holds at once (batch path)
+  int64_t item_block = 0;           // item rows scored against them while in cache
+  ItemFilter filter;
+  Exclusions<I> exclusions;
+  TopkOutput<O> output;
+  // Per thread: block_queries * capacity candidates, then block_queries * (f + 1) * 2
+  // floats... as laid out by topk_workspace_bytes.
+  unsigned char* workspace = nullptr;
+  int64_t workspace_per_thread = 0;  // bytes, a multiple of 64
+  int threads = 1;
+};
+
+// Widest query block a kernel copy uses (queries side by side in SIMD lanes): the
+// workspace is sized for it whatever copy runs.
+constexpr int64_t kTopkMaxLaneQueries = 32;
+
+inline int64_t round_up_64(int64_t bytes) { return (bytes + 63) / 64 * 64; }
+
+// Bytes of one thread's workspace, in the order the kernels carve it.
+inline int64_t topk_workspace_bytes(int64_t block_queries, int64_t capacity, int64_t factors) {
+  const int64_t lane_queries = (block_queries + kTopkMaxLaneQueries - 1) / kTopkMaxLaneQueries * kTopkMaxLaneQueries;
+  return round_up_64(block_queries * capacity * int64_t(sizeof(TopkCandidate)))  // reservoirs
+         + round_up_64(lane_queries * factors * int64_t(sizeof(float)))         // packed queries
+         + round_up_64(lane_queries * int64_t(sizeof(float)))                   // thresholds
+         + 3 * round_up_64(block_queries * int64_t(sizeof(int64_t)));           // counts, threshold ids, cursors
+}
+
+#define RECORE_DECLARE_TOPK_TARGET(NS)            \
+  namespace NS {                                  \
+  template <typename I, typename O>               \
+  void topk_batch(const TopkArgs<I, O>& args);    \
+  template <typename I, typename O>               \
+  void topk_single(const TopkArgs<I, O>& args);   \
+  }
+
+RECORE_DECLARE_TOPK_TARGET(baseline)
+RECORE_DECLARE_TOPK_TARGET(avx2)
+RECORE_DECLARE_TOPK_TARGET(avx512)
+#undef RECORE_DECLARE_TOPK_TARGET
+
+}  // namespace recore

@@ -1,0 +1,531 @@
+// Top-k hot loops. Compiled once per instruction set (see CMakeLists.txt); no standard-library
+// templates (see als_kernels.hpp).
+//
+// Batch path: a thread holds a block of queries, packed so that queries sit side by side in
+// SIMD lanes, and streams the item rows past them a cache-sized block at a time. Each item's
+// scores against 2 vectors of queries are compared at once with the queries' running k-th
+// best scores; only the rare score that passes leaves the registers, to be checked against
+// the exclusions and kept in the query's reservoir. No score matrix is ever stored.
+//
+// Single-query path: the item rows are split between threads and scored a SIMD vector of
+// items at a time; each thread keeps its own reservoir and the reservoirs are merged.
+//
+// Every score is the dot product summed in the order of the factors with one fused
+// multiply-add per factor (a multiply and an add where the target has no FMA), so both paths
+// and the scalar re-scoring give bitwise the same scores.
+#include <cstdint>
+
+#include <immintrin.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "recore/topk_kernels.hpp"
+#include "simd.hpp"
+
+namespace recore {
+namespace RECORE_TARGET {
+namespace {
+
+typedef Simd<float>::type FloatVector;
+constexpr int64_t kLanes = kVectorBytes / sizeof(float);
+// Queries side by side: two vectors of lanes.
+constexpr int64_t kLaneQueries = 2 * kLanes;
+// Item rows scored together against one lane block; sized so that the accumulators, two
+// query vectors and a broadcast fit the register file (16 registers below AVX-512, 32 with it).
+#if defined(__AVX512F__)
+constexpr int kItemRows = 12;
+#else
+constexpr int kItemRows = 6;
+#endif
+static_assert(kLaneQueries <= kTopkMaxLaneQueries, "workspace sized for narrower blocks");
+
+constexpr float kMinusInfinity = -__builtin_inff();
+constexpr float kPlusInfinity = __builtin_inff();
+
+inline float multiply_add(float a, float b, float c) {
+#if defined(__FMA__)
+  return __builtin_fmaf(a, b, c);
+#else
+  return a * b + c;
+#endif
+}
+
+inline FloatVector multiply_add(FloatVector a, FloatVector b, FloatVector c) {
+#if defined(__AVX512F__)
+  return (FloatVector)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
+#elif defined(__FMA__)
+  return (FloatVector)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
+#else
+  return a * b + c;
+#endif
+}
+
+// Bit j set: lane j of `scores` is >= lane j of `thresholds`.
+inline unsigned at_least(FloatVector scores, FloatVector thresholds) {
+#if defined(__AVX512F__)
+  return _mm512_cmp_ps_mask((__m512)scores, (__m512)thresholds, _CMP_GE_OQ);
+#elif defined(__AVX__)
+  return static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps((__m256)scores, (__m256)thresholds, _CMP_GE_OQ)));
+#else
+  return static_cast<unsigned>(_mm_movemask_ps(_mm_cmpge_ps((__m128)scores, (__m128)thresholds)));
+#endif
+}
+
+// All lanes = *p, loaded straight into a register (a vector literal would add a zero).
+inline FloatVector broadcast(const float* p) {
+#if defined(__AVX512F__)
+  return (FloatVector)_mm512_set1_ps(*p);
+#elif defined(__AVX__)
+  return (FloatVector)_mm256_broadcast_ss(p);
+#else
+  return (FloatVector)_mm_load1_ps(p);
+#endif
+}
+
+// By value, so that the accumulators never need an address (which would keep them in memory).
+inline void store(float* p, FloatVector v) { __builtin_memcpy(p, &v, sizeof(v)); }
+
+inline FloatVector load(const float* p) {
+  FloatVector v;
+  __builtin_memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+// The score every path computes: the dot product in factor order.
+inline float exact_score(const float* query, const float* item, int64_t f) {
+  float s = 0.0f;
+  for (int64_t j = 0; j < f; ++j) s = multiply_add(query[j], item[j], s);
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------
+// Selection
+// ---------------------------------------------------------------------------------------
+
+inline bool better(const TopkCandidate& a, const TopkCandidate& b) {
+  return a.score > b.score || (a.score == b.score && a.id < b.id);
+}
+
+inline void swap(TopkCandidate& a, TopkCandidate& b) {
+  TopkCandidate t = a;
+  a = b;
+  b = t;
+}
+
+// Rearranges c[0, n) so that c[0, m) holds the m best, in no particular order (quickselect
+// with a median-of-three pivot; iterative).
+void select_best(TopkCandidate* c, int64_t n, int64_t m) {
+  int64_t lo = 0, hi = n - 1;
+  const int64_t target = m - 1;  // position of the m-th best once done
+  while (hi - lo > 16) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (better(c[mid], c[lo])) swap(c[mid], c[lo]);
+    if (better(c[hi], c[lo])) swap(c[hi], c[lo]);
+    if (better(c[hi], c[mid])) swap(c[hi], c[mid]);
+    const TopkCandidate pivot = c[mid];
+    int64_t i = lo, j = hi;
+    while (i <= j) {
+      while (better(c[i], pivot)) ++i;
+      while (better(pivot, c[j])) --j;
+      if (i <= j) {
+        swap(c[i], c[j]);
+        ++i;
+        --j;
+      }
+    }
+    if (target <= j) hi = j;
+    else if (target >= i) lo = i;
+    else return;
+  }
+  // Short range: insertion sort, best first.
+  for (int64_t a = lo + 1; a <= hi; ++a) {
+    TopkCandidate x = c[a];
+    int64_t b = a - 1;
+    while (b >= lo && better(x, c[b])) {
+      c[b + 1] = c[b];
+      --b;
+    }
+    c[b + 1] = x;
+  }
+}
+
+// Sorts c[0, n) best first (heapsort: no recursion, no extra memory).
+void sort_best_first(TopkCandidate* c, int64_t n) {
+  // A heap whose root is the worst candidate; popping it to the end leaves the best first.
+  auto sift_down = [c](int64_t root, int64_t size) {
+    for (;;) {
+      int64_t worst = root;
+      const int64_t left = 2 * root + 1, right = left + 1;
+      if (left < size && better(c[worst], c[left])) worst = left;
+      if (right < size && better(c[worst], c[right])) worst = right;
+      if (worst == root) return;
+      swap(c[root], c[worst]);
+      root = worst;
+    }
+  };
+  for (int64_t i = n / 2 - 1; i >= 0; --i) sift_down(i, n);
+  for (int64_t end = n - 1; end > 0; --end) {
+    swap(c[0], c[end]);
+    sift_down(0, end);
+  }
+}
+
+// One query's running selection. Until the first compaction every candidate is kept; after
+// it, a candidate must beat `threshold`, the worst of the kept ones.
+struct Reservoir {
+  TopkCandidate* data;
+  int64_t* count;
+  TopkCandidate threshold;
+  bool compacted;
+};
+
+// Reservoirs and their SIMD thresholds for a block of queries, carved from a thread's
+// workspace in the order topk_workspace_bytes sizes it.
+struct QueryBlock {
+  TopkCandidate* candidates;  // block_queries x capacity
+  float* packed;              // lane blocks of f x kLaneQueries
+  float* thresholds;          // per query: a candidate must score at least this
+  int64_t* counts;
+  int64_t* threshold_ids;     // id of the worst kept candidate, once compacted
+  int64_t* cursors;           // position in the query's exclusion row
+
+  QueryBlock(unsigned char* workspace, int64_t block_queries, int64_t capacity, int64_t f) {
+    const int64_t lane_queries =
+        (block_queries + kTopkMaxLaneQueries - 1) / kTopkMaxLaneQueries * kTopkMaxLaneQueries;
+    unsigned char* p = workspace;
+    candidates = reinterpret_cast<TopkCandidate*>(p);
+    p += round_up_64(block_queries * capacity * int64_t(sizeof(TopkCandidate)));
+    packed = reinterpret_cast<float*>(p);
+    p += round_up_64(lane_queries * f * int64_t(sizeof(float)));
+    thresholds = reinterpret_cast<float*>(p);
+    p += round_up_64(lane_queries * int64_t(sizeof(float)));
+    counts = reinterpret_cast<int64_t*>(p);
+    p += round_up_64(block_queries * int64_t(sizeof(int64_t)));
+    threshold_ids = reinterpret_cast<int64_t*>(p);
+    p += round_up_64(block_queries * int64_t(sizeof(int64_t)));
+    cursors = reinterpret_cast<int64_t*>(p);
+  }
+};
+
+template <typename I, typename O>
+class Selector {
+ public:
+  Selector(const TopkArgs<I, O>& args, QueryBlock& block) : args_(args), block_(block) {}
+
+  // Starts query `slot` of the block as query `query` of the batch.
+  void reset(int64_t slot, int64_t query) {
+    block_.counts[slot] = 0;
+    block_.thresholds[slot] = kMinusInfinity;
+    block_.threshold_ids[slot] = -1;
+    block_.cursors[slot] = args_.exclusions.indptr ? static_cast<int64_t>(args_.exclusions.indptr[query]) : 0;
+  }
+
+  // Offers searched row `row` with `score` to query `slot` (batch query `query`).
+  inline void offer(int64_t slot, int64_t query, int64_t row, float score) {
+    const int64_t id = args_.filter.item_ids ? args_.filter.item_ids[row] : row;
+    if (block_.threshold_ids[slot] >= 0) {
+      // Equal scores pass the SIMD test; the lower id wins.
+      if (score == block_.thresholds[slot] && id > block_.threshold_ids[slot]) return;
+    }
+    if (args_.filter.denied && ((args_.filter.denied[id >> 6] >> (id & 63)) & 1u)) return;
+    if (args_.exclusions.indptr && excluded(slot, query, id)) return;
+    push(slot, TopkCandidate{score, id});
+  }
+
+  inline void push(int64_t slot, TopkCandidate c) {
+    TopkCandidate* data = block_.candidates + slot * args_.capacity;
+    int64_t& count = block_.counts[slot];
+    data[count++] = c;
+    if (count == args_.capacity && args_.capacity > args_.keep) {
+      select_best(data, count, args_.keep);
+      count = args_.keep;
+      // The worst of the kept: the keep-th best sits at keep - 1 after select_best.
+      TopkCandidate worst = data[0];
+      for (int64_t j = 1; j < count; ++j)
+        if (better(worst, data[j])) worst = data[j];
+      block_.thresholds[slot] = worst.score;
+      block_.threshold_ids[slot] = worst.id;
+    }
+  }
+
+  // Writes query `slot`'s results as batch row `query`.
+  void finish(int64_t slot, int64_t query) {
+    TopkCandidate* data = block_.candidates + slot * args_.capacity;
+    int64_t count = block_.counts[slot];
+    if (count > args_.keep) {
+      select_best(data, count, args_.keep);
+      count = args_.keep;
+    }
+    sort_best_first(data, count);
+    O* ids = args_.output.ids + query * args_.k;
+    float* scores = args_.output.scores + query * args_.k;
+    for (int64_t j = 0; j < count; ++j) {
+      ids[j] = static_cast<O>(data[j].id);
+      scores[j] = data[j].score;
+    }
+    for (int64_t j = count; j < args_.k; ++j) {
+      ids[j] = static_cast<O>(-1);
+      scores[j] = kMinusInfinity;
+    }
+  }
+
+  TopkCandidate* candidates(int64_t slot) const { return block_.candidates + slot * args_.capacity; }
+  int64_t count(int64_t slot) const { return block_.counts[slot]; }
+
+ private:
+  // Items reach a query in increasing id order, so its exclusion row is walked once.
+  inline bool excluded(int64_t slot, int64_t query, int64_t id) {
+    const I* row = args_.exclusions.indices;
+    const int64_t end = static_cast<int64_t>(args_.exclusions.indptr[query + 1]);
+    int64_t& cursor = block_.cursors[slot];
+    while (cursor < end && static_cast<int64_t>(row[cursor]) < id) ++cursor;
+    return cursor < end && static_cast<int64_t>(row[cursor]) == id;
+  }
+
+  const TopkArgs<I, O>& args_;
+  QueryBlock& block_;
+};
+
+inline int thread_count_in_team() {
+#ifdef _OPENMP
+  return omp_get_num_threads();
+#else
+  return 1;
+#endif
+}
+
+// ---------------------------------------------------------------------------------------
+// Batch path
+// ---------------------------------------------------------------------------------------
+
+// Queries [first, first + count) of the batch, side by side: packed[j * kLaneQueries + l] is
+// factor j of query first + l; missing lanes are zero.
+void pack_queries(MatrixView<const float> queries, int64_t first, int64_t count, float* packed) {
+  const int64_t f = queries.cols;
+  for (int64_t l = 0; l < kLaneQueries; ++l) {
+    const float* q = l < count ? queries.row(first + l) : nullptr;
+    for (int64_t j = 0; j < f; ++j) packed[j * kLaneQueries + l] = q ? q[j] : 0.0f;
+  }
+}
+
+// Scores ROWS consecutive item rows against one lane block of queries and offers every
+// score that reaches its query's threshold.
+template <int ROWS, typename I, typename O>
+inline void score_item_rows(MatrixView<const float> items, int64_t row0, const float* packed, const float* thresholds,
+                            int64_t slot0, int64_t query0, Selector<I, O>& selector) {
+  const int64_t f = items.cols;
+  const float* rows[ROWS];
+  for (int r = 0; r < ROWS; ++r) rows[r] = items.row(row0 + r);
+  FloatVector acc[ROWS][2];
+#pragma GCC unroll 16
+  for (int r = 0; r < ROWS; ++r) acc[r][0] = acc[r][1] = FloatVector{};
+  for (int64_t j = 0; j < f; ++j) {
+    const FloatVector q0 = load(packed + j * kLaneQueries);
+    const FloatVector q1 = load(packed + j * kLaneQueries + kLanes);
+#pragma GCC unroll 16
+    for (int r = 0; r < ROWS; ++r) {
+      const FloatVector item = broadcast(rows[r] + j);
+      acc[r][0] = multiply_add(item, q0, acc[r][0]);
+      acc[r][1] = multiply_add(item, q1, acc[r][1]);
+    }
+  }
+  const FloatVector t0 = load(thresholds), t1 = load(thresholds + kLanes);
+  unsigned any = 0;
+#pragma GCC unroll 16
+  for (int r = 0; r < ROWS; ++r) any |= at_least(acc[r][0], t0) | at_least(acc[r][1], t1);
+  if (__builtin_expect(any == 0, 1)) return;
+  // Rare: some score reached its threshold. The scores leave the registers, and are offered
+  // row by row, in increasing id order per query (thresholds may rise between rows, so
+  // each is compared again with the current threshold).
+  float scores[ROWS][kLaneQueries];
+#pragma GCC unroll 16
+  for (int r = 0; r < ROWS; ++r) {
+    store(scores[r], acc[r][0]);
+    store(scores[r] + kLanes, acc[r][1]);
+  }
+  for (int r = 0; r < ROWS; ++r)
+    for (int64_t l = 0; l < kLaneQueries; ++l)
+      if (scores[r][l] >= thresholds[l]) selector.offer(slot0 + l, query0 + l, row0 + r, scores[r][l]);
+}
+
+template <typename I, typename O>
+void run_query_block(const TopkArgs<I, O>& args, QueryBlock& block, int64_t first, int64_t count) {
+  Selector<I, O> selector(args, block);
+  const int64_t f = args.queries.cols;
+  const int64_t n = args.items.rows;
+  const int64_t lane_blocks = (count + kLaneQueries - 1) / kLaneQueries;
+  for (int64_t s = 0; s < count; ++s) selector.reset(s, first + s);
+  for (int64_t b = 0; b < lane_blocks; ++b) {
+    const int64_t in_block = smaller(kLaneQueries, count - b * kLaneQueries);
+    pack_queries(args.queries, first + b * kLaneQueries, in_block, block.packed + b * f * kLaneQueries);
+    // Lanes without a query never pass.
+    for (int64_t l = in_block; l < kLaneQueries; ++l) block.thresholds[b * kLaneQueries + l] = kPlusInfinity;
+  }
+  for (int64_t i0 = 0; i0 < n; i0 += args.item_block) {
+    const int64_t i1 = smaller(n, i0 + args.item_block);
+    for (int64_t b = 0; b < lane_blocks; ++b) {
+      const float* packed = block.packed + b * f * kLaneQueries;
+      const float* thresholds = block.thresholds + b * kLaneQueries;
+      const int64_t slot0 = b * kLaneQueries;
+      const int64_t query0 = first + slot0;
+      int64_t i = i0;
+      for (; i + kItemRows <= i1; i += kItemRows)
+        score_item_rows<kItemRows>(args.items, i, packed, thresholds, slot0, query0, selector);
+      for (; i < i1; ++i) score_item_rows<1>(args.items, i, packed, thresholds, slot0, query0, selector);
+    }
+  }
+  for (int64_t s = 0; s < count; ++s) selector.finish(s, first + s);
+}
+
+// ---------------------------------------------------------------------------------------
+// Single-query path
+// ---------------------------------------------------------------------------------------
+
+#if defined(__AVX2__) && defined(__FMA__)
+// Scores item rows [row0, row0 + 8) against `query`: each 8 x 8 block of factors is
+// transposed in registers so that every lane sums its item's products in factor order.
+inline __m256 score_eight_items(const float* query, MatrixView<const float> items, int64_t row0) {
+  const int64_t f = items.cols;
+  const float* r[8];
+  for (int l = 0; l < 8; ++l) r[l] = items.row(row0 + l);
+  __m256 acc = _mm256_setzero_ps();
+  int64_t j = 0;
+  for (; j + 8 <= f; j += 8) {
+    const __m256 a0 = _mm256_loadu_ps(r[0] + j), a1 = _mm256_loadu_ps(r[1] + j);
+    const __m256 a2 = _mm256_loadu_ps(r[2] + j), a3 = _mm256_loadu_ps(r[3] + j);
+    const __m256 a4 = _mm256_loadu_ps(r[4] + j), a5 = _mm256_loadu_ps(r[5] + j);
+    const __m256 a6 = _mm256_loadu_ps(r[6] + j), a7 = _mm256_loadu_ps(r[7] + j);
+    const __m256 b0 = _mm256_unpacklo_ps(a0, a1), b1 = _mm256_unpackhi_ps(a0, a1);
+    const __m256 b2 = _mm256_unpacklo_ps(a2, a3), b3 = _mm256_unpackhi_ps(a2, a3);
+    const __m256 b4 = _mm256_unpacklo_ps(a4, a5), b5 = _mm256_unpackhi_ps(a4, a5);
+    const __m256 b6 = _mm256_unpacklo_ps(a6, a7), b7 = _mm256_unpackhi_ps(a6, a7);
+    const __m256 c0 = _mm256_shuffle_ps(b0, b2, 0x44), c1 = _mm256_shuffle_ps(b0, b2, 0xEE);
+    const __m256 c2 = _mm256_shuffle_ps(b1, b3, 0x44), c3 = _mm256_shuffle_ps(b1, b3, 0xEE);
+    const __m256 c4 = _mm256_shuffle_ps(b4, b6, 0x44), c5 = _mm256_shuffle_ps(b4, b6, 0xEE);
+    const __m256 c6 = _mm256_shuffle_ps(b5, b7, 0x44), c7 = _mm256_shuffle_ps(b5, b7, 0xEE);
+    // column t holds factor j + t of the 8 items
+    const __m256 col0 = _mm256_permute2f128_ps(c0, c4, 0x20), col4 = _mm256_permute2f128_ps(c0, c4, 0x31);
+    const __m256 col1 = _mm256_permute2f128_ps(c1, c5, 0x20), col5 = _mm256_permute2f128_ps(c1, c5, 0x31);
+    const __m256 col2 = _mm256_permute2f128_ps(c2, c6, 0x20), col6 = _mm256_permute2f128_ps(c2, c6, 0x31);
+    const __m256 col3 = _mm256_permute2f128_ps(c3, c7, 0x20), col7 = _mm256_permute2f128_ps(c3, c7, 0x31);
+    acc = _mm256_fmadd_ps(col0, _mm256_broadcast_ss(query + j + 0), acc);
+    acc = _mm256_fmadd_ps(col1, _mm256_broadcast_ss(query + j + 1), acc);
+    acc = _mm256_fmadd_ps(col2, _mm256_broadcast_ss(query + j + 2), acc);
+    acc = _mm256_fmadd_ps(col3, _mm256_broadcast_ss(query + j + 3), acc);
+    acc = _mm256_fmadd_ps(col4, _mm256_broadcast_ss(query + j + 4), acc);
+    acc = _mm256_fmadd_ps(col5, _mm256_broadcast_ss(query + j + 5), acc);
+    acc = _mm256_fmadd_ps(col6, _mm256_broadcast_ss(query + j + 6), acc);
+    acc = _mm256_fmadd_ps(col7, _mm256_broadcast_ss(query + j + 7), acc);
+  }
+  for (; j < f; ++j) {
+    const __m256 column = _mm256_setr_ps(r[0][j], r[1][j], r[2][j], r[3][j], r[4][j], r[5][j], r[6][j], r[7][j]);
+    acc = _mm256_fmadd_ps(column, _mm256_broadcast_ss(query + j), acc);
+  }
+  return acc;
+}
+#endif
+
+// Scores item rows [begin, end) against query `query` into slot `slot`.
+template <typename I, typename O>
+void scan_items_for_one_query(const TopkArgs<I, O>& args, Selector<I, O>& selector, QueryBlock& block,
+                              int64_t slot, int64_t query, int64_t begin, int64_t end) {
+  const float* q = args.queries.row(query);
+  const int64_t f = args.queries.cols;
+  int64_t i = begin;
+#if defined(__AVX2__) && defined(__FMA__)
+  for (; i + 8 <= end; i += 8) {
+    const __m256 scores = score_eight_items(q, args.items, i);
+    const __m256 threshold = _mm256_set1_ps(block.thresholds[slot]);
+    unsigned mask = static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(scores, threshold, _CMP_GE_OQ)));
+    if (__builtin_expect(mask == 0, 1)) continue;
+    float lanes[8];
+    _mm256_storeu_ps(lanes, scores);
+    while (mask) {
+      const int lane = __builtin_ctz(mask);
+      mask &= mask - 1;
+      if (lanes[lane] >= block.thresholds[slot]) selector.offer(slot, query, i + lane, lanes[lane]);
+    }
+  }
+#endif
+  for (; i < end; ++i) {
+    const float score = exact_score(q, args.items.row(i), f);
+    if (score >= block.thresholds[slot]) selector.offer(slot, query, i, score);
+  }
+}
+
+}  // namespace
+
+template <typename I, typename O>
+void topk_batch(const TopkArgs<I, O>& args) {
+  const int64_t nq = args.queries.rows;
+  const int64_t blocks = (nq + args.block_queries - 1) / args.block_queries;
+#pragma omp parallel num_threads(args.threads)
+  {
+    QueryBlock block(args.workspace + thread_index() * args.workspace_per_thread, args.block_queries, args.capacity,
+                     args.queries.cols);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t first = b * args.block_queries;
+      run_query_block(args, block, first, smaller(args.block_queries, nq - first));
+    }
+  }
+}
+
+template <typename I, typename O>
+void topk_single(const TopkArgs<I, O>& args) {
+  const int64_t nq = args.queries.rows;
+  const int64_t n = args.items.rows;
+  // Item ranges in whole SIMD-friendly multiples, one per thread.
+  const int64_t per_thread = ((n + args.threads - 1) / args.threads + 63) / 64 * 64;
+  const int64_t parts = per_thread > 0 ? (n + per_thread - 1) / per_thread : 0;
+  for (int64_t q = 0; q < nq; ++q) {
+#pragma omp parallel num_threads(args.threads)
+    {
+      const int t = thread_index();
+      QueryBlock block(args.workspace + t * args.workspace_per_thread, args.block_queries, args.capacity,
+                       args.queries.cols);
+      Selector<I, O> selector(args, block);
+      selector.reset(0, q);
+      if (t < parts) {
+        const int64_t begin = t * per_thread;
+        // A thread starting mid-row must find its place in the exclusion row.
+        if (args.exclusions.indptr) {
+          const int64_t first_id = args.filter.item_ids ? args.filter.item_ids[begin] : begin;
+          int64_t& cursor = block.cursors[0];
+          const int64_t row_end = static_cast<int64_t>(args.exclusions.indptr[q + 1]);
+          while (cursor < row_end && static_cast<int64_t>(args.exclusions.indices[cursor]) < first_id) ++cursor;
+        }
+        scan_items_for_one_query(args, selector, block, 0, q, begin, smaller(n, begin + per_thread));
+      }
+#pragma omp barrier
+#pragma omp single
+      {
+        // Every thread's candidates go through thread 0's reservoir.
+        QueryBlock first(args.workspace, args.block_queries, args.capacity, args.queries.cols);
+        Selector<I, O> merged(args, first);
+        const int team = thread_count_in_team();
+        for (int other = 1; other < team; ++other) {
+          QueryBlock theirs(args.workspace + other * args.workspace_per_thread, args.block_queries, args.capacity,
+                            args.queries.cols);
+          const TopkCandidate* c = theirs.candidates;
+          for (int64_t j = 0; j < theirs.counts[0]; ++j) merged.push(0, c[j]);
+        }
+        merged.finish(0, q);
+      }
+    }
+  }
+}
+
+#define RECORE_INSTANTIATE(I, O)                              \
+  template void topk_batch<I, O>(const TopkArgs<I, O>& args); \
+  template void topk_single<I, O>(const TopkArgs<I, O>& args);
+RECORE_INSTANTIATE(int32_t, int32_t)
+RECORE_INSTANTIATE(int32_t, int64_t)
+RECORE_INSTANTIATE(int64_t, int32_t)
+RECORE_INSTANTIATE(int64_t, int64_t)
+#undef RECORE_INSTANTIATE
+
+}  // namespace RECORE_TARGET
+}  // namespace recore

@@ -1,0 +1,81 @@
+// Top-k dispatcher: checks shapes, sizes the per-thread workspace (reservoirs, packed query
+// blocks) and runs the kernel copy for the active instruction set.
+#include "recore/topk.hpp"
+
+#include <algorithm>
+#include <stdexcept>
+
+#include "dispatch.hpp"
+#include "recore/topk_kernels.hpp"
+
+namespace recore {
+namespace {
+
+using detail::AlignedBuffer;
+using detail::check_matrix;
+using detail::resolve_threads;
+
+// Room a query's reservoir has beyond the k it keeps: compacting every `margin` offers keeps
+// the selection cost per offer constant.
+int64_t reservoir_margin(int64_t keep) { return std::max<int64_t>(keep, 64); }
+
+// Workspace a thread may use for its block of queries' reservoirs: the block shrinks as k
+// grows, so memory stays bounded whatever k is.
+constexpr int64_t kReservoirBytesPerThread = int64_t{4} << 20;
+constexpr int64_t kMaxBlockQueries = 256;
+// Item rows scored against a block of queries while they stay in the per-core cache.
+constexpr int64_t kItemBlockBytes = int64_t{128} << 10;
+
+}  // namespace
+
+template <typename I, typename O>
+void topk(MatrixView<const float> queries, MatrixView<const float> items, int64_t k, const ItemFilter& filter,
+          const Exclusions<I>& exclusions, const TopkOutput<O>& output, int num_threads) {
+  check_matrix(queries, "queries");
+  check_matrix(items, "items");
+  if (queries.cols != items.cols) throw std::invalid_argument("queries and items must have the same number of factors");
+  if (k < 1) throw std::invalid_argument("k must be >= 1");
+  const int64_t nq = queries.rows, n = items.rows, f = queries.cols;
+  if (nq == 0) return;
+
+  TopkArgs<I, O> args;
+  args.queries = queries;
+  args.items = items;
+  args.k = k;
+  args.keep = std::min(k, n);
+  args.capacity = std::min(args.keep + reservoir_margin(args.keep), std::max<int64_t>(n, 1));
+  args.filter = filter;
+  args.exclusions = exclusions;
+  args.output = output;
+  args.threads = resolve_threads(num_threads);
+  args.item_block = std::max<int64_t>(16, kItemBlockBytes / (std::max<int64_t>(f, 1) * int64_t(sizeof(float))));
+
+  const bool single = nq <= kSingleQueryPathMax || n == 0;
+  if (single) {
+    args.block_queries = 1;
+  } else {
+    const int64_t per_query = args.capacity * int64_t(sizeof(TopkCandidate));
+    int64_t block = std::clamp<int64_t>(kReservoirBytesPerThread / per_query, 1, kMaxBlockQueries);
+    // Whole lane blocks, and enough blocks that every thread gets work.
+    block = std::max<int64_t>(kTopkMaxLaneQueries, block / kTopkMaxLaneQueries * kTopkMaxLaneQueries);
+    const int64_t fair = (nq + args.threads - 1) / args.threads;
+    args.block_queries = std::max<int64_t>(1, std::min(block, (fair + 31) / 32 * 32));
+    args.threads = static_cast<int>(std::min<int64_t>(args.threads, (nq + args.block_queries - 1) / args.block_queries));
+  }
+  args.workspace_per_thread = topk_workspace_bytes(args.block_queries, args.capacity, f);
+  AlignedBuffer<unsigned char> workspace(args.workspace_per_thread * args.threads);
+  args.workspace = workspace.get();
+  if (single) RECORE_RUN(args, topk_single<I, O>);
+  else RECORE_RUN(args, topk_batch<I, O>);
+}
+
+#define RECORE_INSTANTIATE(I, O)                                                                        \
+  template void topk<I, O>(MatrixView<const float>, MatrixView<const float>, int64_t, const ItemFilter&, \
+                           const Exclusions<I>&, const TopkOutput<O>&, int);
+RECORE_INSTANTIATE(int32_t, int32_t)
+RECORE_INSTANTIATE(int32_t, int64_t)
+RECORE_INSTANTIATE(int64_t, int32_t)
+RECORE_INSTANTIATE(int64_t, int64_t)
+#undef RECORE_INSTANTIATE
+
+}  // namespace recore
