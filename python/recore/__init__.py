@@ -9,10 +9,20 @@ from importlib.metadata import PackageNotFoundError, version
 from recore import datasets, kernels
 from recore._core import available_cpu_targets, cpu_target, set_cpu_target
 from recore.als import ALS
+from recore.topk import bfloat16_supported, topk
 
 try:
     __version__ = version("recore")
 except PackageNotFoundError:  # running from a source tree without an install
     __version__ = "0+unknown"
 
-__all__ = ["ALS", "available_cpu_targets", "cpu_target", "datasets", "kernels", "set_cpu_target"]
+__all__ = [
+    "ALS",
+    "available_cpu_targets",
+    "bfloat16_supported",
+    "cpu_target",
+    "datasets",
+    "kernels",
+    "set_cpu_target",
+    "topk",
+]

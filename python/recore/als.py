@@ -10,6 +10,7 @@ import numpy as np
 
 from recore import kernels
 from recore._estimator import Estimator
+from recore._recommend import Recommender
 from recore._validation import (
     as_user_items,
     check_bool,
@@ -25,7 +26,7 @@ from recore._validation import (
 __all__ = ["ALS"]
 
 
-class ALS(Estimator):
+class ALS(Recommender, Estimator):
     """Matrix factorization by alternating least squares.
 
     ``fit`` learns ``user_factors_`` (n_users x factors) and ``item_factors_``
@@ -198,6 +199,9 @@ class ALS(Estimator):
             weighted_regularization=self.weighted_regularization,
             num_threads=self.num_threads,
         )
+
+    def _fold_in_objective(self) -> dict:
+        return self._objective()
 
     def _half_step(self, rows, fixed, target) -> None:
         gram = kernels.gram_matrix(fixed, num_threads=self.num_threads) if self.feedback == "implicit" else None
