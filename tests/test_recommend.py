@@ -1,0 +1,159 @@
+"""Serving a fitted model: recommend, recommend_all, similar_items/users, fold_in."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given
+from hypothesis import strategies as st
+
+import recore
+import reference
+import topk_reference
+from conftest import sparse_matrices
+
+
+@pytest.fixture(scope="module")
+def data():
+    return recore.datasets.synthetic(300, 120, 3000, random_state=5)
+
+
+@pytest.fixture(scope="module", params=["implicit", "explicit"])
+def model(request, data):
+    return recore.ALS(factors=8, iterations=3, feedback=request.param, random_state=0).fit(data)
+
+
+def test_recommend_matches_reference_with_seen_items_excluded(model, data):
+    users = np.array([0, 5, 17, 299])
+    ids, scores = model.recommend(users, data, k=15)
+    expected_ids, expected_scores = topk_reference.topk(
+        model.user_factors_[users], model.item_factors_, 15, exclude=data[users]
+    )
+    np.testing.assert_allclose(scores, expected_scores, rtol=1e-5, atol=1e-6)
+    for q, user in enumerate(users):
+        assert not set(ids[q]) & set(data[user].indices)
+
+
+def test_recommend_one_user_and_rows_per_query(model, data):
+    ids, scores = model.recommend(7, data, k=5)
+    assert ids.shape == (5,)
+    batch_ids, batch_scores = model.recommend([7, 8], data, k=5)
+    np.testing.assert_array_equal(ids, batch_ids[0])
+    np.testing.assert_array_equal(scores, batch_scores[0])
+    # user_items with one row per queried user means the same thing
+    per_query = model.recommend([7, 8], data[[7, 8]], k=5)
+    np.testing.assert_array_equal(per_query[0], batch_ids)
+
+
+def test_recommend_without_exclusion_filters_and_allowed_items(model, data):
+    ids, _ = model.recommend(3, data, k=120, exclude_seen=False)
+    assert sorted(ids) == list(range(120))
+    allowed = np.arange(0, 120, 7)
+    ids, _ = model.recommend(3, data, k=200, items=allowed)
+    valid = ids[ids >= 0]
+    assert set(valid) <= set(allowed) and not set(valid) & set(data[3].indices)
+
+
+def test_filter_items_are_never_recommended(model, data):
+    best, _ = model.recommend(3, k=10)
+    ids, _ = model.recommend(3, k=10, filter_items=best[:3])
+    assert not set(ids) & set(best[:3])
+    np.testing.assert_array_equal(ids[:7], best[3:])
+
+
+def test_recommend_all_equals_recommend_for_every_user(model, data):
+    ids, scores = model.recommend_all(data, k=4)
+    assert ids.shape == (300, 4)
+    some = model.recommend([10, 200], data, k=4)
+    np.testing.assert_array_equal(ids[[10, 200]], some[0])
+
+
+def test_similar_items_and_users_by_cosine(model):
+    ids, scores = model.similar_items([0, 9], k=6)
+    expected_ids, expected_scores = topk_reference.topk(
+        model.item_factors_[[0, 9]], model.item_factors_, 6, metric="cosine"
+    )
+    np.testing.assert_allclose(scores, expected_scores, rtol=1e-5, atol=1e-6)
+    assert ids[0, 0] == 0 and ids[1, 0] == 9
+    ids, _ = model.similar_items(9, k=6, exclude_self=True)
+    assert 9 not in ids and ids.shape == (6,)
+    ids, scores = model.similar_users(4, k=3)
+    assert ids[0] == 4 and abs(scores[0] - 1) < 1e-5
+    assert 4 not in model.similar_users([4], k=3, exclude_self=True)[0][0]
+
+
+@given(matrix=sparse_matrices(max_rows=12, max_cols=10), feedback=st.sampled_from(["implicit", "explicit"]))
+def test_fold_in_matches_an_exact_solve_for_those_users(matrix, feedback):
+    model = recore.ALS(factors=4, iterations=2, feedback=feedback, regularization=0.5, dtype=np.float64, random_state=1)
+    model.fit(matrix)
+    rows = matrix[: max(1, matrix.shape[0] // 2)]
+    folded = model.fold_in(rows)
+    expected = reference.half_step(rows, model.item_factors_, **_objective(model))
+    np.testing.assert_allclose(folded, expected, rtol=1e-8, atol=1e-10)
+
+
+def _objective(model):
+    return dict(
+        regularization=model.regularization,
+        alpha=model.alpha,
+        feedback=model.feedback,
+        confidence=model.confidence,
+        weighted_regularization=model.weighted_regularization,
+    )
+
+
+def test_fold_in_then_recommend_serves_a_new_user(model, data):
+    new_user = sp.csr_matrix(([1.0, 2.0, 1.0], ([0, 0, 0], [3, 50, 77])), shape=(1, 120))
+    vector = model.fold_in(new_user)
+    ids, scores = model.recommend_vectors(vector, new_user, k=5)
+    assert ids.shape == (1, 5) and not {3, 50, 77} & set(ids[0])
+    expected = recore.topk(vector.astype(np.float32), model.item_factors_.astype(np.float32), 5, exclude=new_user)
+    np.testing.assert_array_equal(ids, expected[0])
+
+
+def test_a_refit_model_serves_its_new_factors(data):
+    model = recore.ALS(factors=4, iterations=1, random_state=0).fit(data)
+    first = model.similar_items(0, k=5)
+    model.set_params(random_state=1).fit(data)
+    second = model.similar_items(0, k=5)
+    expected = topk_reference.topk(model.item_factors_[[0]], model.item_factors_, 5, metric="cosine")
+    np.testing.assert_allclose(second[1], expected[1][0], rtol=1e-5)
+    assert not np.array_equal(first[1], second[1])
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda m, d: m.recommend(300, d), IndexError, "users"),
+        (lambda m, d: m.recommend(-1, d), IndexError, "users"),
+        (lambda m, d: m.recommend([0, 1], d, k=0), ValueError, "k must be >= 1"),
+        (lambda m, d: m.recommend([0, 1], d[:5]), ValueError, "rows"),
+        (lambda m, d: m.recommend([0, 1], d[:, :5]), ValueError, "columns"),
+        (lambda m, d: m.recommend([0], d.toarray()), TypeError, "user_items must be a scipy.sparse"),
+        (lambda m, d: m.recommend(0, d, filter_items=[120]), IndexError, "filter_items"),
+        (lambda m, d: m.recommend(0, d, items=[-3]), IndexError, "items"),
+        (lambda m, d: m.recommend(0.5, d), TypeError, "users"),
+        (lambda m, d: m.similar_items(120), IndexError, "items"),
+        (lambda m, d: m.similar_users([0], k=-1), ValueError, "k must be >= 1"),
+        (lambda m, d: m.fold_in(d[:, :5]), ValueError, "columns"),
+        (lambda m, d: m.recommend_vectors(np.ones((1, 3)), k=2), ValueError, "values per row"),
+        (lambda m, d: m.recommend_vectors(np.full((1, 8), np.nan), k=2), ValueError, "NaN"),
+    ],
+)
+def test_bad_input(model, data, call, error, match):
+    with pytest.raises(error, match=match):
+        call(model, data)
+
+
+def test_unfitted_model_refuses_to_serve():
+    with pytest.raises(ValueError, match="not fitted"):
+        recore.ALS().recommend(0)
+
+
+def test_nan_in_model_factors_is_reported(data):
+    model = recore.ALS(factors=4, iterations=1, random_state=0).fit(data)
+    model.item_factors_ = model.item_factors_.copy()
+    model.item_factors_[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        model.recommend(0, data)
