@@ -78,6 +78,15 @@ def assert_solves_match_reference(actual, matrix, fixed, dtype, **objective):
         assert relative_error(actual, expected) < 1e-9
 
 
+def loss_rounding_scale(users, items) -> float:
+    """What the rounding of the engine's loss scales with. It gets the unobserved part as
+    x^T (Y^T Y) x minus the observed scores squared; x^T (Y^T Y) x can be far smaller than
+    the terms summed to form it, so the scale is the same sum over absolute values,
+    |x|^T (|Y|^T |Y|) |x|, not the loss itself."""
+    users, items = np.abs(np.asarray(users, np.float64)), np.abs(np.asarray(items, np.float64))
+    return float(np.sum((users @ (items.T @ items)) * users))
+
+
 # -- one half step ---------------------------------------------------------------------------
 
 
@@ -275,9 +284,7 @@ def test_loss_matches_dense_reference(matrix, factors, regularization, alpha, ki
     expected = reference.objective(matrix, users, items, **objective)
     actual = kernels.als_loss(matrix, users, items, **objective)
     assert isinstance(actual, float)
-    # The engine gets the unobserved part as x^T (Y^T Y) x minus the observed scores squared:
-    # its rounding scales with the sum of all squared scores, not with the loss itself.
-    scale = expected + np.sum((users.astype(np.float64) @ items.astype(np.float64).T) ** 2)
+    scale = expected + loss_rounding_scale(users, items)
     assert abs(actual - expected) <= (1e-5 if dtype == np.float32 else 1e-12) * scale
 
 
@@ -509,7 +516,7 @@ def test_every_cpu_target_matches_reference(target, matrix, factors, kind, dtype
     wide = fixed.astype(np.float64)
     np.testing.assert_allclose(gram, wide.T @ wide, rtol=0, atol=(1e-5 if dtype == np.float32 else 1e-13) * 30)
     expected_loss = reference.objective(matrix, start, fixed, **objective)
-    scale = expected_loss + np.sum((start.astype(np.float64) @ wide.T) ** 2)
+    scale = expected_loss + loss_rounding_scale(start, fixed)
     assert abs(loss - expected_loss) <= (1e-5 if dtype == np.float32 else 1e-12) * scale
     if iterative is not None:
         scale = np.linalg.norm(exact, axis=1) + np.linalg.norm(start, axis=1)
