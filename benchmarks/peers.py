@@ -2,6 +2,7 @@
 """recore side by side with other libraries: same data, same threads, one run.
 
     python benchmarks/peers.py als [options]     # ALS against implicit
+    python benchmarks/peers.py topk [options]    # top-k against faiss and implicit
     python benchmarks/peers.py als --help        # each area's options
 
 Each area lives in its own module, ``peers_<area>.py``, with ``DESCRIPTION``,
@@ -16,7 +17,7 @@ import importlib
 import os
 import sys
 
-AREAS = ("als",)
+AREAS = ("als", "topk")
 
 
 def main(argv=None) -> int:

@@ -144,9 +144,6 @@ def topk(
             f"queries and items must have the same number of factors, got {queries.shape[1]} and {items.shape[1]}"
         )
     n_items = items.shape[0]
-    for name, array in (("queries", queries), ("items", items)):
-        if not np.isfinite(array).all():
-            raise ValueError(f"{name} must not contain NaN or infinity")
     exclusions = None if exclude is None else as_exclusions(exclude, queries.shape[0], n_items)
     if metric == "cosine":
         queries, items = normalized_rows(queries), normalized_rows(items)
@@ -167,7 +164,7 @@ def topk(
         item_ids=item_ids,
         catalog_size=n_items,
         wide_ids=n_items > _INT32_MAX,
-        check_finite=False,  # checked above
+        check_finite=True,  # NaN or infinity: ValueError, before any search (no temporary arrays)
         num_threads=num_threads,
     )
     return (ids[0], scores[0]) if single else (ids, scores)
