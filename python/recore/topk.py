@@ -11,7 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recore import _core
-from recore._validation import _check_compressed, check_choice, check_ids, check_int
+from recore._validation import _check_compressed, check_bool, check_choice, check_ids, check_int
 
 __all__ = ["topk", "bfloat16_supported"]
 
@@ -98,6 +98,7 @@ def topk(
     deny=None,
     precision: str = "float32",
     num_threads: int = 0,
+    check_finite: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` best items for each query, best first.
 
@@ -122,6 +123,10 @@ def topk(
         bfloat16 results are always identical to float32 results (see
         :func:`bfloat16_supported`).
     num_threads : int, default 0 (all cores)
+    check_finite : bool, default True
+        Reject NaN or infinity in ``queries`` and ``items`` (ValueError) before searching.
+        This reads every item once more; a server that checked its factors when it loaded
+        them can turn it off (a model's own methods do).
 
     Returns
     -------
@@ -164,7 +169,7 @@ def topk(
         item_ids=item_ids,
         catalog_size=n_items,
         wide_ids=n_items > _INT32_MAX,
-        check_finite=True,  # NaN or infinity: ValueError, before any search (no temporary arrays)
+        check_finite=check_bool(check_finite, "check_finite"),
         num_threads=num_threads,
     )
     return (ids[0], scores[0]) if single else (ids, scores)

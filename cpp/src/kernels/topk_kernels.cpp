@@ -321,14 +321,23 @@ inline void score_item_rows(MatrixView<const float> items, int64_t row0, const f
   FloatVector acc[ROWS][2];
 #pragma GCC unroll 16
   for (int r = 0; r < ROWS; ++r) acc[r][0] = acc[r][1] = FloatVector{};
-  for (int64_t j = 0; j < f; ++j) {
-    const FloatVector q0 = load(packed + j * kLaneQueries);
-    const FloatVector q1 = load(packed + j * kLaneQueries + kLanes);
+  // The next rows' cache lines are requested a line per 16 factors, while these are scored.
+  const bool prefetch = row0 + 2 * ROWS <= items.rows;
+  for (int64_t j0 = 0; j0 < f; j0 += 16) {
+    if (prefetch) {
 #pragma GCC unroll 16
-    for (int r = 0; r < ROWS; ++r) {
-      const FloatVector item = broadcast(rows[r] + j);
-      acc[r][0] = multiply_add(item, q0, acc[r][0]);
-      acc[r][1] = multiply_add(item, q1, acc[r][1]);
+      for (int r = 0; r < ROWS; ++r) __builtin_prefetch(rows[r] + ROWS * items.stride + j0);
+    }
+    const int64_t j1 = smaller(f, j0 + 16);
+    for (int64_t j = j0; j < j1; ++j) {
+      const FloatVector q0 = load(packed + j * kLaneQueries);
+      const FloatVector q1 = load(packed + j * kLaneQueries + kLanes);
+#pragma GCC unroll 16
+      for (int r = 0; r < ROWS; ++r) {
+        const FloatVector item = broadcast(rows[r] + j);
+        acc[r][0] = multiply_add(item, q0, acc[r][0]);
+        acc[r][1] = multiply_add(item, q1, acc[r][1]);
+      }
     }
   }
   const FloatVector t0 = load(thresholds), t1 = load(thresholds + kLanes);
