@@ -17,7 +17,7 @@ using detail::resolve_threads;
 
 // Room a query's reservoir has beyond the k it keeps: compacting every `margin` offers keeps
 // the selection cost per offer constant.
-int64_t reservoir_margin(int64_t keep) { return std::max<int64_t>(keep, 64); }
+int64_t reservoir_margin(int64_t keep) { return std::max<int64_t>(keep, 16); }
 
 // Workspace a thread may use for its block of queries' reservoirs: the block shrinks as k
 // grows, so memory stays bounded whatever k is.

@@ -224,11 +224,11 @@ class Selector {
 
   // Offers searched row `row` with `score` to query `slot` (batch query `query`).
   inline void offer(int64_t slot, int64_t query, int64_t row, float score) {
+    const float threshold = block_.thresholds[slot];
+    if (score < threshold) return;
     const int64_t id = args_.filter.item_ids ? args_.filter.item_ids[row] : row;
-    if (block_.threshold_ids[slot] >= 0) {
-      // Equal scores pass the SIMD test; the lower id wins.
-      if (score == block_.thresholds[slot] && id > block_.threshold_ids[slot]) return;
-    }
+    // Equal scores pass the SIMD test; the lower id wins.
+    if (score == threshold && block_.threshold_ids[slot] >= 0 && id > block_.threshold_ids[slot]) return;
     if (args_.filter.denied && ((args_.filter.denied[id >> 6] >> (id & 63)) & 1u)) return;
     if (args_.exclusions.indptr && excluded(slot, query, id)) return;
     push(slot, TopkCandidate{score, id});
@@ -341,22 +341,29 @@ inline void score_item_rows(MatrixView<const float> items, int64_t row0, const f
     }
   }
   const FloatVector t0 = load(thresholds), t1 = load(thresholds + kLanes);
-  unsigned any = 0;
+  uint64_t passed[ROWS];  // bit l: query l's score reached its threshold
+  uint64_t any = 0;
 #pragma GCC unroll 16
-  for (int r = 0; r < ROWS; ++r) any |= at_least(acc[r][0], t0) | at_least(acc[r][1], t1);
+  for (int r = 0; r < ROWS; ++r) {
+    passed[r] = at_least(acc[r][0], t0) | (uint64_t(at_least(acc[r][1], t1)) << kLanes);
+    any |= passed[r];
+  }
   if (__builtin_expect(any == 0, 1)) return;
-  // Rare: some score reached its threshold. The scores leave the registers, and are offered
-  // row by row, in increasing id order per query (thresholds may rise between rows, so
-  // each is compared again with the current threshold).
+  // Some scores reached their thresholds: offer just those, row by row so that each query
+  // still sees items in increasing id order (offer compares again with the threshold, which
+  // may have risen meanwhile).
   float scores[ROWS][kLaneQueries];
 #pragma GCC unroll 16
   for (int r = 0; r < ROWS; ++r) {
     store(scores[r], acc[r][0]);
     store(scores[r] + kLanes, acc[r][1]);
   }
-  for (int r = 0; r < ROWS; ++r)
-    for (int64_t l = 0; l < kLaneQueries; ++l)
-      if (scores[r][l] >= thresholds[l]) selector.offer(slot0 + l, query0 + l, row0 + r, scores[r][l]);
+  for (int r = 0; r < ROWS; ++r) {
+    for (uint64_t mask = passed[r]; mask; mask &= mask - 1) {
+      const int l = __builtin_ctzll(mask);
+      selector.offer(slot0 + l, query0 + l, row0 + r, scores[r][l]);
+    }
+  }
 }
 
 template <typename I, typename O>
@@ -454,13 +461,12 @@ void scan_items_for_one_query(const TopkArgs<I, O>& args, Selector<I, O>& select
     while (mask) {
       const int lane = __builtin_ctz(mask);
       mask &= mask - 1;
-      if (lanes[lane] >= block.thresholds[slot]) selector.offer(slot, query, i + lane, lanes[lane]);
+      selector.offer(slot, query, i + lane, lanes[lane]);
     }
   }
 #endif
   for (; i < end; ++i) {
-    const float score = exact_score(q, args.items.row(i), f);
-    if (score >= block.thresholds[slot]) selector.offer(slot, query, i, score);
+    selector.offer(slot, query, i, exact_score(q, args.items.row(i), f));
   }
 }
 
