@@ -127,9 +127,7 @@ def fit_implicit(user_items, start, config: Config) -> PeerResult:
         from implicit.cpu.als import AlternatingLeastSquares
         from threadpoolctl import threadpool_limits
     except ImportError as error:
-        raise PeerUnavailable(
-            f"implicit is not installed ({error}); `pip install implicit` to compare"
-        ) from None
+        raise PeerUnavailable(f"implicit is not installed ({error}); `pip install implicit` to compare") from None
 
     # implicit's README: a multithreaded BLAS inside its OpenMP loops is much slower. The
     # model is built inside the limit too, so its BLAS check does not warn.
@@ -158,9 +156,7 @@ def fit_implicit(user_items, start, config: Config) -> PeerResult:
         )
         fit_seconds = time.perf_counter() - began
     if model.user_factors is not user_factors or model.item_factors is not item_factors:
-        raise RuntimeError(
-            "implicit replaced the initial factors it was given; the comparison is void"
-        )
+        raise RuntimeError("implicit replaced the initial factors it was given; the comparison is void")
     return PeerResult(
         "implicit",
         implicit.__version__,
@@ -223,18 +219,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--factors", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--solver", nargs="+", choices=["cg", "cholesky"], default=["cg"])
     parser.add_argument("--iterations", type=int, default=5)
-    parser.add_argument(
-        "--threads", type=int, default=2, help="threads for every library (0: all cores)"
-    )
+    parser.add_argument("--threads", type=int, default=2, help="threads for every library (0: all cores)")
     parser.add_argument("--regularization", type=float, default=0.01)
     parser.add_argument("--alpha", type=float, default=1.0, help="confidence = alpha * count")
     parser.add_argument("--cg-steps", type=int, default=3)
     parser.add_argument("--users", type=int, default=MOVIELENS_20M_LIKE[0])
     parser.add_argument("--items", type=int, default=MOVIELENS_20M_LIKE[1])
     parser.add_argument("--nnz", type=int, default=MOVIELENS_20M_LIKE[2], help="stored entries")
-    parser.add_argument(
-        "--seed", type=int, default=DEFAULT_SEED, help="seeds the data and the initial factors"
-    )
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seeds the data and the initial factors")
     parser.add_argument(
         "--peers",
         nargs="*",
@@ -242,17 +234,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[name for name in PEERS if name != BASELINE],
         help=f"libraries to compare with {BASELINE}, which always runs",
     )
-    parser.add_argument(
-        "--json", metavar="PATH", help="also write the results (without factors) here"
-    )
+    parser.add_argument("--json", metavar="PATH", help="also write the results (without factors) here")
 
 
 def run(arguments: argparse.Namespace) -> int:
 
     began = time.perf_counter()
-    user_items = recore.datasets.synthetic(
-        arguments.users, arguments.items, arguments.nnz, random_state=arguments.seed
-    )
+    user_items = recore.datasets.synthetic(arguments.users, arguments.items, arguments.nnz, random_state=arguments.seed)
     print(
         f"data: synthetic power-law counts, {user_items.shape[0]:,} users x "
         f"{user_items.shape[1]:,} items, "
@@ -265,10 +253,7 @@ def run(arguments: argparse.Namespace) -> int:
         f"alpha {arguments.alpha} (confidence = alpha * count), "
         f"cg_steps {arguments.cg_steps}, float32"
     )
-    print(
-        f"machine: {platform.machine()}, Python {platform.python_version()}, "
-        f"recore CPU target {recore.cpu_target()}"
-    )
+    print(f"machine: {platform.machine()}, Python {platform.python_version()}, recore CPU target {recore.cpu_target()}")
 
     peer_names = [BASELINE, *arguments.peers]
     rows: list[tuple[Config, PeerResult]] = []
@@ -335,4 +320,3 @@ def run(arguments: argparse.Namespace) -> int:
         with open(arguments.json, "w") as file:
             json.dump(records, file, indent=2)
     return 0
-

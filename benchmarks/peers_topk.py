@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import subprocess
@@ -67,8 +66,8 @@ def faiss_search(users, items, k, threads):
 
 
 def implicit_search(users, items, k, seen, threads):
-    from threadpoolctl import threadpool_limits
     from implicit.cpu.als import AlternatingLeastSquares
+    from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1, "blas"):
         model = AlternatingLeastSquares(factors=users.shape[1], num_threads=threads)
@@ -77,14 +76,18 @@ def implicit_search(users, items, k, seen, threads):
     return ids, scores
 
 
-def latency(function, repeats):
-    function()  # warm caches and thread pools
-    times = []
+def latencies(functions: dict, repeats: int) -> dict:
+    """Median seconds per call of each function, the calls interleaved so that every one
+    sees the same machine load."""
+    for function in functions.values():
+        function()  # warm caches and thread pools
+    times = {name: [] for name in functions}
     for _ in range(repeats):
-        began = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
+        for name, function in functions.items():
+            began = time.perf_counter()
+            function()
+            times[name].append(time.perf_counter() - began)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 MEMORY_PROBE = """
@@ -120,18 +123,18 @@ def run(arguments: argparse.Namespace) -> int:
     )
     print(f"machine: {platform.machine()}, Python {platform.python_version()}, recore CPU target {recore.cpu_target()}")
     records = []
+    k, threads = arguments.k, arguments.threads
     for factors in arguments.factors:
         users = rng.standard_normal((user_items.shape[0], factors), dtype=np.float32) / np.float32(np.sqrt(factors))
         items = rng.standard_normal((user_items.shape[1], factors), dtype=np.float32)
+        searches = {
+            "recore float32": lambda u=users, i=items: recore_search(u, i, k, user_items, threads),
+            "recore bfloat16": lambda u=users, i=items: recore_search(u, i, k, user_items, threads, "bfloat16"),
+            "faiss IndexFlatIP (no exclusion)": lambda u=users, i=items: faiss_search(u, i, k, threads),
+            "implicit recommend": lambda u=users, i=items: implicit_search(u, i, k, user_items, threads),
+        }
         results = {}
-        results["recore float32"] = timed(lambda: recore_search(users, items, arguments.k, user_items, arguments.threads))
-        results["recore bfloat16"] = timed(
-            lambda: recore_search(users, items, arguments.k, user_items, arguments.threads, "bfloat16")
-        )
-        for name, function in (
-            ("faiss IndexFlatIP (no exclusion)", lambda: faiss_search(users, items, arguments.k, arguments.threads)),
-            ("implicit recommend", lambda: implicit_search(users, items, arguments.k, user_items, arguments.threads)),
-        ):
+        for name, function in searches.items():
             try:
                 results[name] = timed(function)
             except ImportError as missing:
@@ -140,36 +143,46 @@ def run(arguments: argparse.Namespace) -> int:
         identical = np.array_equal(results["recore bfloat16"][1][0], reference_ids)
         base = results["recore float32"][0]
         for name, (seconds, _) in results.items():
-            records.append({"factors": factors, "library": name, "seconds": seconds, "recore_over_peer": base / seconds})
+            records.append(
+                {"factors": factors, "library": name, "seconds": seconds, "recore_over_peer": base / seconds}
+            )
             print(f"  factors {factors:>4} {name:<34} {seconds:8.3f} s   recore float32 / this {base / seconds:5.2f}")
-        print(f"  bfloat16 ids identical to float32: {identical}  (bfloat16 kernel on this CPU: {recore.bfloat16_supported()})")
+        print(
+            f"  bfloat16 ids identical to float32: {identical}  "
+            f"(bfloat16 kernel on this CPU: {recore.bfloat16_supported()})"
+        )
 
     # One user at a time, 1 thread each, over the catalog of the first factor count.
     factors = arguments.factors[0]
     items = rng.standard_normal((user_items.shape[1], factors), dtype=np.float32)
     query = rng.standard_normal((1, factors), dtype=np.float32)
-    single = {
-        "recore": latency(
-            lambda: recore.topk(query, items, arguments.k, num_threads=1, check_finite=False), arguments.latency_repeats
-        )
-    }
+    # recore serves from an ItemIndex prepared once, as faiss serves from its index.
+    prepared = recore.ItemIndex(items)
+    functions = {"recore": lambda: prepared.search(query, k, num_threads=1)}
     try:
         import faiss
 
         faiss.omp_set_num_threads(1)
         index = faiss.IndexFlatIP(factors)
         index.add(items)
-        single["faiss"] = latency(lambda: index.search(query, arguments.k), arguments.latency_repeats)
+        functions["faiss"] = lambda: index.search(query, k)
     except ImportError as missing:
         print(f"note: skipping faiss latency: {missing}", file=sys.stderr)
+    single = latencies(functions, arguments.latency_repeats)
     for name, seconds in single.items():
         ratio = single["recore"] / seconds
-        print(f"  single user, {items.shape[0]:,} items, factors {factors}: {name:<8} {seconds * 1e6:8.1f} us   recore / this {ratio:5.2f}")
+        print(
+            f"  single user, {items.shape[0]:,} items, factors {factors}: {name:<8} "
+            f"{seconds * 1e6:8.1f} us   recore / this {ratio:5.2f}"
+        )
         records.append({"single_query": name, "seconds": seconds, "recore_over_peer": ratio})
 
     if not arguments.skip_memory:
         growth = memory_growth_mb(arguments.threads)
-        print(f"  1,000,000 items x 10,000 queries, factors 64: peak memory growth {growth:.1f} MB beyond inputs and outputs")
+        print(
+            f"  1,000,000 items x 10,000 queries, factors 64: peak memory growth {growth:.1f} MB "
+            "beyond inputs and outputs"
+        )
         records.append({"memory_growth_mb": growth})
     if arguments.json:
         with open(arguments.json, "w") as file:

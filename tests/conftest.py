@@ -11,11 +11,10 @@ import os
 
 import numpy as np
 import pytest
+import recore
 import scipy.sparse as sp
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-
-import recore
 
 settings.register_profile(
     "ci",

@@ -101,7 +101,11 @@ def implicit_half_step(matrix, fixed, *, regularization, alpha=1.0, confidence="
 
 def explicit_half_step(matrix, fixed, *, regularization, weighted_regularization=False):
     return half_step(
-        matrix, fixed, regularization=regularization, feedback="explicit", weighted_regularization=weighted_regularization
+        matrix,
+        fixed,
+        regularization=regularization,
+        feedback="explicit",
+        weighted_regularization=weighted_regularization,
     )
 
 

@@ -7,12 +7,9 @@ import contextlib
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
-from hypothesis import given
-from hypothesis import strategies as st
-
 import recore
 import reference
+import scipy.sparse as sp
 from conftest import (
     OBJECTIVES,
     objective_options,
@@ -23,6 +20,8 @@ from conftest import (
     using_cpu_target,
     with_dtype,
 )
+from hypothesis import given
+from hypothesis import strategies as st
 from recore import _core, kernels
 from recore._validation import as_user_items
 
@@ -684,7 +683,9 @@ def test_duplicates_are_summed(matrix, data):
     by_row = np.argsort(rows, kind="stable")
     raw = sp.csr_matrix(matrix.shape, dtype=np.float32)
     raw.indptr, raw.indices, raw.data = np.cumsum(indptr, dtype=np.int32), cols[by_row].astype(np.int32), values[by_row]
-    options = dict(factors=2, iterations=2, random_state=0, feedback=data.draw(st.sampled_from(["implicit", "explicit"])))
+    options = dict(
+        factors=2, iterations=2, random_state=0, feedback=data.draw(st.sampled_from(["implicit", "explicit"]))
+    )
     expected = recore.ALS(**options).fit(matrix)
     for duplicated in (as_coo, raw):
         canonical = as_user_items(duplicated, np.float32)
@@ -716,7 +717,11 @@ def test_the_input_is_never_modified(fmt, value_dtype, matrix, kind, solver):
     arrays = (
         [user_items]
         if fmt == "dense"
-        else [getattr(user_items, name) for name in ("data", "indices", "indptr", "row", "col") if hasattr(user_items, name)]
+        else [
+            getattr(user_items, name)
+            for name in ("data", "indices", "indptr", "row", "col")
+            if hasattr(user_items, name)
+        ]
     )
     snapshot = [(a.copy(), a.dtype) for a in arrays]
     model = recore.ALS(factors=2, iterations=2, solver=solver, random_state=0, **objective_options(kind, 0.1, 1.0))

@@ -4,9 +4,8 @@ import time
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
-
 import recore
+import scipy.sparse as sp
 from recore._validation import as_user_items
 
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import recore
 import scipy.sparse as sp
+import topk_reference
 from hypothesis import given
 from hypothesis import strategies as st
-
-import recore
-import topk_reference
 from recore import _core
 
 seeds = st.integers(0, 2**32 - 1)
@@ -228,7 +227,9 @@ def test_malformed_exclusions_raise_before_work():
 
 def test_core_checks_its_buffers():
     with pytest.raises(ValueError, match="sorted"):
-        unsorted = sp.csr_matrix((np.ones(2, np.float32), np.array([3, 1], np.int32), np.array([0, 2, 2, 2], np.int32)), shape=(3, 5))
+        unsorted = sp.csr_matrix(
+            (np.ones(2, np.float32), np.array([3, 1], np.int32), np.array([0, 2, 2, 2], np.int32)), shape=(3, 5)
+        )
         _core.topk(Q, X, 2, exclude=unsorted)
     with pytest.raises(ValueError, match="item_ids"):
         _core.topk(Q, X[:2], 2, item_ids=np.array([1, 1], np.int64), catalog_size=5)
@@ -238,3 +239,44 @@ def test_core_checks_its_buffers():
         _core.topk(Q.astype(np.float64), X, 2)
     with pytest.raises(ValueError, match="NaN"):
         _core.topk(np.full((3, 4), np.nan, np.float32), X, 2)
+
+
+@given(
+    problem=problems(max_queries=6, max_items=200),
+    threads=st.sampled_from([1, 2, 3]),
+    metric=st.sampled_from(["dot", "cosine"]),
+)
+def test_item_index_serves_one_query_as_the_batch_does(problem, threads, metric):
+    """An ItemIndex reads single queries from its factor-major panels: bitwise the batch's
+    results, exclusions and filters included."""
+    rng = np.random.default_rng(len(problem[1]))
+    queries, items, k, options = problem
+    queries = queries + rng.standard_normal(queries.shape).astype(np.float32)
+    items = items + rng.standard_normal(items.shape).astype(np.float32)
+    exclude = options.pop("exclude", None)
+    options.pop("allow", None)  # an allow list searches gathered rows, not the panels
+    index = recore.ItemIndex(items, metric=metric)
+    batch = recore.topk(
+        np.vstack([queries] * 3),
+        items,
+        k,
+        metric=metric,
+        num_threads=threads,
+        **options,
+        exclude=None if exclude is None else sp.vstack([exclude] * 3).tocsr(),
+    )
+    for q in range(len(queries)):
+        row = None if exclude is None else exclude[q]
+        ids, scores = index.search(queries[q], k, exclude=row, num_threads=threads, **options)
+        np.testing.assert_array_equal(ids, batch[0][q])
+        np.testing.assert_array_equal(scores, batch[1][q])
+
+
+def test_item_index_checks_items_once_and_queries_each_time():
+    with pytest.raises(ValueError, match="items must not contain NaN"):
+        recore.ItemIndex(np.full((3, 2), np.nan, np.float32))
+    index = recore.ItemIndex(np.ones((3, 2), np.float32))
+    with pytest.raises(ValueError, match="queries must not contain NaN"):
+        index.search(np.array([np.nan, 1], np.float32), 1)
+    with pytest.raises(ValueError, match="same number of factors"):
+        index.search(np.ones(3, np.float32), 1)

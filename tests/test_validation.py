@@ -3,9 +3,8 @@ before any work starts, and never a crash."""
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
-
 import recore
+import scipy.sparse as sp
 from recore import kernels
 from recore._validation import as_user_items
 

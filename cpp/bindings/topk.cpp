@@ -44,7 +44,7 @@ const T* vector_of(py::handle obj, const std::string& name, int64_t length) {
 
 template <typename I, typename O>
 py::tuple search(MatrixView<const float> queries, MatrixView<const float> items, int64_t k, const CsrParts* exclude,
-                 ItemFilter filter, int num_threads) {
+                 ItemFilter filter, int num_threads, const float* panels) {
   Exclusions<I> exclusions;
   if (exclude) {
     exclusions.indptr = static_cast<const I*>(exclude->indptr.data());
@@ -55,14 +55,14 @@ py::tuple search(MatrixView<const float> queries, MatrixView<const float> items,
   TopkOutput<O> output{ids.mutable_data(), scores.mutable_data()};
   {
     py::gil_scoped_release release;
-    topk<I, O>(queries, items, k, filter, exclusions, output, num_threads);
+    topk<I, O>(queries, items, k, filter, exclusions, output, num_threads, panels);
   }
   return py::make_tuple(ids, scores);
 }
 
 py::tuple topk_binding(py::handle queries_obj, py::handle items_obj, int64_t k, py::handle exclude_obj,
                        py::handle denied_obj, py::handle item_ids_obj, int64_t catalog_size, bool wide_ids,
-                       bool check_finite, int num_threads) {
+                       bool check_finite, int num_threads, py::handle panels_obj) {
   auto queries = matrix<const float>(queries_obj, "queries", false);
   auto items = matrix<const float>(items_obj, "items", false);
   if (queries.cols != items.cols)
@@ -134,12 +134,18 @@ py::tuple topk_binding(py::handle queries_obj, py::handle items_obj, int64_t k, 
     if (!finite_items) throw py::value_error("items must not contain NaN or infinity");
   }
 
+  const float* panels = nullptr;
+  if (!panels_obj.is_none()) {
+    if (filter.item_ids) throw py::value_error("item_panels cannot be combined with item_ids");
+    const int64_t length = (items.rows + kPanelItems - 1) / kPanelItems * kPanelItems * items.cols;
+    panels = vector_of<float>(panels_obj, "item_panels", length);
+  }
   const CsrParts* ex = has_exclude ? &exclude : nullptr;
   if (int64_exclude)
-    return wide_ids ? search<int64_t, int64_t>(queries, items, k, ex, filter, num_threads)
-                    : search<int64_t, int32_t>(queries, items, k, ex, filter, num_threads);
-  return wide_ids ? search<int32_t, int64_t>(queries, items, k, ex, filter, num_threads)
-                  : search<int32_t, int32_t>(queries, items, k, ex, filter, num_threads);
+    return wide_ids ? search<int64_t, int64_t>(queries, items, k, ex, filter, num_threads, panels)
+                    : search<int64_t, int32_t>(queries, items, k, ex, filter, num_threads, panels);
+  return wide_ids ? search<int32_t, int64_t>(queries, items, k, ex, filter, num_threads, panels)
+                  : search<int32_t, int32_t>(queries, items, k, ex, filter, num_threads, panels);
 }
 
 }  // namespace
@@ -148,7 +154,16 @@ void init_topk(py::module_& m) {
   m.def("topk", &topk_binding, py::arg("queries"), py::arg("items"), py::arg("k"), py::arg("exclude") = py::none(),
         py::arg("denied") = py::none(), py::arg("item_ids") = py::none(), py::arg("catalog_size") = -1,
         py::arg("wide_ids") = false, py::arg("check_finite") = true, py::arg("num_threads") = 0,
+        py::arg("item_panels") = py::none(),
         "Exact top-k by dot product: (ids, scores), each of shape (queries, k). See recore.topk.");
+  m.def(
+      "all_finite",
+      [](py::handle obj) {
+        auto view = matrix<const float>(obj, "array", false);
+        py::gil_scoped_release release;
+        return all_finite(view);
+      },
+      py::arg("array"), "Whether a float32 C-contiguous 2-D array holds no NaN or infinity.");
 }
 
 }  // namespace recore::bindings

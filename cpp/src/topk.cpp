@@ -30,7 +30,8 @@ constexpr int64_t kItemBlockBytes = int64_t{128} << 10;
 
 template <typename I, typename O>
 void topk(MatrixView<const float> queries, MatrixView<const float> items, int64_t k, const ItemFilter& filter,
-          const Exclusions<I>& exclusions, const TopkOutput<O>& output, int num_threads) {
+          const Exclusions<I>& exclusions, const TopkOutput<O>& output, int num_threads,
+          const float* item_panels) {
   check_matrix(queries, "queries");
   check_matrix(items, "items");
   if (queries.cols != items.cols) throw std::invalid_argument("queries and items must have the same number of factors");
@@ -41,6 +42,7 @@ void topk(MatrixView<const float> queries, MatrixView<const float> items, int64_
   TopkArgs<I, O> args;
   args.queries = queries;
   args.items = items;
+  args.item_panels = item_panels;
   args.k = k;
   args.keep = std::min(k, n);
   args.capacity = std::min(args.keep + reservoir_margin(args.keep), std::max<int64_t>(n, 1));
@@ -71,7 +73,7 @@ void topk(MatrixView<const float> queries, MatrixView<const float> items, int64_
 
 #define RECORE_INSTANTIATE(I, O)                                                                        \
   template void topk<I, O>(MatrixView<const float>, MatrixView<const float>, int64_t, const ItemFilter&, \
-                           const Exclusions<I>&, const TopkOutput<O>&, int);
+                           const Exclusions<I>&, const TopkOutput<O>&, int, const float*);
 RECORE_INSTANTIATE(int32_t, int32_t)
 RECORE_INSTANTIATE(int32_t, int64_t)
 RECORE_INSTANTIATE(int64_t, int32_t)

@@ -9,7 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 from recore import datasets, kernels
 from recore._core import available_cpu_targets, cpu_target, set_cpu_target
 from recore.als import ALS
-from recore.topk import bfloat16_supported, topk
+from recore.topk import ItemIndex, bfloat16_supported, topk
 
 try:
     __version__ = version("recore")
@@ -18,6 +18,7 @@ except PackageNotFoundError:  # running from a source tree without an install
 
 __all__ = [
     "ALS",
+    "ItemIndex",
     "available_cpu_targets",
     "bfloat16_supported",
     "cpu_target",

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 
 from recore import _core
 from recore._validation import as_user_items, check_bool, check_ids, check_int
-from recore.topk import _INT32_MAX, _item_ids, as_exclusions, denied_bits, normalized_rows
+from recore.topk import _INT32_MAX, _SINGLE_QUERY_PATH_MAX, ItemIndex, _item_ids, as_exclusions
 
 
 def _ids_argument(ids, bound: int, name: str) -> tuple[np.ndarray, bool]:
@@ -45,26 +45,12 @@ class Recommender:
             cache.clear()
             cache["key"] = key
         if name not in cache:
-            value = build()
-            if not np.isfinite(value).all():
-                raise ValueError(f"the model's {name} factors contain NaN or infinity")
-            cache[name] = value
+            cache[name] = build()
         return cache[name]
 
-    def _search(self, queries, items, k, exclude, denied, item_ids, num_threads):
-        n_items = self.item_factors_.shape[0]
-        return _core.topk(
-            queries,
-            items,
-            k,
-            exclude=exclude,
-            denied=denied,
-            item_ids=item_ids,
-            catalog_size=n_items,
-            wide_ids=n_items > _INT32_MAX,
-            check_finite=False,  # the model's vectors are checked once, when cached
-            num_threads=num_threads,
-        )
+    def _item_index(self) -> ItemIndex:
+        """The items as searched by recommend, prepared once per fitted model."""
+        return self._cached("item index", lambda: _checked_index(self._item_vectors(), "dot", "item"))
 
     # -- recommendations --------------------------------------------------------------------
 
@@ -105,24 +91,28 @@ class Recommender:
         scores : float32 ndarray, the same shape
         """
         self._check_fitted()
-        n_users, n_items = self.user_factors_.shape[0], self.item_factors_.shape[0]
-        users, single = _ids_argument(users, n_users, "users")
+        users, single = _ids_argument(users, self.user_factors_.shape[0], "users")
         k = check_int(k, "k", minimum=1)
         exclude_seen = check_bool(exclude_seen, "exclude_seen")
         num_threads = self._serving_threads(num_threads)
         exclude = None
         if user_items is not None and exclude_seen:
             exclude = self._seen_rows(user_items, users)
-        item_vectors = self._item_vectors()
-        item_ids = None
-        if items is not None:
-            item_ids = _item_ids(items, n_items, "items")
-            item_vectors = np.ascontiguousarray(item_vectors[item_ids])
-        denied = None if filter_items is None else denied_bits(_item_ids(filter_items, n_items, "filter_items"), n_items)
-        ids, scores = self._search(
-            self._user_vectors(users), item_vectors, k, exclude, denied, item_ids, num_threads
+        index = self._item_index()
+        ids, scores = self._search_index(
+            index, self._user_vectors(users), k, exclude, filter_items, items, num_threads, "users' factors"
         )
         return (ids[0], scores[0]) if single else (ids, scores)
+
+    @staticmethod
+    def _search_index(index, queries, k, exclude, filter_items, items, num_threads, what):
+        if not _core.all_finite(queries):
+            raise ValueError(f"the {what} contain NaN or infinity")
+        _check_id_list(filter_items, index.n_items, "filter_items")
+        _check_id_list(items, index.n_items, "items")
+        return index.search(
+            queries, k, exclude=exclude, allow=items, deny=filter_items, num_threads=num_threads, check_finite=False
+        )
 
     def recommend_all(self, user_items=None, k: int = 10, **options) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`recommend` for every user, in user order."""
@@ -164,8 +154,11 @@ class Recommender:
         all zero has cosine 0 with everything.
         """
         self._check_fitted()
-        unit = self._cached("unit items", lambda: normalized_rows(np.asarray(self.item_factors_, dtype=np.float32)))
-        return self._similar(unit, items, k, exclude_self, num_threads, "items")
+        index = self._cached(
+            "unit items",
+            lambda: _checked_index(np.ascontiguousarray(self.item_factors_, dtype=np.float32), "cosine", "item"),
+        )
+        return self._similar(index, items, k, exclude_self, num_threads, "items")
 
     def similar_users(
         self, users, k: int = 10, *, exclude_self: bool = False, num_threads: int | None = None
@@ -173,29 +166,34 @@ class Recommender:
         """The ``k`` users most similar to each given user by cosine of their factors
         (see :meth:`similar_items`)."""
         self._check_fitted()
-        unit = self._cached("unit users", lambda: normalized_rows(np.asarray(self.user_factors_, dtype=np.float32)))
-        return self._similar(unit, users, k, exclude_self, num_threads, "users")
+        index = self._cached(
+            "unit users",
+            lambda: _checked_index(np.ascontiguousarray(self.user_factors_, dtype=np.float32), "cosine", "user"),
+        )
+        return self._similar(index, users, k, exclude_self, num_threads, "users")
 
-    def _similar(self, unit, ids, k, exclude_self, num_threads, name):
-        ids, single = _ids_argument(ids, unit.shape[0], name)
+    def _similar(self, index, ids, k, exclude_self, num_threads, name):
+        ids, single = _ids_argument(ids, index.n_items, name)
         k = check_int(k, "k", minimum=1)
         exclude_self = check_bool(exclude_self, "exclude_self")
         num_threads = self._serving_threads(num_threads)
         exclude = None
         if exclude_self:
-            index_dtype = np.int64 if unit.shape[0] > _INT32_MAX else np.int32
+            index_dtype = np.int64 if index.n_items > _INT32_MAX else np.int32
             exclude = sp.csr_matrix(
                 (np.ones(len(ids), np.float32), ids.astype(index_dtype), np.arange(len(ids) + 1, dtype=index_dtype)),
-                shape=(len(ids), unit.shape[0]),
+                shape=(len(ids), index.n_items),
             )
+        # The queries are rows of the index itself: already unit length and checked.
         found, scores = _core.topk(
-            np.ascontiguousarray(unit[ids]),
-            unit,
+            np.ascontiguousarray(index.items[ids]),
+            index.items,
             k,
-            exclude=exclude,
-            wide_ids=unit.shape[0] > _INT32_MAX,
+            exclude=None if exclude is None else as_exclusions(exclude, len(ids), index.n_items),
+            wide_ids=index.n_items > _INT32_MAX,
             check_finite=False,
             num_threads=num_threads,
+            item_panels=index.panels() if len(ids) <= _SINGLE_QUERY_PATH_MAX else None,
         )
         return (found[0], scores[0]) if single else (found, scores)
 
@@ -220,8 +218,9 @@ class Recommender:
 
         dtype = self.item_factors_.dtype
         options = self._fold_in_objective()
-        rows = as_user_items(user_items_rows, dtype, name="user_items_rows",
-                             allow_negative=options["feedback"] != "implicit")
+        rows = as_user_items(
+            user_items_rows, dtype, name="user_items_rows", allow_negative=options["feedback"] != "implicit"
+        )
         n_items = self.item_factors_.shape[0]
         if rows.shape[1] != n_items:
             raise ValueError(f"user_items_rows must have {n_items} columns (one per item), got {rows.shape[1]}")
@@ -231,7 +230,13 @@ class Recommender:
         return target
 
     def recommend_vectors(
-        self, user_vectors, user_items_rows=None, k: int = 10, *, filter_items=None, items=None,
+        self,
+        user_vectors,
+        user_items_rows=None,
+        k: int = 10,
+        *,
+        filter_items=None,
+        items=None,
         num_threads: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`recommend` for user factors given directly (for example from
@@ -244,15 +249,19 @@ class Recommender:
         width = self._item_vectors().shape[1]
         if vectors.ndim != 2 or vectors.shape[1] != width:
             raise ValueError(f"user_vectors must have {width} values per row, got shape {vectors.shape}")
-        if not np.isfinite(vectors).all():
-            raise ValueError("user_vectors must not contain NaN or infinity")
         exclude = None if user_items_rows is None else as_exclusions(user_items_rows, vectors.shape[0], n_items)
-        item_vectors = self._item_vectors()
-        item_ids = None
-        if items is not None:
-            item_ids = _item_ids(items, n_items, "items")
-            item_vectors = np.ascontiguousarray(item_vectors[item_ids])
-        denied = None if filter_items is None else denied_bits(_item_ids(filter_items, n_items, "filter_items"), n_items)
-        ids, scores = self._search(vectors, item_vectors, k, exclude, denied, item_ids, num_threads)
+        ids, scores = self._search_index(
+            self._item_index(), vectors, k, exclude, filter_items, items, num_threads, "user_vectors"
+        )
         return (ids[0], scores[0]) if np.ndim(user_vectors) == 1 else (ids, scores)
 
+
+def _checked_index(vectors: np.ndarray, metric: str, what: str) -> ItemIndex:
+    if not _core.all_finite(vectors):
+        raise ValueError(f"the model's {what} factors contain NaN or infinity")
+    return ItemIndex(vectors, metric=metric, check_finite=False)
+
+
+def _check_id_list(ids, bound: int, name: str) -> None:
+    if ids is not None:
+        _item_ids(ids, bound, name)

@@ -67,8 +67,7 @@ def check_random_state(random_state) -> np.random.Generator:
             raise ValueError(f"random_state must be >= 0, got {random_state}")
         return np.random.default_rng(int(random_state))
     raise TypeError(
-        "random_state must be None, a non-negative integer or a numpy Generator, "
-        f"got {type(random_state).__name__}"
+        f"random_state must be None, a non-negative integer or a numpy Generator, got {type(random_state).__name__}"
     )
 
 
@@ -135,12 +134,7 @@ def as_user_items(matrix, dtype, *, name: str = "user_items", allow_negative: bo
     wide = max(csr.nnz, *csr.shape) > _INT32_MAX
     index_dtype = np.int64 if wide else np.int32
     canonical = csr.has_canonical_format
-    if not (
-        canonical
-        and data.dtype == dtype
-        and csr.indices.dtype == index_dtype
-        and csr.indptr.dtype == index_dtype
-    ):
+    if not (canonical and data.dtype == dtype and csr.indices.dtype == index_dtype and csr.indptr.dtype == index_dtype):
         with np.errstate(over="ignore"):  # values beyond float32 are reported just below
             values = data.astype(dtype, copy=False)
         csr = sp.csr_matrix(

@@ -13,7 +13,7 @@ import scipy.sparse as sp
 from recore import _core
 from recore._validation import _check_compressed, check_bool, check_choice, check_ids, check_int
 
-__all__ = ["topk", "bfloat16_supported"]
+__all__ = ["ItemIndex", "bfloat16_supported", "topk"]
 
 _INT32_MAX = np.iinfo(np.int32).max
 
@@ -38,6 +38,14 @@ def _factor_matrix(array, name: str) -> np.ndarray:
     if not array.flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous (use np.ascontiguousarray)")
     return array
+
+
+# Batches this small take the item-parallel path, which reads the panels.
+_SINGLE_QUERY_PATH_MAX = 2
+
+
+def _all_finite(array: np.ndarray) -> bool:
+    return bool(_core.all_finite(array))
 
 
 def normalized_rows(vectors: np.ndarray) -> np.ndarray:
@@ -135,41 +143,111 @@ def topk(
         Sorted by score, descending; equal scores by id, ascending. Each score is the dot
         product summed in factor order in float32, the same whatever the batch or threads.
     """
-    single = isinstance(queries, np.ndarray) and queries.ndim == 1
-    if single:
-        queries = queries[None, :]
-    queries = _factor_matrix(queries, "queries")
     items = _factor_matrix(items, "items")
-    k = check_int(k, "k", minimum=1)
     check_choice(metric, "metric", ("dot", "cosine"))
-    check_choice(precision, "precision", ("float32", "bfloat16"))
-    num_threads = check_int(num_threads, "num_threads", minimum=0)
-    if queries.shape[1] != items.shape[1]:
-        raise ValueError(
-            f"queries and items must have the same number of factors, got {queries.shape[1]} and {items.shape[1]}"
-        )
-    n_items = items.shape[0]
-    exclusions = None if exclude is None else as_exclusions(exclude, queries.shape[0], n_items)
-    if metric == "cosine":
-        queries, items = normalized_rows(queries), normalized_rows(items)
-    item_ids = None
-    if allow is not None:
-        item_ids = _item_ids(allow, n_items, "allow")
-        items = np.ascontiguousarray(items[item_ids])
-    denied = None
-    if deny is not None:
-        denied_ids = _item_ids(deny, n_items, "deny")
-        denied = denied_bits(denied_ids, n_items)
-    ids, scores = _core.topk(
+    index = ItemIndex(items, metric=metric, check_finite=check_finite)
+    return index.search(
         queries,
-        items,
         k,
-        exclude=exclusions,
-        denied=denied,
-        item_ids=item_ids,
-        catalog_size=n_items,
-        wide_ids=n_items > _INT32_MAX,
-        check_finite=check_bool(check_finite, "check_finite"),
+        exclude=exclude,
+        allow=allow,
+        deny=deny,
+        precision=precision,
         num_threads=num_threads,
+        check_finite=check_finite,
     )
-    return (ids[0], scores[0]) if single else (ids, scores)
+
+
+class ItemIndex:
+    """Item vectors prepared once for many searches: what :func:`topk` does per call, kept.
+
+    A server that answers one user at a time should search an ``ItemIndex``: the first
+    single-query search also stores the items in a factor-major layout that one query reads
+    at memory speed (a second copy of the items, made once). A model's own ``recommend`` and
+    ``similar_*`` methods keep one per model.
+
+    Parameters
+    ----------
+    items : ndarray (n_items, f), float32, C-contiguous
+        Used without a copy for ``metric="dot"``.
+    metric : "dot" or "cosine"
+        For cosine the unit-length rows are computed here, once.
+    check_finite : bool, default True
+        Reject NaN or infinity in ``items`` now; searches then only check the queries.
+    """
+
+    def __init__(self, items: np.ndarray, *, metric: str = "dot", check_finite: bool = True):
+        items = _factor_matrix(items, "items")
+        self.metric = check_choice(metric, "metric", ("dot", "cosine"))
+        if check_bool(check_finite, "check_finite") and not _all_finite(items):
+            raise ValueError("items must not contain NaN or infinity")
+        self.items = normalized_rows(items) if metric == "cosine" else items
+        self._panels = None
+
+    @property
+    def n_items(self) -> int:
+        return self.items.shape[0]
+
+    def panels(self) -> np.ndarray:
+        """The items in panels of 16 rows stored factor-major (built on first use)."""
+        if self._panels is None:
+            n, f = self.items.shape
+            count = -(-n // 16)
+            padded = np.zeros((count * 16, f), dtype=np.float32)
+            padded[:n] = self.items
+            self._panels = np.ascontiguousarray(padded.reshape(count, 16, f).transpose(0, 2, 1)).reshape(-1)
+        return self._panels
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        exclude=None,
+        allow=None,
+        deny=None,
+        precision: str = "float32",
+        num_threads: int = 0,
+        check_finite: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` best items for each query: see :func:`topk` for every argument."""
+        single = isinstance(queries, np.ndarray) and queries.ndim == 1
+        if single:
+            queries = queries[None, :]
+        queries = _factor_matrix(queries, "queries")
+        k = check_int(k, "k", minimum=1)
+        check_choice(precision, "precision", ("float32", "bfloat16"))
+        num_threads = check_int(num_threads, "num_threads", minimum=0)
+        check_finite = check_bool(check_finite, "check_finite")
+        items = self.items
+        if queries.shape[1] != items.shape[1]:
+            raise ValueError(
+                f"queries and items must have the same number of factors, got {queries.shape[1]} and {items.shape[1]}"
+            )
+        n_items = items.shape[0]
+        exclusions = None if exclude is None else as_exclusions(exclude, queries.shape[0], n_items)
+        if check_finite and not _all_finite(queries):
+            raise ValueError("queries must not contain NaN or infinity")
+        if self.metric == "cosine":
+            queries = normalized_rows(queries)
+        item_ids = panels = None
+        if allow is not None:
+            item_ids = _item_ids(allow, n_items, "allow")
+            items = np.ascontiguousarray(items[item_ids])
+        elif queries.shape[0] <= _SINGLE_QUERY_PATH_MAX:
+            panels = self.panels()
+        denied = None if deny is None else denied_bits(_item_ids(deny, n_items, "deny"), n_items)
+        ids, scores = _core.topk(
+            queries,
+            items,
+            k,
+            exclude=exclusions,
+            denied=denied,
+            item_ids=item_ids,
+            catalog_size=n_items,
+            wide_ids=n_items > _INT32_MAX,
+            check_finite=False,  # checked above, and the items when the index was made
+            num_threads=num_threads,
+            item_panels=panels,
+        )
+        return (ids[0], scores[0]) if single else (ids, scores)

@@ -34,12 +34,18 @@ struct TopkOutput {
   float* scores = nullptr;
 };
 
+// Item rows can also be given in panels: rows [16p, 16p + 16) stored factor-major, value
+// j of row 16p + l at panels[(p * f + j) * 16 + l], the last panel padded with zeros. Single
+// queries read them with no transposes; the layout is made once per catalog and reused.
+constexpr int64_t kPanelItems = 16;
+
 // Scores are dot products in float32, each summed in the order of the factors with one fused
 // multiply-add per factor: every code path gives bitwise the same score for a pair.
 // Throws std::invalid_argument for inconsistent shapes; the caller checks values (NaN, ids).
 template <typename I, typename O>
 void topk(MatrixView<const float> queries, MatrixView<const float> items, int64_t k, const ItemFilter& filter,
-          const Exclusions<I>& exclusions, const TopkOutput<O>& output, int num_threads);
+          const Exclusions<I>& exclusions, const TopkOutput<O>& output, int num_threads,
+          const float* item_panels = nullptr);
 
 // Batches with at most this many queries take the single-query path (items split between
 // threads, item rows scored a SIMD vector at a time).

@@ -20,6 +20,7 @@ template <typename I, typename O>
 struct TopkArgs {
   MatrixView<const float> queries;  // nq x f
   MatrixView<const float> items;    // searched rows x f
+  const float* item_panels = nullptr;  // the same rows in panels (see topk.hpp), or nullptr
   int64_t k = 0;                    // output columns
   int64_t keep = 0;                 // min(k, searched rows): candidates that can exist
   // A query's candidates are kept in a reservoir of `capacity` entries; when it fills,

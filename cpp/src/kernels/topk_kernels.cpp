@@ -470,6 +470,66 @@ void scan_items_for_one_query(const TopkArgs<I, O>& args, Selector<I, O>& select
   }
 }
 
+// Panels of kPanelItems items stored factor-major (see topk.hpp), scored kPanelGroup panels
+// at a time: one broadcast of the query's factor feeds every accumulator, each lane sums its
+// item's products in factor order, and no transposes are needed.
+constexpr int64_t kPanelVectors = kPanelItems / kLanes;
+constexpr int kPanelGroup = kLanes >= 16 ? 12 : (kLanes == 8 ? 6 : 3);
+static_assert(kPanelItems % kLanes == 0, "a panel is whole vectors");
+
+template <int GROUP, typename I, typename O>
+inline void score_panels(const TopkArgs<I, O>& args, Selector<I, O>& selector, QueryBlock& block, int64_t slot,
+                         int64_t query, int64_t first_item, int64_t end) {
+  const int64_t f = args.queries.cols;
+  const float* q = args.queries.row(query);
+  const float* panel = args.item_panels + (first_item / kPanelItems) * f * kPanelItems;
+  FloatVector acc[GROUP][kPanelVectors];
+#pragma GCC unroll 16
+  for (int g = 0; g < GROUP; ++g)
+#pragma GCC unroll 4
+    for (int v = 0; v < kPanelVectors; ++v) acc[g][v] = FloatVector{};
+  for (int64_t j = 0; j < f; ++j) {
+    const FloatVector b = broadcast(q + j);
+#pragma GCC unroll 16
+    for (int g = 0; g < GROUP; ++g)
+#pragma GCC unroll 4
+      for (int v = 0; v < kPanelVectors; ++v)
+        acc[g][v] = multiply_add(b, load(panel + (g * f + j) * kPanelItems + v * kLanes), acc[g][v]);
+  }
+  const FloatVector threshold = FloatVector{} + block.thresholds[slot];
+  uint64_t passed[GROUP];
+  uint64_t any = 0;
+#pragma GCC unroll 16
+  for (int g = 0; g < GROUP; ++g) {
+    passed[g] = 0;
+#pragma GCC unroll 4
+    for (int v = 0; v < kPanelVectors; ++v) passed[g] |= uint64_t(at_least(acc[g][v], threshold)) << (v * kLanes);
+    any |= passed[g];
+  }
+  if (__builtin_expect(any == 0, 1)) return;
+  float scores[GROUP][kPanelItems];
+#pragma GCC unroll 16
+  for (int g = 0; g < GROUP; ++g)
+#pragma GCC unroll 4
+    for (int v = 0; v < kPanelVectors; ++v) store(scores[g] + v * kLanes, acc[g][v]);
+  for (int g = 0; g < GROUP; ++g)
+    for (uint64_t mask = passed[g]; mask; mask &= mask - 1) {
+      const int64_t l = __builtin_ctzll(mask);
+      const int64_t item = first_item + g * kPanelItems + l;
+      if (item < end) selector.offer(slot, query, item, scores[g][l]);
+    }
+}
+
+// Items [begin, end) from the panels; begin is a multiple of kPanelItems.
+template <typename I, typename O>
+void scan_panels_for_one_query(const TopkArgs<I, O>& args, Selector<I, O>& selector, QueryBlock& block,
+                               int64_t slot, int64_t query, int64_t begin, int64_t end) {
+  int64_t i = begin;
+  for (; i + kPanelGroup * kPanelItems <= end; i += kPanelGroup * kPanelItems)
+    score_panels<kPanelGroup>(args, selector, block, slot, query, i, end);
+  for (; i < end; i += kPanelItems) score_panels<1>(args, selector, block, slot, query, i, end);
+}
+
 }  // namespace
 
 template <typename I, typename O>
@@ -512,7 +572,10 @@ void topk_single(const TopkArgs<I, O>& args) {
           const int64_t row_end = static_cast<int64_t>(args.exclusions.indptr[q + 1]);
           while (cursor < row_end && static_cast<int64_t>(args.exclusions.indices[cursor]) < first_id) ++cursor;
         }
-        scan_items_for_one_query(args, selector, block, 0, q, begin, smaller(n, begin + per_thread));
+        if (args.item_panels)
+          scan_panels_for_one_query(args, selector, block, 0, q, begin, smaller(n, begin + per_thread));
+        else
+          scan_items_for_one_query(args, selector, block, 0, q, begin, smaller(n, begin + per_thread));
       }
 #pragma omp barrier
 #pragma omp single
