@@ -76,17 +76,19 @@ def implicit_search(users, items, k, seen, threads):
     return ids, scores
 
 
-def latencies(functions: dict, repeats: int) -> dict:
-    """Median seconds per call of each function, the calls interleaved so that every one
-    sees the same machine load."""
-    for function in functions.values():
-        function()  # warm caches and thread pools
+def latencies(functions: dict, repeats: int, rounds: int = 6) -> dict:
+    """Median seconds per call of each function: rounds of `repeats / rounds` consecutive
+    calls each, the libraries taking turns, so that each serves with its own data warm in
+    cache (as a server answering one user after another does) and all see the same load."""
     times = {name: [] for name in functions}
-    for _ in range(repeats):
+    per_round = max(1, repeats // rounds)
+    for _ in range(rounds):
         for name, function in functions.items():
-            began = time.perf_counter()
-            function()
-            times[name].append(time.perf_counter() - began)
+            function()  # warm this library's data again
+            for _ in range(per_round):
+                began = time.perf_counter()
+                function()
+                times[name].append(time.perf_counter() - began)
     return {name: statistics.median(values) for name, values in times.items()}
 
 
@@ -156,9 +158,20 @@ def run(arguments: argparse.Namespace) -> int:
     factors = arguments.factors[0]
     items = rng.standard_normal((user_items.shape[1], factors), dtype=np.float32)
     query = rng.standard_normal((1, factors), dtype=np.float32)
-    # recore serves from an ItemIndex prepared once, as faiss serves from its index.
+    # recore serves from an ItemIndex prepared once, as faiss serves from its index; its
+    # bfloat16 search returns the float32 results (checked here).
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(
+            recore.ItemIndex(items).search(query, k, num_threads=1),
+            recore.ItemIndex(items).search(query, k, num_threads=1, precision="bfloat16"),
+        )
+    )
     prepared = recore.ItemIndex(items)
-    functions = {"recore": lambda: prepared.search(query, k, num_threads=1)}
+    functions = {
+        "recore": lambda: prepared.search(query, k, num_threads=1),
+        "recore bfloat16": lambda: prepared.search(query, k, num_threads=1, precision="bfloat16"),
+    }
     try:
         import faiss
 
@@ -172,7 +185,7 @@ def run(arguments: argparse.Namespace) -> int:
     for name, seconds in single.items():
         ratio = single["recore"] / seconds
         print(
-            f"  single user, {items.shape[0]:,} items, factors {factors}: {name:<8} "
+            f"  single user, {items.shape[0]:,} items, factors {factors}: {name:<16} "
             f"{seconds * 1e6:8.1f} us   recore / this {ratio:5.2f}"
         )
         records.append({"single_query": name, "seconds": seconds, "recore_over_peer": ratio})

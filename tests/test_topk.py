@@ -242,17 +242,22 @@ def test_core_checks_its_buffers():
 
 
 @given(
-    problem=problems(max_queries=6, max_items=200),
+    problem=problems(max_queries=6, max_items=300),
     threads=st.sampled_from([1, 2, 3]),
     metric=st.sampled_from(["dot", "cosine"]),
+    precision=st.sampled_from(["float32", "bfloat16"]),
+    noisy=st.booleans(),
 )
-def test_item_index_serves_one_query_as_the_batch_does(problem, threads, metric):
-    """An ItemIndex reads single queries from its factor-major panels: bitwise the batch's
-    results, exclusions and filters included."""
+def test_item_index_serves_one_query_as_the_batch_does(problem, threads, metric, precision, noisy):
+    """An ItemIndex reads single queries from its factor-major panels (in bfloat16 with an
+    exact re-rank, for precision="bfloat16"): bitwise the batch's float32 results, with
+    exclusions and filters. Integer factors make many exact ties, the hardest case for the
+    bfloat16 margin."""
     rng = np.random.default_rng(len(problem[1]))
     queries, items, k, options = problem
-    queries = queries + rng.standard_normal(queries.shape).astype(np.float32)
-    items = items + rng.standard_normal(items.shape).astype(np.float32)
+    if noisy:
+        queries = queries + rng.standard_normal(queries.shape).astype(np.float32)
+        items = items + rng.standard_normal(items.shape).astype(np.float32)
     exclude = options.pop("exclude", None)
     options.pop("allow", None)  # an allow list searches gathered rows, not the panels
     index = recore.ItemIndex(items, metric=metric)
@@ -262,14 +267,27 @@ def test_item_index_serves_one_query_as_the_batch_does(problem, threads, metric)
         k,
         metric=metric,
         num_threads=threads,
-        **options,
         exclude=None if exclude is None else sp.vstack([exclude] * 3).tocsr(),
+        **options,
     )
     for q in range(len(queries)):
         row = None if exclude is None else exclude[q]
-        ids, scores = index.search(queries[q], k, exclude=row, num_threads=threads, **options)
+        ids, scores = index.search(queries[q], k, exclude=row, precision=precision, num_threads=threads, **options)
         np.testing.assert_array_equal(ids, batch[0][q])
         np.testing.assert_array_equal(scores, batch[1][q])
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_bfloat16_search_with_more_near_ties_than_its_reservoir_holds(threads):
+    """5,000 identical items are all within the bfloat16 error bound of the best one, more
+    than the candidate reservoir (k + 1024) can hold: the search must redo the query
+    exactly and still return the lowest ids."""
+    items = np.tile(np.float32([0.3, -1.7, 2.2]), (5000, 1))
+    index = recore.ItemIndex(items)
+    ids, scores = index.search(np.float32([1.0, 0.5, 0.25]), 3, precision="bfloat16", num_threads=threads)
+    np.testing.assert_array_equal(ids, [0, 1, 2])
+    expected = recore.topk(np.float32([[1.0, 0.5, 0.25]] * 3), items, 3)
+    np.testing.assert_array_equal(scores, expected[1][0])
 
 
 def test_item_index_checks_items_once_and_queries_each_time():

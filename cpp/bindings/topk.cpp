@@ -44,7 +44,7 @@ const T* vector_of(py::handle obj, const std::string& name, int64_t length) {
 
 template <typename I, typename O>
 py::tuple search(MatrixView<const float> queries, MatrixView<const float> items, int64_t k, const CsrParts* exclude,
-                 ItemFilter filter, int num_threads, const float* panels) {
+                 ItemFilter filter, int num_threads, const ItemPanels& panels) {
   Exclusions<I> exclusions;
   if (exclude) {
     exclusions.indptr = static_cast<const I*>(exclude->indptr.data());
@@ -62,7 +62,8 @@ py::tuple search(MatrixView<const float> queries, MatrixView<const float> items,
 
 py::tuple topk_binding(py::handle queries_obj, py::handle items_obj, int64_t k, py::handle exclude_obj,
                        py::handle denied_obj, py::handle item_ids_obj, int64_t catalog_size, bool wide_ids,
-                       bool check_finite, int num_threads, py::handle panels_obj) {
+                       bool check_finite, int num_threads, py::handle panels_obj, py::handle bfloat16_obj,
+                       double max_item_norm) {
   auto queries = matrix<const float>(queries_obj, "queries", false);
   auto items = matrix<const float>(items_obj, "items", false);
   if (queries.cols != items.cols)
@@ -134,11 +135,18 @@ py::tuple topk_binding(py::handle queries_obj, py::handle items_obj, int64_t k, 
     if (!finite_items) throw py::value_error("items must not contain NaN or infinity");
   }
 
-  const float* panels = nullptr;
-  if (!panels_obj.is_none()) {
-    if (filter.item_ids) throw py::value_error("item_panels cannot be combined with item_ids");
-    const int64_t length = (items.rows + kPanelItems - 1) / kPanelItems * kPanelItems * items.cols;
-    panels = vector_of<float>(panels_obj, "item_panels", length);
+  ItemPanels panels;
+  const int64_t panel_values = (items.rows + kPanelItems - 1) / kPanelItems * kPanelItems * items.cols;
+  if (!panels_obj.is_none() || !bfloat16_obj.is_none()) {
+    if (filter.item_ids) throw py::value_error("item panels cannot be combined with item_ids");
+  }
+  if (!panels_obj.is_none()) panels.float32 = vector_of<float>(panels_obj, "item_panels", panel_values);
+  if (!bfloat16_obj.is_none()) {
+    panels.bfloat16 = vector_of<uint16_t>(bfloat16_obj, "item_panels_bfloat16", panel_values);
+    if (!(max_item_norm >= 0) || !std::isfinite(max_item_norm))
+      throw py::value_error("max_item_norm must be a finite number >= 0");
+    panels.max_norm = static_cast<float>(max_item_norm);
+    if (double(panels.max_norm) < max_item_norm) panels.max_norm = std::nextafter(panels.max_norm, INFINITY);
   }
   const CsrParts* ex = has_exclude ? &exclude : nullptr;
   if (int64_exclude)
@@ -154,7 +162,8 @@ void init_topk(py::module_& m) {
   m.def("topk", &topk_binding, py::arg("queries"), py::arg("items"), py::arg("k"), py::arg("exclude") = py::none(),
         py::arg("denied") = py::none(), py::arg("item_ids") = py::none(), py::arg("catalog_size") = -1,
         py::arg("wide_ids") = false, py::arg("check_finite") = true, py::arg("num_threads") = 0,
-        py::arg("item_panels") = py::none(),
+        py::arg("item_panels") = py::none(), py::arg("item_panels_bfloat16") = py::none(),
+        py::arg("max_item_norm") = 0.0,
         "Exact top-k by dot product: (ids, scores), each of shape (queries, k). See recore.topk.");
   m.def(
       "all_finite",

@@ -31,7 +31,7 @@ constexpr int64_t kItemBlockBytes = int64_t{128} << 10;
 template <typename I, typename O>
 void topk(MatrixView<const float> queries, MatrixView<const float> items, int64_t k, const ItemFilter& filter,
           const Exclusions<I>& exclusions, const TopkOutput<O>& output, int num_threads,
-          const float* item_panels) {
+          const ItemPanels& panels) {
   check_matrix(queries, "queries");
   check_matrix(items, "items");
   if (queries.cols != items.cols) throw std::invalid_argument("queries and items must have the same number of factors");
@@ -42,7 +42,6 @@ void topk(MatrixView<const float> queries, MatrixView<const float> items, int64_
   TopkArgs<I, O> args;
   args.queries = queries;
   args.items = items;
-  args.item_panels = item_panels;
   args.k = k;
   args.keep = std::min(k, n);
   args.capacity = std::min(args.keep + reservoir_margin(args.keep), std::max<int64_t>(n, 1));
@@ -55,6 +54,13 @@ void topk(MatrixView<const float> queries, MatrixView<const float> items, int64_
   const bool single = nq <= kSingleQueryPathMax || n == 0;
   if (single) {
     args.block_queries = 1;
+    args.item_panels = panels.float32;
+    if (panels.bfloat16) {
+      args.item_panels_bfloat16 = panels.bfloat16;
+      args.max_item_norm = panels.max_norm;
+      // Room for the candidates within the error bound of the k-th best as well.
+      args.capacity = std::min(args.keep + std::max<int64_t>(4 * args.keep, 1024), std::max<int64_t>(n, 1));
+    }
   } else {
     const int64_t per_query = args.capacity * int64_t(sizeof(TopkCandidate));
     int64_t block = std::clamp<int64_t>(kReservoirBytesPerThread / per_query, 1, kMaxBlockQueries);
@@ -73,7 +79,7 @@ void topk(MatrixView<const float> queries, MatrixView<const float> items, int64_
 
 #define RECORE_INSTANTIATE(I, O)                                                                        \
   template void topk<I, O>(MatrixView<const float>, MatrixView<const float>, int64_t, const ItemFilter&, \
-                           const Exclusions<I>&, const TopkOutput<O>&, int, const float*);
+                           const Exclusions<I>&, const TopkOutput<O>&, int, const ItemPanels&);
 RECORE_INSTANTIATE(int32_t, int32_t)
 RECORE_INSTANTIATE(int32_t, int64_t)
 RECORE_INSTANTIATE(int64_t, int32_t)

@@ -19,10 +19,12 @@ _INT32_MAX = np.iinfo(np.int32).max
 
 
 def bfloat16_supported() -> bool:
-    """Whether ``precision="bfloat16"`` scores in bfloat16 on this machine.
+    """Whether batch searches with ``precision="bfloat16"`` score in bfloat16 here.
 
-    It needs a CPU with AVX512-BF16 and a kernel for it; where either is missing,
-    ``precision="bfloat16"`` runs in float32, which gives the same results.
+    That needs a CPU with AVX512-BF16 and a kernel for it, which this build does not have:
+    batches then search in float32, which gives the same results. Single queries searched
+    on an :class:`ItemIndex` with ``precision="bfloat16"`` read bfloat16 items on every CPU
+    (half the memory traffic), then re-rank the candidates exactly in float32.
     """
     return False
 
@@ -42,6 +44,7 @@ def _factor_matrix(array, name: str) -> np.ndarray:
 
 # Batches this small take the item-parallel path, which reads the panels.
 _SINGLE_QUERY_PATH_MAX = 2
+_PANEL_ITEMS = 96  # items per panel (kPanelItems in cpp/include/recore/topk.hpp)
 
 
 def _all_finite(array: np.ndarray) -> bool:
@@ -183,20 +186,35 @@ class ItemIndex:
             raise ValueError("items must not contain NaN or infinity")
         self.items = normalized_rows(items) if metric == "cosine" else items
         self._panels = None
+        self._bfloat16_panels = None
+        self._max_norm = None
 
     @property
     def n_items(self) -> int:
         return self.items.shape[0]
 
     def panels(self) -> np.ndarray:
-        """The items in panels of 16 rows stored factor-major (built on first use)."""
+        """The items in panels of 96 rows stored factor-major (built on first use)."""
         if self._panels is None:
             n, f = self.items.shape
-            count = -(-n // 16)
-            padded = np.zeros((count * 16, f), dtype=np.float32)
+            count = -(-n // _PANEL_ITEMS)
+            padded = np.zeros((count * _PANEL_ITEMS, f), dtype=np.float32)
             padded[:n] = self.items
-            self._panels = np.ascontiguousarray(padded.reshape(count, 16, f).transpose(0, 2, 1)).reshape(-1)
+            panels = padded.reshape(count, _PANEL_ITEMS, f).transpose(0, 2, 1)
+            self._panels = np.ascontiguousarray(panels).reshape(-1)
         return self._panels
+
+    def bfloat16_panels(self) -> tuple[np.ndarray, float]:
+        """The panels rounded to bfloat16 (to nearest, ties to even) as uint16, and the largest
+        row norm, which bounds the error of scores computed from them (built on first use)."""
+        if self._bfloat16_panels is None:
+            words = self.panels().view(np.uint32).astype(np.uint64)
+            rounded = ((words + 0x7FFF + ((words >> 16) & 1)) >> 16).astype(np.uint16)
+            # Each row of 16 as 8 words: item l in the low half, item l + 8 in the high half.
+            self._bfloat16_panels = np.ascontiguousarray(rounded.reshape(-1, 2, 8).transpose(0, 2, 1)).reshape(-1)
+            norms = np.sqrt(np.einsum("ij,ij->i", self.items, self.items, dtype=np.float64))
+            self._max_norm = float(norms.max() * (1 + 1e-12)) if len(norms) else 0.0
+        return self._bfloat16_panels, self._max_norm
 
     def search(
         self,
@@ -216,7 +234,7 @@ class ItemIndex:
             queries = queries[None, :]
         queries = _factor_matrix(queries, "queries")
         k = check_int(k, "k", minimum=1)
-        check_choice(precision, "precision", ("float32", "bfloat16"))
+        precision = check_choice(precision, "precision", ("float32", "bfloat16"))
         num_threads = check_int(num_threads, "num_threads", minimum=0)
         check_finite = check_bool(check_finite, "check_finite")
         items = self.items
@@ -230,12 +248,16 @@ class ItemIndex:
             raise ValueError("queries must not contain NaN or infinity")
         if self.metric == "cosine":
             queries = normalized_rows(queries)
-        item_ids = panels = None
+        item_ids = panels = bfloat16_panels = None
+        max_norm = 0.0
         if allow is not None:
             item_ids = _item_ids(allow, n_items, "allow")
             items = np.ascontiguousarray(items[item_ids])
         elif queries.shape[0] <= _SINGLE_QUERY_PATH_MAX:
-            panels = self.panels()
+            if precision == "bfloat16":
+                bfloat16_panels, max_norm = self.bfloat16_panels()
+            else:
+                panels = self.panels()
         denied = None if deny is None else denied_bits(_item_ids(deny, n_items, "deny"), n_items)
         ids, scores = _core.topk(
             queries,
@@ -249,5 +271,7 @@ class ItemIndex:
             check_finite=False,  # checked above, and the items when the index was made
             num_threads=num_threads,
             item_panels=panels,
+            item_panels_bfloat16=bfloat16_panels,
+            max_item_norm=max_norm,
         )
         return (ids[0], scores[0]) if single else (ids, scores)

@@ -34,10 +34,19 @@ struct TopkOutput {
   float* scores = nullptr;
 };
 
-// Item rows can also be given in panels: rows [16p, 16p + 16) stored factor-major, value
-// j of row 16p + l at panels[(p * f + j) * 16 + l], the last panel padded with zeros. Single
+// Item rows can also be given in panels: rows [96p, 96p + 96) stored factor-major, value
+// j of row 96p + l at panels[(p * f + j) * 96 + l], the last panel padded with zeros. Single
 // queries read them with no transposes; the layout is made once per catalog and reused.
-constexpr int64_t kPanelItems = 16;
+constexpr int64_t kPanelItems = 96;
+
+// The catalog's panels, as the caller prepared them (see recore.ItemIndex).
+struct ItemPanels {
+  const float* float32 = nullptr;
+  // The same values rounded to bfloat16 (round to nearest even), for single queries scored
+  // approximately and re-ranked exactly; results are identical to float32.
+  const uint16_t* bfloat16 = nullptr;
+  float max_norm = 0.0f;  // largest Euclidean norm of an item row, rounded up; with bfloat16
+};
 
 // Scores are dot products in float32, each summed in the order of the factors with one fused
 // multiply-add per factor: every code path gives bitwise the same score for a pair.
@@ -45,7 +54,7 @@ constexpr int64_t kPanelItems = 16;
 template <typename I, typename O>
 void topk(MatrixView<const float> queries, MatrixView<const float> items, int64_t k, const ItemFilter& filter,
           const Exclusions<I>& exclusions, const TopkOutput<O>& output, int num_threads,
-          const float* item_panels = nullptr);
+          const ItemPanels& panels = ItemPanels{});
 
 // Batches with at most this many queries take the single-query path (items split between
 // threads, item rows scored a SIMD vector at a time).

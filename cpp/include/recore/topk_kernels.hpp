@@ -21,6 +21,10 @@ struct TopkArgs {
   MatrixView<const float> queries;  // nq x f
   MatrixView<const float> items;    // searched rows x f
   const float* item_panels = nullptr;  // the same rows in panels (see topk.hpp), or nullptr
+  // The panels in bfloat16, for single queries: approximate scores, then an exact re-rank
+  // of every candidate the error bound cannot rule out. nullptr: float32 only.
+  const uint16_t* item_panels_bfloat16 = nullptr;
+  float max_item_norm = 0.0f;  // largest Euclidean norm of an item row, rounded up
   int64_t k = 0;                    // output columns
   int64_t keep = 0;                 // min(k, searched rows): candidates that can exist
   // A query's candidates are kept in a reservoir of `capacity` entries; when it fills,

@@ -172,15 +172,6 @@ void sort_best_first(TopkCandidate* c, int64_t n) {
   }
 }
 
-// One query's running selection. Until the first compaction every candidate is kept; after
-// it, a candidate must beat `threshold`, the worst of the kept ones.
-struct Reservoir {
-  TopkCandidate* data;
-  int64_t* count;
-  TopkCandidate threshold;
-  bool compacted;
-};
-
 // Reservoirs and their SIMD thresholds for a block of queries, carved from a thread's
 // workspace in the order topk_workspace_bytes sizes it.
 struct QueryBlock {
@@ -238,18 +229,28 @@ class Selector {
     TopkCandidate* data = block_.candidates + slot * args_.capacity;
     int64_t& count = block_.counts[slot];
     data[count++] = c;
-    if (count == args_.capacity && args_.capacity > args_.keep) {
-      select_best(data, count, args_.keep);
-      count = args_.keep;
-      // The worst of the kept: the keep-th best sits at keep - 1 after select_best.
-      TopkCandidate worst = data[0];
-      for (int64_t j = 1; j < count; ++j)
-        if (better(worst, data[j])) worst = data[j];
-      block_.thresholds[slot] = worst.score;
-      block_.threshold_ids[slot] = worst.id;
-    }
+    if (count == args_.capacity && args_.capacity > args_.keep) compact(slot, data, count);
   }
 
+  // Approximate scores (bfloat16 items): keep, besides the `keep` best, every candidate
+  // within `slack` of the keep-th best, since any of them may be in the exact top k.
+  void set_slack(float slack) { slack_ = slack; }
+  // Too many candidates were within the slack for the reservoir: the caller must search
+  // this query again exactly.
+  bool overflowed() const { return overflowed_; }
+
+  // Drops every candidate the threshold rules out now (before re-scoring the rest).
+  void shrink(int64_t slot) {
+    TopkCandidate* data = block_.candidates + slot * args_.capacity;
+    int64_t& count = block_.counts[slot];
+    if (count > args_.keep) compact(slot, data, count);
+  }
+
+  // Scores are replaced (exact ones for approximate ones): forget the thresholds.
+  void forget_threshold(int64_t slot) {
+    block_.thresholds[slot] = kMinusInfinity;
+    block_.threshold_ids[slot] = -1;
+  }
   // Writes query `slot`'s results as batch row `query`.
   void finish(int64_t slot, int64_t query) {
     TopkCandidate* data = block_.candidates + slot * args_.capacity;
@@ -284,8 +285,36 @@ class Selector {
     return cursor < end && static_cast<int64_t>(row[cursor]) == id;
   }
 
+  // Keeps the `keep` best (plus, with a slack, those within it of the keep-th best) and
+  // raises the threshold to match.
+  void compact(int64_t slot, TopkCandidate* data, int64_t& count) {
+    select_best(data, count, args_.keep);
+    TopkCandidate worst = data[0];
+    for (int64_t j = 1; j < args_.keep; ++j)
+      if (better(worst, data[j])) worst = data[j];
+    if (slack_ > 0.0f) {
+      const float cut = worst.score - slack_;
+      int64_t kept = args_.keep;
+      for (int64_t j = args_.keep; j < count; ++j)
+        if (data[j].score >= cut) data[kept++] = data[j];
+      if (kept - args_.keep > (args_.capacity - args_.keep) / 2) {
+        overflowed_ = true;  // compactions would no longer free enough room
+        kept = args_.keep;
+      }
+      count = kept;
+      block_.thresholds[slot] = cut;
+      block_.threshold_ids[slot] = -1;  // every score at the cut stays a candidate
+      return;
+    }
+    count = args_.keep;
+    block_.thresholds[slot] = worst.score;
+    block_.threshold_ids[slot] = worst.id;
+  }
+
   const TopkArgs<I, O>& args_;
   QueryBlock& block_;
+  float slack_ = 0.0f;
+  bool overflowed_ = false;
 };
 
 inline int thread_count_in_team() {
@@ -470,64 +499,114 @@ void scan_items_for_one_query(const TopkArgs<I, O>& args, Selector<I, O>& select
   }
 }
 
-// Panels of kPanelItems items stored factor-major (see topk.hpp), scored kPanelGroup panels
-// at a time: one broadcast of the query's factor feeds every accumulator, each lane sums its
-// item's products in factor order, and no transposes are needed.
-constexpr int64_t kPanelVectors = kPanelItems / kLanes;
-constexpr int kPanelGroup = kLanes >= 16 ? 12 : (kLanes == 8 ? 6 : 3);
-static_assert(kPanelItems % kLanes == 0, "a panel is whole vectors");
+// Panels of kPanelItems items stored factor-major (see topk.hpp): a panel row (one factor of
+// 96 items) is contiguous, so a chunk of it feeds a register's worth of accumulators from one
+// memory stream, each lane summing its item's products in factor order with no transposes.
+constexpr int64_t kRowVectors = kPanelItems / kLanes;
+constexpr int64_t kChunkVectors = kRowVectors > 12 ? 12 : kRowVectors;  // accumulators in registers
+static_assert(kPanelItems % kLanes == 0 && kRowVectors % kChunkVectors == 0, "panel rows are whole chunks");
+static_assert(16 % kLanes == 0, "a 16-item block is whole vectors");
 
-template <int GROUP, typename I, typename O>
-inline void score_panels(const TopkArgs<I, O>& args, Selector<I, O>& selector, QueryBlock& block, int64_t slot,
-                         int64_t query, int64_t first_item, int64_t end) {
+struct Float32Panels {
+  const float* values;
+  inline void load_chunk(int64_t offset, FloatVector out[kChunkVectors]) const {
+#pragma GCC unroll 16
+    for (int v = 0; v < kChunkVectors; ++v) out[v] = load(values + offset + v * kLanes);
+  }
+};
+
+// The panels in bfloat16 (the top 16 bits of each float32, rounded): half the bytes to read.
+// Each 16 values of a row are stored as 8 32-bit words, word l holding item l in its low half
+// and item l + 8 in its high half, so that a shift and a mask widen them to float32 exactly,
+// items in order. Only the items' rounding differs from the float32 scores; the caller
+// bounds it.
+typedef uint32_t EightWords __attribute__((vector_size(32)));
+
+struct Bfloat16Panels {
+  const uint16_t* values;
+  inline void load_chunk(int64_t offset, FloatVector out[kChunkVectors]) const {
+    constexpr int per_block = 16 / kLanes;
+#pragma GCC unroll 16
+    for (int b = 0; b < kChunkVectors / per_block; ++b) {
+      EightWords w;
+      __builtin_memcpy(&w, values + offset + b * 16, sizeof(w));
+      const EightWords low = w << 16;           // items 0..7 of the block
+      const EightWords high = w & 0xFFFF0000u;  // items 8..15
+      float block[16];
+      __builtin_memcpy(block, &low, sizeof(low));
+      __builtin_memcpy(block + 8, &high, sizeof(high));
+#pragma GCC unroll 4
+      for (int v = 0; v < per_block; ++v) out[b * per_block + v] = load(block + v * kLanes);
+    }
+  }
+};
+
+// Scores the panel holding items [first_item, first_item + kPanelItems) against one query
+// and offers those below `end` that reach its threshold, in increasing id order.
+template <typename Panels, typename I, typename O>
+inline void score_panel(const TopkArgs<I, O>& args, Selector<I, O>& selector, QueryBlock& block, int64_t slot,
+                        int64_t query, const Panels& panels, int64_t first_item, int64_t end) {
   const int64_t f = args.queries.cols;
   const float* q = args.queries.row(query);
-  const float* panel = args.item_panels + (first_item / kPanelItems) * f * kPanelItems;
-  FloatVector acc[GROUP][kPanelVectors];
+  const int64_t base = (first_item / kPanelItems) * f * kPanelItems;
+  for (int64_t c = 0; c < kRowVectors; c += kChunkVectors) {
+    FloatVector acc[kChunkVectors];
 #pragma GCC unroll 16
-  for (int g = 0; g < GROUP; ++g)
-#pragma GCC unroll 4
-    for (int v = 0; v < kPanelVectors; ++v) acc[g][v] = FloatVector{};
-  for (int64_t j = 0; j < f; ++j) {
-    const FloatVector b = broadcast(q + j);
+    for (int v = 0; v < kChunkVectors; ++v) acc[v] = FloatVector{};
+    for (int64_t j = 0; j < f; ++j) {
+      const FloatVector b = broadcast(q + j);
+      FloatVector row[kChunkVectors];
+      panels.load_chunk(base + j * kPanelItems + c * kLanes, row);
 #pragma GCC unroll 16
-    for (int g = 0; g < GROUP; ++g)
-#pragma GCC unroll 4
-      for (int v = 0; v < kPanelVectors; ++v)
-        acc[g][v] = multiply_add(b, load(panel + (g * f + j) * kPanelItems + v * kLanes), acc[g][v]);
-  }
-  const FloatVector threshold = FloatVector{} + block.thresholds[slot];
-  uint64_t passed[GROUP];
-  uint64_t any = 0;
-#pragma GCC unroll 16
-  for (int g = 0; g < GROUP; ++g) {
-    passed[g] = 0;
-#pragma GCC unroll 4
-    for (int v = 0; v < kPanelVectors; ++v) passed[g] |= uint64_t(at_least(acc[g][v], threshold)) << (v * kLanes);
-    any |= passed[g];
-  }
-  if (__builtin_expect(any == 0, 1)) return;
-  float scores[GROUP][kPanelItems];
-#pragma GCC unroll 16
-  for (int g = 0; g < GROUP; ++g)
-#pragma GCC unroll 4
-    for (int v = 0; v < kPanelVectors; ++v) store(scores[g] + v * kLanes, acc[g][v]);
-  for (int g = 0; g < GROUP; ++g)
-    for (uint64_t mask = passed[g]; mask; mask &= mask - 1) {
-      const int64_t l = __builtin_ctzll(mask);
-      const int64_t item = first_item + g * kPanelItems + l;
-      if (item < end) selector.offer(slot, query, item, scores[g][l]);
+      for (int v = 0; v < kChunkVectors; ++v) acc[v] = multiply_add(b, row[v], acc[v]);
     }
+    const FloatVector threshold = FloatVector{} + block.thresholds[slot];
+    unsigned passed[kChunkVectors];
+    unsigned any = 0;
+#pragma GCC unroll 16
+    for (int v = 0; v < kChunkVectors; ++v) {
+      passed[v] = at_least(acc[v], threshold);
+      any |= passed[v];
+    }
+    if (__builtin_expect(any == 0, 1)) continue;
+    // Out of the registers with constant indices only (any other use of acc would keep it in
+    // memory for the whole loop).
+    float scores[kChunkVectors][kLanes];
+#pragma GCC unroll 16
+    for (int v = 0; v < kChunkVectors; ++v) store(scores[v], acc[v]);
+    for (int v = 0; v < kChunkVectors; ++v)
+      for (unsigned mask = passed[v]; mask; mask &= mask - 1) {
+        const int l = __builtin_ctz(mask);
+        const int64_t item = first_item + (c + v) * kLanes + l;
+        if (item < end) selector.offer(slot, query, item, scores[v][l]);
+      }
+  }
 }
 
 // Items [begin, end) from the panels; begin is a multiple of kPanelItems.
-template <typename I, typename O>
+template <typename Panels, typename I, typename O>
 void scan_panels_for_one_query(const TopkArgs<I, O>& args, Selector<I, O>& selector, QueryBlock& block,
-                               int64_t slot, int64_t query, int64_t begin, int64_t end) {
-  int64_t i = begin;
-  for (; i + kPanelGroup * kPanelItems <= end; i += kPanelGroup * kPanelItems)
-    score_panels<kPanelGroup>(args, selector, block, slot, query, i, end);
-  for (; i < end; i += kPanelItems) score_panels<1>(args, selector, block, slot, query, i, end);
+                               int64_t slot, int64_t query, const Panels& panels, int64_t begin, int64_t end) {
+  for (int64_t i = begin; i < end && !selector.overflowed(); i += kPanelItems)
+    score_panel(args, selector, block, slot, query, panels, i, end);
+}
+
+// How far a score from bfloat16 items can be from the float32 score of the same pair,
+// times 2 (the k-th best can be off by as much in the other direction): with u = 2^-8 the
+// bfloat16 rounding and g = f 2^-24 / (1 - f 2^-24) the float32 summation error,
+// |s - s~| <= (u + g (2 + u)) sum_j |q_j x_j| <= (u + g (2 + u)) |q| max_i |x_i|, plus the
+// rounding of bfloat16 subnormals (2^-134 per product term).
+inline float bfloat16_slack(const float* q, int64_t f, float max_item_norm) {
+  double norm = 0.0, largest = 0.0;
+  for (int64_t j = 0; j < f; ++j) {
+    norm += double(q[j]) * double(q[j]);
+    largest = largest > __builtin_fabs(double(q[j])) ? largest : __builtin_fabs(double(q[j]));
+  }
+  const double u = 1.0 / 256.0;
+  const double g = double(f) * 0x1p-24 / (1.0 - double(f) * 0x1p-24);
+  const double bound = (u + g * (2.0 + u)) * __builtin_sqrt(norm) * double(max_item_norm) +
+                       double(f) * largest * 0x1p-133;
+  return static_cast<float>(2.0 * bound * 1.01);  // 1% for the rounding of this computation
 }
 
 }  // namespace
@@ -552,19 +631,21 @@ template <typename I, typename O>
 void topk_single(const TopkArgs<I, O>& args) {
   const int64_t nq = args.queries.rows;
   const int64_t n = args.items.rows;
-  // Item ranges in whole SIMD-friendly multiples, one per thread.
-  const int64_t per_thread = ((n + args.threads - 1) / args.threads + 63) / 64 * 64;
+  const int64_t f = args.queries.cols;
+  // Item ranges in whole panels, one per thread.
+  const int64_t per_thread = ((n + args.threads - 1) / args.threads + kPanelItems - 1) / kPanelItems * kPanelItems;
   const int64_t parts = per_thread > 0 ? (n + per_thread - 1) / per_thread : 0;
   for (int64_t q = 0; q < nq; ++q) {
+    bool overflowed = false;
 #pragma omp parallel num_threads(args.threads)
     {
       const int t = thread_index();
-      QueryBlock block(args.workspace + t * args.workspace_per_thread, args.block_queries, args.capacity,
-                       args.queries.cols);
+      QueryBlock block(args.workspace + t * args.workspace_per_thread, args.block_queries, args.capacity, f);
       Selector<I, O> selector(args, block);
       selector.reset(0, q);
       if (t < parts) {
         const int64_t begin = t * per_thread;
+        const int64_t end = smaller(n, begin + per_thread);
         // A thread starting mid-row must find its place in the exclusion row.
         if (args.exclusions.indptr) {
           const int64_t first_id = args.filter.item_ids ? args.filter.item_ids[begin] : begin;
@@ -572,23 +653,45 @@ void topk_single(const TopkArgs<I, O>& args) {
           const int64_t row_end = static_cast<int64_t>(args.exclusions.indptr[q + 1]);
           while (cursor < row_end && static_cast<int64_t>(args.exclusions.indices[cursor]) < first_id) ++cursor;
         }
-        if (args.item_panels)
-          scan_panels_for_one_query(args, selector, block, 0, q, begin, smaller(n, begin + per_thread));
-        else
-          scan_items_for_one_query(args, selector, block, 0, q, begin, smaller(n, begin + per_thread));
+        if (args.item_panels_bfloat16) {
+          // Approximate scores first; then the exact float32 score of every candidate left.
+          selector.set_slack(bfloat16_slack(args.queries.row(q), f, args.max_item_norm));
+          scan_panels_for_one_query(args, selector, block, 0, q, Bfloat16Panels{args.item_panels_bfloat16}, begin,
+                                    end);
+          selector.shrink(0);
+          if (selector.overflowed()) {
+#pragma omp atomic write
+            overflowed = true;
+          }
+          TopkCandidate* c = selector.candidates(0);
+          for (int64_t j = 0; j < selector.count(0); ++j)
+            c[j].score = exact_score(args.queries.row(q), args.items.row(c[j].id), f);
+          selector.set_slack(0.0f);
+          selector.forget_threshold(0);
+        } else if (args.item_panels) {
+          scan_panels_for_one_query(args, selector, block, 0, q, Float32Panels{args.item_panels}, begin, end);
+        } else {
+          scan_items_for_one_query(args, selector, block, 0, q, begin, end);
+        }
       }
 #pragma omp barrier
 #pragma omp single
       {
-        // Every thread's candidates go through thread 0's reservoir.
-        QueryBlock first(args.workspace, args.block_queries, args.capacity, args.queries.cols);
+        QueryBlock first(args.workspace, args.block_queries, args.capacity, f);
         Selector<I, O> merged(args, first);
-        const int team = thread_count_in_team();
-        for (int other = 1; other < team; ++other) {
-          QueryBlock theirs(args.workspace + other * args.workspace_per_thread, args.block_queries, args.capacity,
-                            args.queries.cols);
-          const TopkCandidate* c = theirs.candidates;
-          for (int64_t j = 0; j < theirs.counts[0]; ++j) merged.push(0, c[j]);
+        if (overflowed) {
+          // Too many near-ties for the bfloat16 margin: this query again, exactly.
+          merged.reset(0, q);
+          scan_items_for_one_query(args, merged, first, 0, q, 0, n);
+        } else {
+          // Every thread's candidates go through thread 0's reservoir.
+          const int team = thread_count_in_team();
+          for (int other = 1; other < team; ++other) {
+            QueryBlock theirs(args.workspace + other * args.workspace_per_thread, args.block_queries, args.capacity,
+                              f);
+            const TopkCandidate* c = theirs.candidates;
+            for (int64_t j = 0; j < theirs.counts[0]; ++j) merged.push(0, c[j]);
+          }
         }
         merged.finish(0, q);
       }
