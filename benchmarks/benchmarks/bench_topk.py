@@ -65,8 +65,16 @@ class TopkSingleUser:
     def setup(self, factors):
         users, self.items = _factors(factors)
         self.query = users[:1].copy()
+        self.index = recore.ItemIndex(self.items)
+        self.index.search(self.query, 10, precision="bfloat16")  # builds both item layouts
 
-    def time_one_user(self, factors):
+    def time_one_user_item_index(self, factors):
+        self.index.search(self.query, 10, num_threads=1)
+
+    def time_one_user_item_index_bfloat16(self, factors):
+        self.index.search(self.query, 10, num_threads=1, precision="bfloat16")
+
+    def time_one_user_topk_function(self, factors):
         recore.topk(self.query, self.items, 10, num_threads=1)
 
 

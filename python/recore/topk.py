@@ -149,6 +149,7 @@ def topk(
     items = _factor_matrix(items, "items")
     check_choice(metric, "metric", ("dot", "cosine"))
     index = ItemIndex(items, metric=metric, check_finite=check_finite)
+    index._single_query_layout = False  # used once: a panel copy would cost more than it saves
     return index.search(
         queries,
         k,
@@ -188,6 +189,7 @@ class ItemIndex:
         self._panels = None
         self._bfloat16_panels = None
         self._max_norm = None
+        self._single_query_layout = True  # single queries read panels, made on first use
 
     @property
     def n_items(self) -> int:
@@ -253,7 +255,7 @@ class ItemIndex:
         if allow is not None:
             item_ids = _item_ids(allow, n_items, "allow")
             items = np.ascontiguousarray(items[item_ids])
-        elif queries.shape[0] <= _SINGLE_QUERY_PATH_MAX:
+        elif queries.shape[0] <= _SINGLE_QUERY_PATH_MAX and self._single_query_layout:
             if precision == "bfloat16":
                 bfloat16_panels, max_norm = self.bfloat16_panels()
             else:
