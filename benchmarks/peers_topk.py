@@ -93,22 +93,30 @@ def latencies(functions: dict, repeats: int, rounds: int = 6) -> dict:
 
 
 MEMORY_PROBE = """
-import resource, sys, numpy as np, recore
+import sys, numpy as np, recore
+
+def status(field):
+    with open("/proc/self/status") as file:
+        return next(int(line.split()[1]) for line in file if line.startswith(field))  # kB
+
 n_items, n_queries, f = 1_000_000, 10_000, 64
 rng = np.random.default_rng(0)
 items = rng.standard_normal((n_items, f), dtype=np.float32)
 queries = rng.standard_normal((n_queries, f), dtype=np.float32)
-ids = np.empty((n_queries, 10), np.int32); scores = np.empty((n_queries, 10), np.float32)
-ids[:] = 0; scores[:] = 0  # the outputs' pages, touched
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+recore.topk(queries[:100], items[:1000], 10)  # load the engine and its thread pool
+with open("/proc/self/clear_refs", "w") as file:
+    file.write("5")  # reset the peak resident set size to the current one
+before = status("VmRSS:")
 found, best = recore.topk(queries, items, 10, num_threads=int(sys.argv[1]))
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print((after - before) / 1024)
+peak = status("VmHWM:")
+outputs = (found.nbytes + best.nbytes) / 1024
+print((peak - before - outputs) / 1024)
 """
 
 
 def memory_growth_mb(threads: int) -> float:
-    """Peak resident growth of one search, in MB, beyond inputs and (a copy of) the outputs."""
+    """Peak resident growth of one search, in MB, beyond its inputs and outputs (Linux: the
+    peak is reset through /proc/self/clear_refs just before the search)."""
     output = subprocess.run(
         [sys.executable, "-c", MEMORY_PROBE, str(threads)], check=True, capture_output=True, text=True
     )
