@@ -23,6 +23,9 @@ int64_t reservoir_margin(int64_t keep) { return std::max<int64_t>(keep, 16); }
 // grows, so memory stays bounded whatever k is.
 constexpr int64_t kReservoirBytesPerThread = int64_t{4} << 20;
 constexpr int64_t kMaxBlockQueries = 256;
+// Up to this k a heap keeps each query's candidates; beyond it, a reservoir compacted by
+// partial selection (a heap's log k cost per offer grows, and large k offer many scores).
+constexpr int64_t kHeapMaxKeep = 256;
 // Item rows scored against a block of queries while they stay in the per-core cache.
 constexpr int64_t kItemBlockBytes = int64_t{128} << 10;
 
@@ -44,7 +47,9 @@ void topk(MatrixView<const float> queries, MatrixView<const float> items, int64_
   args.items = items;
   args.k = k;
   args.keep = std::min(k, n);
-  args.capacity = std::min(args.keep + reservoir_margin(args.keep), std::max<int64_t>(n, 1));
+  args.use_heap = args.keep > 0 && args.keep <= kHeapMaxKeep;
+  args.capacity = args.use_heap ? args.keep
+                                : std::min(args.keep + reservoir_margin(args.keep), std::max<int64_t>(n, 1));
   args.filter = filter;
   args.exclusions = exclusions;
   args.output = output;
@@ -59,6 +64,7 @@ void topk(MatrixView<const float> queries, MatrixView<const float> items, int64_
       args.item_panels_bfloat16 = panels.bfloat16;
       args.max_item_norm = panels.max_norm;
       // Room for the candidates within the error bound of the k-th best as well.
+      args.use_heap = false;
       args.capacity = std::min(args.keep + std::max<int64_t>(4 * args.keep, 1024), std::max<int64_t>(n, 1));
     }
   } else {

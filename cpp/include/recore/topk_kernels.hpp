@@ -30,6 +30,9 @@ struct TopkArgs {
   // A query's candidates are kept in a reservoir of `capacity` entries; when it fills,
   // the `keep` best are selected and the rest dropped. capacity <= keep never compacts.
   int64_t capacity = 0;
+  // Instead, for small k: a heap of exactly `keep` candidates (capacity == keep), whose
+  // threshold is always the keep-th best.
+  bool use_heap = false;
   int64_t block_queries = 0;        // queries a thread holds at once (batch path)
   int64_t item_block = 0;           // item rows scored against them while in cache
   ItemFilter filter;

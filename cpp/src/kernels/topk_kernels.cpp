@@ -228,6 +228,7 @@ class Selector {
   inline void push(int64_t slot, TopkCandidate c) {
     TopkCandidate* data = block_.candidates + slot * args_.capacity;
     int64_t& count = block_.counts[slot];
+    if (args_.use_heap) return push_heap(slot, data, count, c);
     data[count++] = c;
     if (count == args_.capacity && args_.capacity > args_.keep) compact(slot, data, count);
   }
@@ -283,6 +284,36 @@ class Selector {
     int64_t& cursor = block_.cursors[slot];
     while (cursor < end && static_cast<int64_t>(row[cursor]) < id) ++cursor;
     return cursor < end && static_cast<int64_t>(row[cursor]) == id;
+  }
+
+  // Small k: a heap of the `keep` best with the worst at the root, so that the threshold is
+  // always exactly the keep-th best and as few scores as possible leave the registers.
+  void push_heap(int64_t slot, TopkCandidate* data, int64_t& count, TopkCandidate c) {
+    if (count < args_.keep) {
+      int64_t i = count++;
+      data[i] = c;
+      while (i > 0) {
+        const int64_t parent = (i - 1) / 2;
+        if (!better(data[parent], data[i])) break;
+        swap(data[parent], data[i]);
+        i = parent;
+      }
+      if (count < args_.keep) return;
+    } else {
+      if (!better(c, data[0])) return;
+      data[0] = c;
+      for (int64_t i = 0;;) {
+        int64_t worst = i;
+        const int64_t left = 2 * i + 1, right = left + 1;
+        if (left < count && better(data[worst], data[left])) worst = left;
+        if (right < count && better(data[worst], data[right])) worst = right;
+        if (worst == i) break;
+        swap(data[i], data[worst]);
+        i = worst;
+      }
+    }
+    block_.thresholds[slot] = data[0].score;
+    block_.threshold_ids[slot] = data[0].id;
   }
 
   // Keeps the `keep` best (plus, with a slack, those within it of the keep-th best) and
