@@ -300,22 +300,24 @@ def test_item_index_checks_items_once_and_queries_each_time():
         index.search(np.ones(3, np.float32), 1)
 
 
+def with_int64_indices(matrix):
+    """A copy whose index arrays are int64 (scipy's constructors would narrow them)."""
+    wide = matrix.copy()
+    wide.indices, wide.indptr = matrix.indices.astype(np.int64), matrix.indptr.astype(np.int64)
+    return wide
+
+
 def test_int64_ids_and_int64_exclusions_give_the_same_results():
     """Catalogs of 2**31 items or more get int64 ids and int64 exclusion indices; the same
-    code paths, exercised here on a small catalog."""
+    code paths, exercised here on a small catalog, batch and single-query."""
     rng = np.random.default_rng(7)
     queries = integer_factors(rng, 40, 6)
     items = integer_factors(rng, 300, 6)
     exclude = random_exclusions(rng, 40, 300, 0.3)
-    wide = sp.csr_matrix(
-        (exclude.data, exclude.indices.astype(np.int64), exclude.indptr.astype(np.int64)), shape=exclude.shape
-    )
-    narrow_ids, narrow_scores = _core.topk(queries, items, 17, exclude=exclude)
-    for exclusions in (exclude, wide):
-        for single in (False, True):
-            q = queries[:1] if single else queries
-            e = exclusions[:1] if single else exclusions
-            ids, scores = _core.topk(q, items, 17, exclude=e, wide_ids=True)
+    expected_ids, expected_scores = _core.topk(queries, items, 17, exclude=exclude)
+    for rows in (40, 1):
+        for exclusions in (exclude[:rows], with_int64_indices(exclude[:rows])):
+            ids, scores = _core.topk(queries[:rows], items, 17, exclude=exclusions, wide_ids=True)
             assert ids.dtype == np.int64
-            np.testing.assert_array_equal(ids, narrow_ids[: len(q)])
-            np.testing.assert_array_equal(scores, narrow_scores[: len(q)])
+            np.testing.assert_array_equal(ids, expected_ids[:rows])
+            np.testing.assert_array_equal(scores, expected_scores[:rows])
