@@ -156,3 +156,15 @@ def test_nan_in_model_factors_is_reported(data):
     model.item_factors_[3, 1] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         model.recommend(0, data)
+
+
+def test_large_batches_are_searched_in_chunks_with_the_same_results(model, data, monkeypatch):
+    """recommend_all searches a chunk of users per call (so Ctrl-C is answered between
+    chunks); chunks of 5 users give exactly the one-call results."""
+    from recore import _recommend
+
+    whole = model.recommend_all(data, k=7, filter_items=[1, 2], items=np.arange(0, 120, 2))
+    monkeypatch.setattr(_recommend, "_SEARCH_CHUNK_MULTIPLY_ADDS", 5 * 120 * 8)
+    chunked = model.recommend_all(data, k=7, filter_items=[1, 2], items=np.arange(0, 120, 2))
+    np.testing.assert_array_equal(chunked[0], whole[0])
+    np.testing.assert_array_equal(chunked[1], whole[1])
