@@ -8,6 +8,8 @@ from importlib.metadata import PackageNotFoundError, version
 
 from recore import datasets, kernels
 from recore._core import available_cpu_targets, cpu_target, set_cpu_target
+from recore._persistence import ModelFileError
+from recore._persistence import load_model as load
 from recore.als import ALS
 from recore.topk import ItemIndex, bfloat16_supported, topk
 
@@ -19,11 +21,13 @@ except PackageNotFoundError:  # running from a source tree without an install
 __all__ = [
     "ALS",
     "ItemIndex",
+    "ModelFileError",
     "available_cpu_targets",
     "bfloat16_supported",
     "cpu_target",
     "datasets",
     "kernels",
+    "load",
     "set_cpu_target",
     "topk",
 ]

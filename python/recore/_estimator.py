@@ -7,8 +7,19 @@ from __future__ import annotations
 import abc
 import inspect
 
+import numpy as np
+
+from recore import _persistence
+
 
 class Estimator(abc.ABC):
+    # Fitted attributes a model file holds (see recore._persistence), in the order saved.
+    _fitted_attributes: tuple[str, ...] = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        _persistence.MODEL_CLASSES[cls.__name__] = cls
+
     @classmethod
     def _param_names(cls) -> list[str]:
         parameters = inspect.signature(cls.__init__).parameters.values()
@@ -38,6 +49,34 @@ class Estimator(abc.ABC):
     @abc.abstractmethod
     def _check_params(self) -> None:
         """Raises TypeError / ValueError naming the first invalid hyperparameter."""
+
+    # -- model files ------------------------------------------------------------------------
+
+    def save(self, path) -> None:
+        """Writes the fitted model to ``path`` (an ``.npz`` archive with no pickled objects, a
+        format version and a checksum; see :func:`recore.load`). The file appears whole or
+        not at all: a temporary file is renamed over ``path``."""
+        _persistence.save_model(self, path)
+
+    def _fitted_state(self) -> dict:
+        self._check_fitted()
+        return {name: np.asarray(getattr(self, name)) for name in self._fitted_attributes}
+
+    def _restore_fitted_state(self, state: dict) -> None:
+        missing = [name for name in self._fitted_attributes if name not in state]
+        unexpected = [name for name in state if name not in self._fitted_attributes]
+        if missing or unexpected:
+            raise ValueError(f"fitted attributes missing {missing} or unexpected {unexpected}")
+        self._check_restored(state)
+        for name in self._fitted_attributes:
+            setattr(self, name, state[name])
+
+    def _check_restored(self, state: dict) -> None:
+        """Raises ValueError unless ``state`` is what a fit of these hyperparameters makes.
+        Models extend it with their own shapes and dtypes."""
+        for name, value in state.items():
+            if not isinstance(value, np.ndarray) or value.dtype.kind not in "fiu":
+                raise ValueError(f"{name} must be a numeric array")
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())

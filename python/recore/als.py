@@ -157,28 +157,47 @@ class ALS(Recommender, Estimator):
         n_users, n_items = user_items.shape
 
         user_factors, item_factors = self._initial_factors(n_users, n_items, dtype)
-        self.loss_history_ = []
+        history = []
+        # Both factor matrices as they were before the current iteration: on Ctrl-C inside an
+        # iteration they are put back, so the model always holds the factors of the last
+        # completed iteration.
+        users_before, items_before = np.empty_like(user_factors), np.empty_like(item_factors)
+        in_iteration = False
 
         from tqdm.auto import tqdm
 
-        with tqdm(total=self.iterations, disable=not progress, unit="it", desc="ALS") as bar:
-            for iteration in range(self.iterations):
-                start = time.perf_counter()
-                self._half_step(user_items, item_factors, user_factors)
-                self._half_step(item_users, user_factors, item_factors)
-                elapsed = time.perf_counter() - start
-                loss = None
-                if self.calculate_training_loss:
-                    loss = self._loss(user_items, user_factors, item_factors)
-                    self.loss_history_.append(loss)
-                    bar.set_postfix(loss=f"{loss:.6g}")
-                bar.update(1)
-                if callback is not None:
-                    callback(iteration, elapsed, loss)
+        try:
+            with tqdm(total=self.iterations, disable=not progress, unit="it", desc="ALS") as bar:
+                for iteration in range(self.iterations):
+                    start = time.perf_counter()
+                    np.copyto(users_before, user_factors)
+                    np.copyto(items_before, item_factors)
+                    in_iteration = True
+                    self._half_step(user_items, item_factors, user_factors)
+                    self._half_step(item_users, user_factors, item_factors)
+                    in_iteration = False
+                    elapsed = time.perf_counter() - start
+                    loss = None
+                    if self.calculate_training_loss:
+                        loss = self._loss(user_items, user_factors, item_factors)
+                        history.append(loss)
+                        bar.set_postfix(loss=f"{loss:.6g}")
+                    bar.update(1)
+                    if callback is not None:
+                        callback(iteration, elapsed, loss)
+        except KeyboardInterrupt:
+            if in_iteration:
+                np.copyto(user_factors, users_before)
+                np.copyto(item_factors, items_before)
+            self._set_fitted(user_factors, item_factors, history)
+            raise
+        self._set_fitted(user_factors, item_factors, history)
+        return self
 
+    def _set_fitted(self, user_factors, item_factors, history) -> None:
         self.user_factors_ = user_factors
         self.item_factors_ = item_factors
-        return self
+        self.loss_history_ = history
 
     def _initial_factors(self, n_users: int, n_items: int, dtype: np.dtype):
         # Drawn in float32 whatever the dtype, so that float32 and float64 fits start from
@@ -199,6 +218,30 @@ class ALS(Recommender, Estimator):
             weighted_regularization=self.weighted_regularization,
             num_threads=self.num_threads,
         )
+
+    _fitted_attributes = ("user_factors_", "item_factors_", "loss_history_")
+
+    def _fitted_state(self) -> dict:
+        state = super()._fitted_state()
+        state["loss_history_"] = np.asarray(self.loss_history_, dtype=np.float64)
+        return state
+
+    def _check_restored(self, state: dict) -> None:
+        super()._check_restored(state)
+        dtype = check_float_dtype(self.dtype)
+        for name in ("user_factors_", "item_factors_"):
+            factors = state[name]
+            if factors.dtype != dtype or factors.ndim != 2 or factors.shape[1] != self.factors:
+                raise ValueError(
+                    f"{name} must be {dtype} of shape (n, {self.factors}), got {factors.dtype} {factors.shape}"
+                )
+            if not np.isfinite(factors).all():
+                raise ValueError(f"{name} contains NaN or infinity")
+            state[name] = np.ascontiguousarray(factors)
+        history = state["loss_history_"]
+        if history.dtype != np.float64 or history.ndim != 1:
+            raise ValueError("loss_history_ must be a 1-D float64 array")
+        state["loss_history_"] = [float(v) for v in history]
 
     def _fold_in_objective(self) -> dict:
         return self._objective()

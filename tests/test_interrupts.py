@@ -1,0 +1,57 @@
+"""Ctrl-C during long calls: control returns promptly and the model stays consistent."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+import recore
+
+
+def interrupt_after(seconds: float) -> threading.Timer:
+    timer = threading.Timer(seconds, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    return timer
+
+
+@pytest.mark.parametrize("solver", ["cg", "cholesky"])
+def test_interrupted_fit_keeps_the_last_completed_iteration(solver):
+    data = recore.datasets.synthetic(20_000, 4_000, 600_000, random_state=0)
+    completed = []
+    model = recore.ALS(factors=24, iterations=500, solver=solver, random_state=1, num_threads=2)
+    timer = interrupt_after(0.4)
+    began = time.perf_counter()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            model.fit(data, callback=lambda iteration, seconds, loss: completed.append(iteration))
+    finally:
+        timer.cancel()
+    assert time.perf_counter() - began < 0.4 + 1.5  # control came back soon after the signal
+    # The model holds exactly the factors of its completed iterations.
+    again = recore.ALS(factors=24, iterations=len(completed), solver=solver, random_state=1).fit(data)
+    np.testing.assert_array_equal(model.user_factors_, again.user_factors_)
+    np.testing.assert_array_equal(model.item_factors_, again.item_factors_)
+
+
+def test_interrupted_recommend_all_returns_promptly(monkeypatch):
+    from recore import _recommend
+
+    rng = np.random.default_rng(0)
+    model = recore.ALS(factors=32)
+    model.user_factors_ = rng.standard_normal((300_000, 32), dtype=np.float32)
+    model.item_factors_ = rng.standard_normal((10_000, 32), dtype=np.float32)
+    monkeypatch.setattr(_recommend, "_SEARCH_CHUNK_MULTIPLY_ADDS", 1 << 30)  # ~30 chunks
+    timer = interrupt_after(0.1)
+    began = time.perf_counter()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            model.recommend_all(k=10, num_threads=2)
+    finally:
+        timer.cancel()
+    assert time.perf_counter() - began < 0.1 + 1.0
+    ids, _ = model.recommend([0, 1], k=3)  # and the model still serves
+    assert ids.shape == (2, 3)
