@@ -168,3 +168,25 @@ def test_large_batches_are_searched_in_chunks_with_the_same_results(model, data,
     chunked = model.recommend_all(data, k=7, filter_items=[1, 2], items=np.arange(0, 120, 2))
     np.testing.assert_array_equal(chunked[0], whole[0])
     np.testing.assert_array_equal(chunked[1], whole[1])
+
+
+def test_concurrent_recommend_from_eight_threads_matches_serial_calls(data):
+    """One model serving 8 Python threads at once (single users, batches, both precisions,
+    its serving caches built concurrently) returns exactly what serial calls return."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = recore.ALS(factors=16, iterations=2, random_state=3).fit(data)
+    calls = [([u], "float32") for u in range(0, 300, 7)] + [(list(range(u, u + 40)), "bfloat16") for u in (0, 100)]
+    calls += [([u], "bfloat16") for u in range(3, 300, 11)] + [(list(range(50, 250)), "float32")]
+
+    def run(call):
+        users, precision = call
+        return model.recommend(users, data, k=9, precision=precision, num_threads=1)
+
+    concurrent = list(ThreadPoolExecutor(8).map(run, calls))
+    fresh = recore.ALS(factors=16, iterations=2, random_state=3).fit(data)  # caches built serially
+    for call, (ids, scores) in zip(calls, concurrent):
+        users, precision = call
+        expected = fresh.recommend(users, data, k=9, precision=precision, num_threads=1)
+        np.testing.assert_array_equal(ids, expected[0])
+        np.testing.assert_array_equal(scores, expected[1])

@@ -187,8 +187,7 @@ class ItemIndex:
             raise ValueError("items must not contain NaN or infinity")
         self.items = normalized_rows(items) if metric == "cosine" else items
         self._panels = None
-        self._bfloat16_panels = None
-        self._max_norm = None
+        self._bfloat16 = None
         self._single_query_layout = True  # single queries read panels, made on first use
 
     @property
@@ -209,14 +208,15 @@ class ItemIndex:
     def bfloat16_panels(self) -> tuple[np.ndarray, float]:
         """The panels rounded to bfloat16 (to nearest, ties to even) as uint16, and the largest
         row norm, which bounds the error of scores computed from them (built on first use)."""
-        if self._bfloat16_panels is None:
+        if self._bfloat16 is None:
             words = self.panels().view(np.uint32).astype(np.uint64)
             rounded = ((words + 0x7FFF + ((words >> 16) & 1)) >> 16).astype(np.uint16)
             # Each row of 16 as 8 words: item l in the low half, item l + 8 in the high half.
-            self._bfloat16_panels = np.ascontiguousarray(rounded.reshape(-1, 2, 8).transpose(0, 2, 1)).reshape(-1)
+            panels = np.ascontiguousarray(rounded.reshape(-1, 2, 8).transpose(0, 2, 1)).reshape(-1)
             norms = np.sqrt(np.einsum("ij,ij->i", self.items, self.items, dtype=np.float64))
-            self._max_norm = float(norms.max() * (1 + 1e-12)) if len(norms) else 0.0
-        return self._bfloat16_panels, self._max_norm
+            max_norm = float(norms.max() * (1 + 1e-12)) if len(norms) else 0.0
+            self._bfloat16 = (panels, max_norm)  # one assignment: concurrent searches see both or neither
+        return self._bfloat16
 
     def search(
         self,
