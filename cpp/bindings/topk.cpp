@@ -50,8 +50,16 @@ py::tuple search(MatrixView<const float> queries, MatrixView<const float> items,
     exclusions.indptr = static_cast<const I*>(exclude->indptr.data());
     exclusions.indices = static_cast<const I*>(exclude->indices.data());
   }
-  py::array_t<O> ids({queries.rows, static_cast<py::ssize_t>(k)});
-  py::array_t<float> scores({queries.rows, static_cast<py::ssize_t>(k)});
+  py::array_t<O> ids;
+  py::array_t<float> scores;
+  try {
+    ids = py::array_t<O>({queries.rows, static_cast<py::ssize_t>(k)});
+    scores = py::array_t<float>({queries.rows, static_cast<py::ssize_t>(k)});
+  } catch (py::error_already_set& error) {
+    if (!error.matches(PyExc_MemoryError)) throw;
+    throw py::value_error("k=" + std::to_string(k) + " asks for (" + std::to_string(queries.rows) + ", " +
+                          std::to_string(k) + ") outputs, more memory than there is");
+  }
   TopkOutput<O> output{ids.mutable_data(), scores.mutable_data()};
   {
     py::gil_scoped_release release;
@@ -70,6 +78,8 @@ py::tuple topk_binding(py::handle queries_obj, py::handle items_obj, int64_t k, 
     throw py::value_error("queries and items must have the same number of factors, got " +
                           std::to_string(queries.cols) + " and " + std::to_string(items.cols));
   if (k < 1) throw py::value_error("k must be >= 1, got " + std::to_string(k));
+  if (queries.rows > 0 && k > (int64_t{1} << 60) / (queries.rows * 8))
+    throw py::value_error("k=" + std::to_string(k) + " is too large: the outputs' size overflows");
   if (num_threads < 0) throw py::value_error("num_threads must be >= 0, got " + std::to_string(num_threads));
   if (catalog_size < 0) catalog_size = items.rows;
   if (!wide_ids && catalog_size > INT32_MAX)

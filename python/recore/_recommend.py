@@ -284,7 +284,12 @@ class Recommender:
         """:meth:`recommend` for user factors given directly (for example from
         :meth:`fold_in`), excluding each row's items of ``user_items_rows`` when given."""
         self._check_fitted()
-        vectors = np.ascontiguousarray(np.atleast_2d(user_vectors), dtype=np.float32)
+        array = np.asarray(user_vectors)
+        if array.dtype.kind not in "fiu":
+            raise TypeError(f"user_vectors must hold real numbers, got dtype {array.dtype}")
+        if array.ndim not in (1, 2):
+            raise ValueError(f"user_vectors must be 1- or 2-dimensional, got {array.ndim} dimensions")
+        vectors = np.ascontiguousarray(np.atleast_2d(array), dtype=np.float32)
         n_items = self.item_factors_.shape[0]
         k = check_int(k, "k", minimum=1)
         num_threads = self._serving_threads(num_threads)
@@ -303,7 +308,7 @@ class Recommender:
             "user_vectors",
             check_choice(precision, "precision", ("float32", "bfloat16")),
         )
-        return (ids[0], scores[0]) if np.ndim(user_vectors) == 1 else (ids, scores)
+        return (ids[0], scores[0]) if array.ndim == 1 else (ids, scores)
 
 
 def _checked_index(vectors: np.ndarray, metric: str, what: str) -> ItemIndex:

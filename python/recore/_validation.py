@@ -105,6 +105,8 @@ def _to_csr(matrix, name: str):
             raise TypeError(f"{name} must hold real numbers, got dtype {dense.dtype}")
         if not np.isfinite(dense).all():
             raise ValueError(f"{name} contains NaN or infinite values")
+        if dense.dtype == np.float16:  # scipy.sparse has no float16
+            dense = dense.astype(np.float32)
         return sp.csr_matrix(dense)
     if not sp.issparse(matrix):
         raise TypeError(f"{name} must be a scipy.sparse matrix or a 2-D numpy array, got {type(matrix).__name__}")
@@ -115,7 +117,12 @@ def _to_csr(matrix, name: str):
     elif matrix.format == "coo":
         _check_index_range(np.asarray(matrix.row), matrix.shape[0], name, "row indices")
         _check_index_range(np.asarray(matrix.col), matrix.shape[1], name, "column indices")
-    return matrix if matrix.format == "csr" else matrix.tocsr()
+    if matrix.format == "csr":
+        return matrix
+    try:
+        return matrix.tocsr()
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"{name} could not be converted to CSR: {error}") from None
 
 
 def as_user_items(matrix, dtype, *, name: str = "user_items", allow_negative: bool = True):

@@ -153,6 +153,7 @@ class ALS(Recommender, Estimator):
         dtype = check_float_dtype(self.dtype)
         implicit = self.feedback == "implicit"
         user_items = as_user_items(user_items, dtype, allow_negative=not implicit)
+        self._check_magnitudes(user_items, dtype)
         item_users = transpose_csr(user_items)
         n_users, n_items = user_items.shape
 
@@ -191,8 +192,29 @@ class ALS(Recommender, Estimator):
                 np.copyto(item_factors, items_before)
             self._set_fitted(user_factors, item_factors, history)
             raise
+        if not (np.isfinite(user_factors).all() and np.isfinite(item_factors).all()):
+            raise ValueError(
+                "training overflowed: user_items and the hyperparameters give factors beyond the range of "
+                f"{dtype}; rescale the values or use dtype='float64'"
+            )
         self._set_fitted(user_factors, item_factors, history)
         return self
+
+    # Values (or confidences) beyond these overflow the normal equations, whose entries
+    # grow with their squares times the number of entries in a row.
+    _MAGNITUDE_LIMITS = {np.dtype(np.float32): 1e15, np.dtype(np.float64): 1e150}
+
+    def _check_magnitudes(self, user_items, dtype) -> None:
+        if user_items.nnz == 0:
+            return
+        largest = float(np.abs(user_items.data).max())
+        if self.feedback == "implicit":
+            largest = max(largest, float(self.alpha) * largest + 1.0)
+        if largest > self._MAGNITUDE_LIMITS[np.dtype(dtype)]:
+            raise ValueError(
+                f"user_items values (times alpha for implicit feedback) up to {largest:.3g} overflow {dtype} "
+                "arithmetic; rescale them or use dtype='float64'"
+            )
 
     def _set_fitted(self, user_factors, item_factors, history) -> None:
         self.user_factors_ = user_factors

@@ -16,6 +16,10 @@ __all__ = ["synthetic"]
 MOVIELENS_20M_SHAPE = (138_493, 26_744, 20_000_263)
 
 
+# Ids are int32 in the matrices synthetic() returns.
+_MAX_DIMENSION = 2**31 - 1
+
+
 def synthetic(
     n_users: int = 10_000,
     n_items: int = 2_000,
@@ -54,6 +58,9 @@ def synthetic(
     popularity_exponent = check_float(popularity_exponent, "popularity_exponent", 0.0)
     popularity_offset = check_float(popularity_offset, "popularity_offset", 0.0)
     activity_sigma = check_float(activity_sigma, "activity_sigma", 0.0)
+    for name, value in (("n_users", n_users), ("n_items", n_items)):
+        if value > _MAX_DIMENSION:
+            raise ValueError(f"{name} must be at most {_MAX_DIMENSION}, got {value}")
     if nnz > n_users * n_items:
         raise ValueError(f"nnz={nnz} exceeds n_users * n_items = {n_users * n_items}")
     rng = check_random_state(random_state)

@@ -54,9 +54,11 @@ def _all_finite(array: np.ndarray) -> bool:
 def normalized_rows(vectors: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length (float32); a zero row stays zero, so that its cosine with
     any vector is 0."""
-    norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64))
-    scale = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
-    return np.ascontiguousarray(vectors * scale[:, None].astype(np.float32), dtype=np.float32)
+    # Quietly: with check_finite=False a caller may pass infinities, and gets what they give.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64))
+        scale = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
+        return np.ascontiguousarray(vectors * scale[:, None].astype(np.float32), dtype=np.float32)
 
 
 def as_exclusions(exclude, n_queries: int, n_items: int):

@@ -1,0 +1,299 @@
+"""Every public entry point, fed arguments that are each either valid or broken in one of many
+ways (wrong types, dtypes, shapes, strides, empty, NaN/inf, negative and huge ids,
+non-canonical sparse matrices, absurd hyperparameters): each call either works or raises
+TypeError, ValueError or IndexError whose message names the argument. A crash would end the
+test process.
+
+``pytest -m fuzz`` runs only these; ``HYPOTHESIS_PROFILE=fuzz pytest -m fuzz`` runs 5,000
+examples per entry point. A new public function joins by adding a test here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import recore
+import scipy.sparse as sp
+from hypothesis import given
+from hypothesis import strategies as st
+from recore import kernels
+
+pytestmark = pytest.mark.fuzz
+
+ALLOWED = (TypeError, ValueError, IndexError)
+
+N_USERS, N_ITEMS, FACTORS = 7, 5, 3
+
+
+def assert_handled(call, names):
+    """``call()`` works, or fails with an allowed error whose message names an argument."""
+    try:
+        return call()
+    except ALLOWED as error:
+        message = str(error)
+        assert any(name in message for name in names), f"{type(error).__name__}: {message!r} names none of {names}"
+        return None
+
+
+# -- values that may be right or wrong -------------------------------------------------------
+
+junk = st.sampled_from(
+    [None, "", "text", b"bytes", [], [[1.0]], {}, object(), 1j, float("nan"), float("inf"), -1, 0, 2**63, True]
+)
+value_dtypes = st.sampled_from([np.float32, np.float64, np.int32, np.int64, np.bool_, np.complex64, np.uint8])
+
+
+@st.composite
+def arrays(draw, shape):
+    """An array of ``shape`` (or a near miss) with any dtype, layout and special values."""
+    if draw(st.integers(0, 4)) == 0:  # a wrong shape
+        shape = draw(st.sampled_from([(), (0,), (shape[0],), (0, shape[-1]), (shape[0], shape[-1] + 1), (2, 2, 2)]))
+    dtype = draw(st.sampled_from([np.float32] * 4 + [np.float64, np.int64, np.float16, np.complex64, np.bool_]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    values = rng.standard_normal(shape).astype(dtype) if len(shape) else np.array(1.0, dtype)
+    special = draw(st.sampled_from([None, None, None, np.nan, np.inf, -np.inf, 1e38]))
+    if special is not None and values.ndim and values.size and values.dtype.kind in "fc":
+        with np.errstate(over="ignore"):
+            values[np.unravel_index(draw(st.integers(0, values.size - 1)), values.shape)] = special
+    layout = draw(st.sampled_from(["c", "c", "c", "fortran", "strided", "readonly"]))
+    if layout == "fortran":
+        values = np.asfortranarray(values)
+    elif layout == "strided" and values.ndim == 2:
+        values = np.repeat(values, 2, axis=1)[:, ::2]
+    elif layout == "readonly":
+        values.setflags(write=False)
+    return values
+
+
+@st.composite
+def interaction_matrices(draw, shape=(N_USERS, N_ITEMS)):
+    """Sparse interactions, canonical or not, in any format; or something else entirely."""
+    kind = draw(st.integers(0, 9))
+    if kind == 0:
+        return draw(junk)
+    if kind == 1:
+        return draw(arrays(shape))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    rows, cols = shape if draw(st.integers(0, 5)) else draw(st.sampled_from([(0, 0), (1, 1), (shape[0], 0)]))
+    nnz = draw(st.integers(0, 12))
+    row = rng.integers(0, max(rows, 1), nnz)
+    col = rng.integers(0, max(cols, 1), nnz)
+    data = rng.uniform(-1 if draw(st.booleans()) else 0, 5, nnz).astype(draw(value_dtypes))
+    if nnz and data.dtype.kind != "c" and draw(st.integers(0, 4)) == 0:
+        data = data.astype(np.float64)
+        data[0] = draw(st.sampled_from([np.nan, np.inf, 0.0, 1e300]))
+    if rows == 0 or cols == 0:
+        row = col = data = np.array([], dtype=np.int64)
+    matrix = sp.coo_matrix((data, (row, col)), shape=(rows, cols))  # duplicates kept
+    fmt = draw(st.sampled_from(["coo", "csr", "csc", "lil", "dok"]))
+    matrix = matrix.asformat(fmt)
+    if fmt == "csr" and draw(st.booleans()) and matrix.nnz > 1:
+        # unsorted indices, duplicates, explicit zeros; sometimes an out-of-range index
+        matrix = sp.csr_matrix((data, col.astype(np.int32), np.r_[0, np.cumsum(np.bincount(row, minlength=rows))]))
+        if draw(st.integers(0, 3)) == 0:
+            matrix.indices[0] = draw(st.sampled_from([-1, cols, 2**31 - 1]))
+    if fmt == "csr" and draw(st.integers(0, 3)) == 0:
+        matrix.indices, matrix.indptr = matrix.indices.astype(np.int64), matrix.indptr.astype(np.int64)
+    return matrix
+
+
+ids = st.one_of(
+    st.integers(-3, 10),
+    st.sampled_from([2**31, 2**63 - 1, -(2**40)]),
+    st.lists(st.integers(-2, 9), max_size=6),
+    st.just(np.array([0.5])),
+    st.just(np.array([[0, 1]])),
+    junk,
+)
+ks = st.one_of(st.integers(-2, 12), st.sampled_from([2**40, 2.5, "10", None, np.int64(3)]))
+threads = st.one_of(st.integers(-1, 3), st.sampled_from([2.0, None, "2"]))
+numbers = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True), st.integers(-(2**63), 2**63), junk, st.just(np.float32(0.1))
+)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    data = sp.random(N_USERS, N_ITEMS, density=0.5, format="csr", random_state=0, dtype=np.float32)
+    return recore.ALS(factors=FACTORS, iterations=2, random_state=0).fit(data)
+
+
+# -- estimators -------------------------------------------------------------------------------
+
+
+@given(
+    factors=st.one_of(st.integers(-2, 5), junk),
+    regularization=numbers,
+    alpha=numbers,
+    iterations=st.one_of(st.integers(-2, 3), junk),
+    solver=st.sampled_from(["cg", "cholesky", "lu", None, 3]),
+    cg_steps=st.one_of(st.integers(-1, 4), junk),
+    feedback=st.sampled_from(["implicit", "explicit", "other", None]),
+    confidence=st.sampled_from(["linear", "scaled", "log", 1]),
+    weighted=st.sampled_from([True, False, 1, None]),
+    dtype=st.sampled_from(["float32", "float64", np.float32, "int8", "nonsense", None, float]),
+    num_threads=threads,
+    random_state=st.one_of(st.integers(-1, 5), junk),
+)
+def test_als_constructor(
+    factors, regularization, alpha, iterations, solver, cg_steps, feedback, confidence, weighted, dtype, num_threads,
+    random_state,
+):  # fmt: skip
+    names = [
+        "factors", "regularization", "alpha", "iterations", "solver", "cg_steps", "feedback", "confidence",
+        "weighted_regularization", "dtype", "num_threads", "random_state",
+    ]  # fmt: skip
+    assert_handled(
+        lambda: recore.ALS(
+            factors=factors, regularization=regularization, alpha=alpha, iterations=iterations, solver=solver,
+            cg_steps=cg_steps, feedback=feedback, confidence=confidence, weighted_regularization=weighted,
+            dtype=dtype, num_threads=num_threads, random_state=random_state,
+        ),
+        names,
+    )  # fmt: skip
+
+
+@given(
+    matrix=interaction_matrices(),
+    solver=st.sampled_from(["cg", "cholesky"]),
+    feedback=st.sampled_from(["implicit", "explicit"]),
+)
+def test_als_fit(matrix, solver, feedback):
+    model = recore.ALS(factors=2, iterations=1, solver=solver, feedback=feedback, random_state=0)
+    result = assert_handled(lambda: model.fit(matrix), ["user_items"])
+    if result is not None:
+        assert np.isfinite(model.user_factors_).all() and np.isfinite(model.item_factors_).all()
+
+
+@given(users=ids, items=ids)
+def test_predict(fitted, users, items):
+    assert_handled(lambda: fitted.predict(users, items), ["users", "items"])
+
+
+@given(
+    users=ids,
+    user_items=st.one_of(st.none(), interaction_matrices(), interaction_matrices((2, N_ITEMS))),
+    k=ks,
+    exclude_seen=st.sampled_from([True, False, None, 1]),
+    filter_items=st.one_of(st.none(), ids),
+    items=st.one_of(st.none(), ids),
+    num_threads=threads,
+    precision=st.sampled_from(["float32", "bfloat16", "half", None]),
+)
+def test_recommend(fitted, users, user_items, k, exclude_seen, filter_items, items, num_threads, precision):
+    assert_handled(
+        lambda: fitted.recommend(
+            users, user_items, k, exclude_seen=exclude_seen, filter_items=filter_items, items=items,
+            num_threads=num_threads, precision=precision,
+        ),
+        ["users", "user_items", "k", "exclude_seen", "filter_items", "items", "num_threads", "precision"],
+    )  # fmt: skip
+
+
+@given(ids=ids, k=ks, exclude_self=st.sampled_from([True, False, "yes"]), which=st.sampled_from(["items", "users"]))
+def test_similar(fitted, ids, k, exclude_self, which):
+    method = fitted.similar_items if which == "items" else fitted.similar_users
+    assert_handled(lambda: method(ids, k, exclude_self=exclude_self), [which, "k", "exclude_self"])
+
+
+@given(rows=interaction_matrices((2, N_ITEMS)))
+def test_fold_in(fitted, rows):
+    result = assert_handled(lambda: fitted.fold_in(rows), ["user_items_rows"])
+    if result is not None:
+        assert np.isfinite(result).all()
+
+
+@given(vectors=arrays((2, FACTORS)), rows=st.one_of(st.none(), interaction_matrices((2, N_ITEMS))), k=ks)
+def test_recommend_vectors(fitted, vectors, rows, k):
+    assert_handled(lambda: fitted.recommend_vectors(vectors, rows, k), ["user_vectors", "exclude", "k"])
+
+
+@given(matrix=interaction_matrices())
+def test_loss(fitted, matrix):
+    assert_handled(lambda: fitted.loss(matrix), ["user_items"])
+
+
+# -- top-k ------------------------------------------------------------------------------------
+
+
+@given(
+    queries=arrays((4, FACTORS)),
+    items=arrays((6, FACTORS)),
+    k=ks,
+    metric=st.sampled_from(["dot", "cosine", "l2", None]),
+    exclude=st.one_of(st.none(), interaction_matrices((4, 6))),
+    allow=st.one_of(st.none(), ids),
+    deny=st.one_of(st.none(), ids),
+    precision=st.sampled_from(["float32", "bfloat16", 16]),
+    num_threads=threads,
+    check_finite=st.sampled_from([True, False, "no"]),
+)
+def test_topk(queries, items, k, metric, exclude, allow, deny, precision, num_threads, check_finite):
+    names = ["queries", "items", "k", "metric", "exclude", "allow", "deny", "precision", "num_threads", "check_finite"]
+    result = assert_handled(
+        lambda: recore.topk(
+            queries, items, k, metric=metric, exclude=exclude, allow=allow, deny=deny, precision=precision,
+            num_threads=num_threads, check_finite=check_finite,
+        ),
+        names,
+    )  # fmt: skip
+    if result is not None and check_finite is True:
+        found, scores = result
+        valid = found >= 0
+        assert np.all(found[valid] < items.shape[0]) and not np.isnan(scores[valid]).any()
+
+
+@given(items=arrays((6, FACTORS)), query=arrays((1, FACTORS)), k=ks, precision=st.sampled_from(["float32", "bfloat16"]))
+def test_item_index(items, query, k, precision):
+    index = assert_handled(lambda: recore.ItemIndex(items), ["items"])
+    if index is not None:
+        assert_handled(lambda: index.search(query, k, precision=precision), ["queries", "k", "precision"])
+
+
+# -- kernels ----------------------------------------------------------------------------------
+
+
+@given(
+    matrix=interaction_matrices(),
+    fixed=arrays((N_ITEMS, FACTORS)),
+    target=arrays((N_USERS, FACTORS)),
+    gram=st.one_of(st.none(), arrays((FACTORS, FACTORS))),
+    solver=st.sampled_from(["cg", "cholesky", "qr"]),
+    regularization=numbers,
+)
+def test_als_half_step(matrix, fixed, target, gram, solver, regularization):
+    assert_handled(
+        lambda: kernels.als_half_step(matrix, fixed, gram, target, regularization=regularization, solver=solver),
+        ["user_items", "fixed_factors", "fixed_gram", "target_factors", "solver", "regularization"],
+    )
+
+
+@given(factors=arrays((5, FACTORS)), num_threads=threads)
+def test_gram_matrix(factors, num_threads):
+    assert_handled(lambda: kernels.gram_matrix(factors, num_threads=num_threads), ["factors", "num_threads"])
+
+
+@given(
+    matrix=interaction_matrices(),
+    users=arrays((N_USERS, FACTORS)),
+    items=arrays((N_ITEMS, FACTORS)),
+    regularization=numbers,
+)
+def test_als_loss(matrix, users, items, regularization):
+    assert_handled(
+        lambda: kernels.als_loss(matrix, users, items, regularization=regularization),
+        ["user_items", "user_factors", "item_factors", "regularization", "item_gram"],
+    )
+
+
+@given(
+    n_users=st.one_of(st.integers(-1, 30), junk),
+    n_items=st.one_of(st.integers(-1, 30), junk),
+    nnz=st.one_of(st.integers(-1, 200), st.just(2**62), junk),
+    random_state=st.one_of(st.integers(-1, 3), junk),
+)
+def test_synthetic(n_users, n_items, nnz, random_state):
+    assert_handled(
+        lambda: recore.datasets.synthetic(n_users, n_items, nnz, random_state=random_state),
+        ["n_users", "n_items", "nnz", "random_state"],
+    )
