@@ -183,3 +183,37 @@ def test_kernels_release_the_gil():
     worker.join()
     assert elapsed[0] > 0.1
     assert longest_pause < elapsed[0] / 3
+
+
+def test_blas_is_limited_to_one_thread_while_fitting():
+    """A multithreaded BLAS would compete with the engine's threads: fit limits it to one
+    thread and restores it after."""
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+    before = blas_threads()
+    seen = []
+    data = recore.datasets.synthetic(50, 20, 300, random_state=0)
+    recore.ALS(factors=2, iterations=2).fit(data, callback=lambda *args: seen.append(blas_threads()))
+    assert seen and all(all(n == 1 for n in threads) for threads in seen)
+    assert blas_threads() == before
+
+
+def test_wide_indices_path_gives_the_same_model(monkeypatch):
+    """Matrices with more than 2**31 - 1 entries or ids get int64 indices end to end; the same
+    path, forced here on a small matrix by lowering the threshold."""
+    from recore import _validation
+
+    data = recore.datasets.synthetic(60, 30, 500, random_state=1)
+    narrow = recore.ALS(factors=4, iterations=2, random_state=0).fit(data)
+    monkeypatch.setattr(_validation, "_INT32_MAX", 10)
+    converted = _validation.as_user_items(data, np.float32)
+    assert converted.indices.dtype == np.int64 and converted.indptr.dtype == np.int64
+    transposed = _validation.transpose_csr(converted)
+    assert transposed.indices.dtype == np.int64 and transposed.indptr.dtype == np.int64
+    wide = recore.ALS(factors=4, iterations=2, random_state=0).fit(data)
+    np.testing.assert_array_equal(wide.user_factors_, narrow.user_factors_)
+    np.testing.assert_array_equal(wide.item_factors_, narrow.item_factors_)
+    np.testing.assert_array_equal(wide.recommend_all(data, k=5)[0], narrow.recommend_all(data, k=5)[0])

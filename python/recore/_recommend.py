@@ -9,6 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recore import _core
+from recore._threads import engine_threads
 from recore._validation import as_user_items, check_bool, check_choice, check_ids, check_int
 from recore.topk import _INT32_MAX, _SINGLE_QUERY_PATH_MAX, ItemIndex, _item_ids, as_exclusions
 
@@ -139,20 +140,21 @@ class Recommender:
                 check_finite=False, precision=precision,
             )  # fmt: skip
         parts = []
-        for first in range(0, n, chunk):
-            rows = slice(first, min(n, first + chunk))
-            parts.append(
-                index.search(
-                    queries[rows],
-                    k,
-                    exclude=None if exclude is None else exclude[rows],
-                    allow=items,
-                    deny=filter_items,
-                    num_threads=num_threads,
-                    check_finite=False,
-                    precision=precision,
-                )  # fmt: skip
-            )
+        with engine_threads():
+            for first in range(0, n, chunk):
+                rows = slice(first, min(n, first + chunk))
+                parts.append(
+                    index.search(
+                        queries[rows],
+                        k,
+                        exclude=None if exclude is None else exclude[rows],
+                        allow=items,
+                        deny=filter_items,
+                        num_threads=num_threads,
+                        check_finite=False,
+                        precision=precision,
+                    )  # fmt: skip
+                )
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def recommend_all(self, user_items=None, k: int = 10, **options) -> tuple[np.ndarray, np.ndarray]:

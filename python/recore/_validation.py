@@ -157,8 +157,9 @@ def as_user_items(matrix, dtype, *, name: str = "user_items", allow_negative: bo
             # still be the caller's.
             csr = csr.copy()
             csr.sum_duplicates()
-            csr.indices = csr.indices.astype(index_dtype, copy=False)
-            csr.indptr = csr.indptr.astype(index_dtype, copy=False)
+        # Set after construction: scipy's constructor narrows int64 indices that fit in int32.
+        csr.indices = csr.indices.astype(index_dtype, copy=False)
+        csr.indptr = csr.indptr.astype(index_dtype, copy=False)
     # Checked after the cast: float64 values beyond float32's range become infinite.
     if not np.isfinite(csr.data).all():
         raise ValueError(f"{name} contains NaN or infinite values")
@@ -171,11 +172,9 @@ def transpose_csr(csr):
     """The item-user CSR of a user-item CSR, with the same index dtype."""
     transposed = csr.T.tocsr()
     index_dtype = csr.indices.dtype
-    if transposed.indices.dtype != index_dtype or transposed.indptr.dtype != index_dtype:
-        transposed = sp.csr_matrix(
-            (transposed.data, transposed.indices.astype(index_dtype), transposed.indptr.astype(index_dtype)),
-            shape=transposed.shape,
-        )
+    # Set after construction: scipy narrows int64 indices that fit in int32.
+    transposed.indices = transposed.indices.astype(index_dtype, copy=False)
+    transposed.indptr = transposed.indptr.astype(index_dtype, copy=False)
     return transposed
 
 

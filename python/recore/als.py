@@ -11,6 +11,7 @@ import numpy as np
 from recore import kernels
 from recore._estimator import Estimator
 from recore._recommend import Recommender
+from recore._threads import engine_threads
 from recore._validation import (
     as_user_items,
     check_bool,
@@ -168,7 +169,7 @@ class ALS(Recommender, Estimator):
         from tqdm.auto import tqdm
 
         try:
-            with tqdm(total=self.iterations, disable=not progress, unit="it", desc="ALS") as bar:
+            with engine_threads(), tqdm(total=self.iterations, disable=not progress, unit="it", desc="ALS") as bar:
                 for iteration in range(self.iterations):
                     start = time.perf_counter()
                     np.copyto(users_before, user_factors)
