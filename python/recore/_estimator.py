@@ -50,6 +50,10 @@ class Estimator(abc.ABC):
     def _check_params(self) -> None:
         """Raises TypeError / ValueError naming the first invalid hyperparameter."""
 
+    def _check_fitted(self) -> None:
+        if not all(hasattr(self, name) for name in self._fitted_attributes):
+            raise ValueError(f"this {type(self).__name__} is not fitted yet: call fit() first")
+
     # -- model files ------------------------------------------------------------------------
 
     def save(self, path) -> None:

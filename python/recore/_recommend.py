@@ -40,6 +40,10 @@ class Recommender:
     def _user_vectors(self, users: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(self.user_factors_[users], dtype=np.float32)
 
+    def _queries_from_user_vectors(self, vectors: np.ndarray) -> np.ndarray:
+        """Search queries for user factors given directly (a model with biases extends them)."""
+        return vectors
+
     def _item_vectors(self) -> np.ndarray:
         return self._cached("items", lambda: np.ascontiguousarray(self.item_factors_, dtype=np.float32))
 
@@ -295,9 +299,10 @@ class Recommender:
         n_items = self.item_factors_.shape[0]
         k = check_int(k, "k", minimum=1)
         num_threads = self._serving_threads(num_threads)
-        width = self._item_vectors().shape[1]
+        width = self.user_factors_.shape[1]
         if vectors.ndim != 2 or vectors.shape[1] != width:
             raise ValueError(f"user_vectors must have {width} values per row, got shape {vectors.shape}")
+        vectors = self._queries_from_user_vectors(vectors)
         exclude = None if user_items_rows is None else as_exclusions(user_items_rows, vectors.shape[0], n_items)
         ids, scores = self._search_index(
             self._item_index(),

@@ -280,10 +280,6 @@ class ALS(Recommender, Estimator):
 
     # -- using a fitted model -------------------------------------------------------------
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "user_factors_"):
-            raise ValueError(f"this {type(self).__name__} is not fitted yet: call fit() first")
-
     def loss(self, user_items) -> float:
         """The training objective of the fitted factors on ``user_items`` (see
         :func:`recore.kernels.als_loss`)."""

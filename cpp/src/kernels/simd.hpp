@@ -37,6 +37,14 @@ struct Simd<double> {
   typedef double type __attribute__((vector_size(kVectorBytes)));
 };
 
+inline int thread_count() {
+#ifdef _OPENMP
+  return omp_get_num_threads();
+#else
+  return 1;
+#endif
+}
+
 inline int thread_index() {
 #ifdef _OPENMP
   return omp_get_thread_num();

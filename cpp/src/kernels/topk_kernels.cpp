@@ -348,13 +348,6 @@ class Selector {
   bool overflowed_ = false;
 };
 
-inline int thread_count_in_team() {
-#ifdef _OPENMP
-  return omp_get_num_threads();
-#else
-  return 1;
-#endif
-}
 
 // ---------------------------------------------------------------------------------------
 // Batch path
@@ -716,7 +709,7 @@ void topk_single(const TopkArgs<I, O>& args) {
           scan_items_for_one_query(args, merged, first, 0, q, 0, n);
         } else {
           // Every thread's candidates go through thread 0's reservoir.
-          const int team = thread_count_in_team();
+          const int team = thread_count();
           for (int other = 1; other < team; ++other) {
             QueryBlock theirs(args.workspace + other * args.workspace_per_thread, args.block_queries, args.capacity,
                               f);

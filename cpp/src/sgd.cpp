@@ -1,0 +1,106 @@
+// SGD dispatchers: check arguments, allocate the scheduler's flags, and run the kernel copy
+// for the active instruction set.
+#include "recore/sgd.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+
+#include "dispatch.hpp"
+#include "recore/sgd_kernels.hpp"
+
+namespace recore {
+namespace {
+
+using detail::AlignedBuffer;
+using detail::resolve_threads;
+
+void check_model(const SgdModel& m) {
+  if (m.users < 0 || m.items < 0 || m.factors < 1 || m.stride < m.factors || m.stride % 16 != 0)
+    throw std::invalid_argument("SGD factors must be padded to a multiple of 16 values");
+  if ((m.users > 0 && !m.user_factors) || (m.items > 0 && !m.item_factors))
+    throw std::invalid_argument("SGD factor matrices are missing");
+  if ((m.user_rate_sums == nullptr) != (m.item_rate_sums == nullptr))
+    throw std::invalid_argument("the adaptive schedule needs both user and item rate sums");
+}
+
+}  // namespace
+
+double sgd_squared_epoch(const RatingGrid& grid, const int32_t* block_order, SgdModel& model, const SgdRates& rates,
+                         int num_threads) {
+  check_model(model);
+  if (grid.blocks < 1) throw std::invalid_argument("the rating grid needs at least one block");
+  SgdEpochArgs args;
+  args.grid = grid;
+  args.block_order = block_order;
+  args.model = model;
+  args.rates = rates;
+  // More threads than bands could never all hold a block at once.
+  args.threads = static_cast<int>(std::min<int64_t>(resolve_threads(num_threads), grid.blocks));
+  AlignedBuffer<unsigned char> flags(2 * grid.blocks + grid.blocks * grid.blocks);
+  args.user_band_busy = flags.get();
+  args.item_band_busy = flags.get() + grid.blocks;
+  args.block_taken = flags.get() + 2 * grid.blocks;
+  double squared_error = 0.0;
+  args.squared_error = &squared_error;
+  RECORE_RUN(args, sgd_squared_epoch_kernel);
+  return squared_error;
+}
+
+int64_t sgd_bpr_triples(const int32_t* users, const int32_t* positives, const int32_t* negatives, int64_t count,
+                        SgdModel& model, const SgdRates& rates) {
+  check_model(model);
+  SgdTripleArgs args;
+  args.users = users;
+  args.positives = positives;
+  args.negatives = negatives;
+  args.count = count;
+  args.model = model;
+  args.rates = rates;
+  int64_t correct = 0;
+  args.correct = &correct;
+  RECORE_RUN(args, sgd_bpr_triples_kernel);
+  return correct;
+}
+
+double sgd_bpr_epoch(const int64_t* indptr, const int32_t* indices, int64_t samples, bool popularity_negatives,
+                     uint64_t seed, SgdModel& model, const SgdRates& rates, int num_threads) {
+  check_model(model);
+  if (samples < 0) throw std::invalid_argument("samples must be >= 0");
+  if (model.users == 0 || indptr[model.users] == 0 || samples == 0) return 0.0;
+  SgdBprEpochArgs args;
+  args.indptr = indptr;
+  args.indices = indices;
+  args.samples = samples;
+  args.popularity_negatives = popularity_negatives;
+  args.seed = seed;
+  args.model = model;
+  args.rates = rates;
+  args.threads = resolve_threads(num_threads);
+  int64_t correct = 0;
+  args.correct = &correct;
+  RECORE_RUN(args, sgd_bpr_epoch_kernel);
+  return double(correct) / double(samples);
+}
+
+double sgd_rmse(const int32_t* users, const int32_t* items, const float* values, int64_t count, const SgdModel& model,
+                int num_threads) {
+  check_model(model);
+  if (count <= 0) return 0.0;
+  SgdRmseArgs args;
+  args.users = users;
+  args.items = items;
+  args.values = values;
+  args.count = count;
+  args.model = model;
+  args.threads = resolve_threads(num_threads);
+  args.chunks = std::min<int64_t>(count, 256);
+  AlignedBuffer<double> partials(args.chunks);
+  args.partials = partials.get();
+  double squared_error = 0.0;
+  args.squared_error = &squared_error;
+  RECORE_RUN(args, sgd_rmse_kernel);
+  return std::sqrt(squared_error / double(count));
+}
+
+}  // namespace recore
