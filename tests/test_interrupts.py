@@ -44,6 +44,7 @@ def test_interrupted_recommend_all_returns_promptly(monkeypatch):
     model = recore.ALS(factors=32)
     model.user_factors_ = rng.standard_normal((300_000, 32), dtype=np.float32)
     model.item_factors_ = rng.standard_normal((10_000, 32), dtype=np.float32)
+    model.loss_history_ = []
     monkeypatch.setattr(_recommend, "_SEARCH_CHUNK_MULTIPLY_ADDS", 1 << 30)  # ~30 chunks
     timer = interrupt_after(0.1)
     began = time.perf_counter()
