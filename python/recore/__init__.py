@@ -11,6 +11,7 @@ from recore._core import available_cpu_targets, cpu_target, set_cpu_target
 from recore._persistence import ModelFileError
 from recore._persistence import load_model as load
 from recore.als import ALS
+from recore.sgd import SGD
 from recore.topk import ItemIndex, bfloat16_supported, topk
 
 try:
@@ -22,6 +23,7 @@ __all__ = [
     "ALS",
     "ItemIndex",
     "ModelFileError",
+    "SGD",
     "available_cpu_targets",
     "bfloat16_supported",
     "cpu_target",
