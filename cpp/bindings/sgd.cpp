@@ -148,44 +148,38 @@ void init_sgd(py::module_& m) {
 
   m.def(
       "sgd_bpr_epoch",
-      [](py::handle user_items, int64_t samples, bool popularity_negatives, uint64_t seed, py::handle user_factors,
-         py::handle item_factors, int64_t factors, py::handle item_biases, py::handle user_rate_sums,
-         py::handle item_rate_sums, double learning_rate, double regularization, double bias_regularization,
-         int num_threads) {
+      [](py::handle indptr_obj, py::handle indices_obj, int64_t samples, bool popularity_negatives, uint64_t seed,
+         py::handle user_factors, py::handle item_factors, int64_t factors, py::handle item_biases,
+         py::handle user_rate_sums, py::handle item_rate_sums, double learning_rate, double regularization,
+         double bias_regularization, int num_threads) {
         SgdModel model = model_of(user_factors, item_factors, factors, py::none(), item_biases, 0.0, user_rate_sums,
                                   item_rate_sums);
         SgdRates rates = rates_of(learning_rate, regularization, bias_regularization);
         if (samples < 0) throw py::value_error("samples must be >= 0");
         if (num_threads < 0) throw py::value_error("num_threads must be >= 0");
-        CsrParts parts = csr_parts(user_items, "user_items");
-        if (parts.rows != model.users || parts.cols != model.items)
-          throw py::value_error("user_items must have shape (users, items) of the factors");
-        if (!has_dtype<int64_t>(parts.indptr)) throw py::type_error("user_items.indptr must be int64 here");
-        py::array indices = parts.indices;
-        if (!has_dtype<int32_t>(indices)) throw py::type_error("user_items.indices must be int32 here");
-        const int64_t* indptr = static_cast<const int64_t*>(parts.indptr.data());
-        const int32_t* idx = static_cast<const int32_t*>(indices.data());
+        const int64_t* indptr = vector<int64_t>(indptr_obj, "indptr", model.users + 1, false);
+        const int64_t nnz = require_array(indices_obj, "indices").size();
+        const int32_t* idx = vector<int32_t>(indices_obj, "indices", nnz, false);
+        // Structure: indptr rising from 0 to nnz, indices in range and sorted within each row.
+        if (indptr[0] != 0 || indptr[model.users] != nnz) throw py::value_error("indptr must rise from 0 to nnz");
+        for (int64_t r = 0; r < model.users; ++r)
+          if (indptr[r + 1] < indptr[r]) throw py::value_error("indptr must not decrease");
+        check_ids(idx, nnz, model.items, "indices");
         bool sorted = true;
-        // Structure: indptr monotone from 0 to nnz, indices in range and sorted per row.
-        const int64_t nnz = indices.shape(0);
-        if (indptr[0] != 0 || indptr[parts.rows] != nnz) throw py::value_error("user_items.indptr is malformed");
-        for (int64_t r = 0; r < parts.rows; ++r)
-          if (indptr[r + 1] < indptr[r]) throw py::value_error("user_items.indptr is malformed");
-        check_ids(idx, nnz, parts.cols, "user_items.indices");
         {
           py::gil_scoped_release release;
-          for (int64_t r = 0; r < parts.rows && sorted; ++r)
+          for (int64_t r = 0; r < model.users && sorted; ++r)
             for (int64_t k = indptr[r] + 1; k < indptr[r + 1]; ++k)
               if (idx[k] <= idx[k - 1]) {
                 sorted = false;
                 break;
               }
         }
-        if (!sorted) throw py::value_error("user_items must have sorted rows without duplicates");
+        if (!sorted) throw py::value_error("indices must be sorted without duplicates within each row");
         py::gil_scoped_release release;
         return sgd_bpr_epoch(indptr, idx, samples, popularity_negatives, seed, model, rates, num_threads);
       },
-      py::arg("user_items"), py::arg("samples"), py::arg("popularity_negatives"), py::arg("seed"),
+      py::arg("indptr"), py::arg("indices"), py::arg("samples"), py::arg("popularity_negatives"), py::arg("seed"),
       py::arg("user_factors"), py::arg("item_factors"), py::arg("factors"), py::arg("item_biases"),
       py::arg("user_rate_sums"), py::arg("item_rate_sums"), py::arg("learning_rate"), py::arg("regularization"),
       py::arg("bias_regularization"), py::arg("num_threads"),

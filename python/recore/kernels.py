@@ -15,7 +15,15 @@ import numpy as np
 
 from recore import _core
 
-__all__ = ["als_half_step", "als_loss", "gram_matrix"]
+__all__ = [
+    "als_half_step",
+    "als_loss",
+    "gram_matrix",
+    "sgd_bpr_epoch",
+    "sgd_bpr_triples",
+    "sgd_rmse",
+    "sgd_squared_epoch",
+]
 
 
 def gram_matrix(factors: np.ndarray, *, num_threads: int = 0) -> np.ndarray:
@@ -135,4 +143,63 @@ def als_loss(
         confidence=confidence,
         weighted_regularization=weighted_regularization,
         num_threads=num_threads,
+    )
+
+
+def sgd_squared_epoch(
+    users, items, values, block_starts, block_order, blocks, user_factors, item_factors, factors, *,
+    user_biases=None, item_biases=None, global_mean=0.0, user_rate_sums=None, item_rate_sums=None,
+    learning_rate, regularization, bias_regularization=0.0, num_threads=0,
+) -> float:  # fmt: skip
+    """One epoch of squared-loss SGD over ratings grouped in a ``blocks x blocks`` grid.
+
+    Block ``b`` (user band ``b // blocks``, item band ``b % blocks``) holds the ratings at
+    ``[block_starts[b], block_starts[b + 1])`` of ``users`` / ``items`` (int32) and ``values``
+    (float32); every rating of a block must have its user in the block's user band and its
+    item in its item band (the caller's grid), which is what lets threads update without
+    locks. Threads take blocks in ``block_order``. Factor matrices are float32, padded to a
+    multiple of 16 columns with zeros beyond ``factors``; biases and the adaptive schedule's
+    rate sums are optional float32 vectors, updated in place. Returns the sum of squared
+    errors of the predictions made just before each update. See :class:`recore.SGD`.
+    """
+    return _core.sgd_squared_epoch(
+        users, items, values, block_starts, block_order, blocks, user_factors, item_factors, factors,
+        user_biases, item_biases, global_mean, user_rate_sums, item_rate_sums,
+        learning_rate, regularization, bias_regularization, num_threads,
+    )  # fmt: skip
+
+
+def sgd_bpr_triples(
+    users, positives, negatives, user_factors, item_factors, factors, *, item_biases=None, user_rate_sums=None,
+    item_rate_sums=None, learning_rate, regularization, bias_regularization=0.0,
+) -> int:  # fmt: skip
+    """BPR updates for the given (user, positive, negative) int32 triples, in order, on one
+    thread; returns how many were ranked right (x > 0) before their update."""
+    return _core.sgd_bpr_triples(
+        users, positives, negatives, user_factors, item_factors, factors, item_biases, user_rate_sums,
+        item_rate_sums, learning_rate, regularization, bias_regularization,
+    )  # fmt: skip
+
+
+def sgd_bpr_epoch(
+    indptr, indices, samples, user_factors, item_factors, factors, *, seed=0, popularity_negatives=False,
+    item_biases=None, user_rate_sums=None, item_rate_sums=None, learning_rate, regularization,
+    bias_regularization=0.0, num_threads=0,
+) -> float:  # fmt: skip
+    """One Hogwild epoch of BPR over ``samples`` triples drawn from the positives of a CSR
+    structure (``indptr`` int64, ``indices`` int32 sorted within rows); returns the sampled
+    AUC before the updates."""
+    return _core.sgd_bpr_epoch(
+        indptr, indices, samples, popularity_negatives, seed, user_factors, item_factors, factors, item_biases,
+        user_rate_sums, item_rate_sums, learning_rate, regularization, bias_regularization, num_threads,
+    )  # fmt: skip
+
+
+def sgd_rmse(
+    users, items, values, user_factors, item_factors, factors, *, user_biases=None, item_biases=None,
+    global_mean=0.0, num_threads=0,
+) -> float:  # fmt: skip
+    """RMSE of ``global_mean + b_u + b_i + p_u . q_i`` over the given ratings (padded factors)."""
+    return _core.sgd_rmse(
+        users, items, values, user_factors, item_factors, factors, user_biases, item_biases, global_mean, num_threads
     )

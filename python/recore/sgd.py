@@ -273,16 +273,13 @@ class SGD(Recommender, Estimator):
         return epoch
 
     def _bpr_epochs(self, matrix, rng, state: dict):
-        rows = sp.csr_matrix(matrix, copy=False)
-        indptr = rows.indptr.astype(np.int64)
-        indices = rows.indices.astype(np.int32)
-        positives = sp.csr_matrix((rows.data, indices, indptr), shape=rows.shape)
-        positives.indptr, positives.indices = indptr, indices  # scipy would narrow indptr
+        indptr = matrix.indptr.astype(np.int64)
+        indices = matrix.indices.astype(np.int32)
         popularity = self.negatives == "popularity"
 
         def epoch() -> float:
             return _core.sgd_bpr_epoch(
-                positives, positives.nnz, popularity, int(rng.integers(0, 2**63)),
+                indptr, indices, len(indices), popularity, int(rng.integers(0, 2**63)),
                 state["user_factors"], state["item_factors"], self.factors,
                 state["item_biases"] if self.biases else None,
                 state["user_rate_sums"], state["item_rate_sums"],

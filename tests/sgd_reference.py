@@ -1,0 +1,51 @@
+"""Plain-Python references of recore.SGD's update rules (see cpp/include/recore/sgd.hpp),
+one rating or triple at a time in float64, for the tests."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def squared_epoch(users, items, values, p, q, bu, bi, mu, gu, gi, *, eta, lam, lam_b, biases, adaptive):
+    """Updates p, q (n x f float64), biases and rate sums in place, in the given order."""
+    f = p.shape[1]
+    for u, i, r in zip(users, items, values):
+        e = r - (mu + (bu[u] + bi[i] if biases else 0.0) + p[u] @ q[i])
+        eta_u = eta / np.sqrt(gu[u]) if adaptive else eta
+        eta_i = eta / np.sqrt(gi[i]) if adaptive else eta
+        grad_p = lam * p[u] - e * q[i]
+        grad_q = lam * q[i] - e * p[u]
+        p[u] -= eta_u * grad_p
+        q[i] -= eta_i * grad_q
+        if biases:
+            bu[u] -= eta_u * (lam_b * bu[u] - e)
+            bi[i] -= eta_i * (lam_b * bi[i] - e)
+        if adaptive:
+            gu[u] += grad_p @ grad_p / f
+            gi[i] += grad_q @ grad_q / f
+
+
+def bpr_triples(users, positives, negatives, p, q, b, gu, gi, *, eta, lam, lam_b, biases, adaptive):
+    f = p.shape[1]
+    correct = 0
+    for u, i, j in zip(users, positives, negatives):
+        x = p[u] @ (q[i] - q[j]) + (b[i] - b[j] if biases else 0.0)
+        correct += x > 0
+        d = 1.0 / (1.0 + np.exp(x))
+        eta_u = eta / np.sqrt(gu[u]) if adaptive else eta
+        eta_i = eta / np.sqrt(gi[i]) if adaptive else eta
+        eta_j = eta / np.sqrt(gi[j]) if adaptive else eta
+        grad_p = lam * p[u] - d * (q[i] - q[j])
+        grad_i = lam * q[i] - d * p[u]
+        grad_j = lam * q[j] + d * p[u]
+        p[u] -= eta_u * grad_p
+        q[i] -= eta_i * grad_i
+        q[j] -= eta_j * grad_j
+        if biases:
+            b[i] -= eta_i * (lam_b * b[i] - d)
+            b[j] -= eta_j * (lam_b * b[j] + d)
+        if adaptive:
+            gu[u] += grad_p @ grad_p / f
+            gi[i] += grad_i @ grad_i / f
+            gi[j] += grad_j @ grad_j / f
+    return correct

@@ -1,0 +1,211 @@
+"""recore.SGD against the plain-Python reference in sgd_reference.py, on planted data, and
+its bad-input contract."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import recore
+import scipy.sparse as sp
+import sgd_reference
+from hypothesis import given
+from hypothesis import strategies as st
+from recore import kernels
+
+
+def planted_ratings(seed, users=120, items=80, rank=3, density=0.35, noise=0.1):
+    rng = np.random.default_rng(seed)
+    truth = rng.normal(size=(users, rank)) @ rng.normal(size=(rank, items)) / np.sqrt(rank) + 3.0
+    mask = rng.random((users, items)) < density
+    noisy = truth + rng.normal(scale=noise, size=truth.shape)
+    rows, cols = np.nonzero(mask)
+    matrix = sp.csr_matrix((noisy[rows, cols].astype(np.float32), (rows, cols)), shape=(users, items))
+    return matrix, truth
+
+
+def padded(matrix):
+    """Factors as the kernels take them: float32, padded with zeros to a multiple of 16 columns."""
+    width = -(-matrix.shape[1] // 16) * 16
+    out = np.zeros((matrix.shape[0], width), np.float32)
+    out[:, : matrix.shape[1]] = matrix
+    return out
+
+
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    biases=st.booleans(),
+    schedule=st.sampled_from(["adaptive", "constant"]),
+    factors=st.integers(1, 20),
+)
+def test_one_epoch_matches_the_reference_in_the_same_order(seed, biases, schedule, factors):
+    """One thread, one block: recore visits the ratings in CSR order (user, then item)."""
+    ratings, _ = planted_ratings(seed, users=12, items=9, density=0.5)
+    options = dict(
+        factors=factors, biases=biases, schedule=schedule, learning_rate=0.05, regularization=0.07,
+        bias_regularization=0.03, init_scale=0.3, num_threads=1, random_state=seed,
+    )  # fmt: skip
+    start = recore.SGD(epochs=0, **options).fit(ratings)
+    model = recore.SGD(epochs=1, **options).fit(ratings)
+    p, q = start.user_factors_.astype(np.float64), start.item_factors_.astype(np.float64)
+    bu, bi = np.zeros(12), np.zeros(9)
+    gu, gi = np.ones(12), np.ones(9)
+    mu = float(np.mean(ratings.data, dtype=np.float64)) if biases else 0.0
+    coo = ratings.tocoo()
+    sgd_reference.squared_epoch(
+        coo.row, coo.col, coo.data.astype(np.float64), p, q, bu, bi, mu, gu, gi,
+        eta=0.05, lam=0.07, lam_b=0.03, biases=biases, adaptive=schedule == "adaptive",
+    )  # fmt: skip
+    np.testing.assert_allclose(model.user_factors_, p, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(model.item_factors_, q, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(model.user_biases_, bu if biases else 0, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(model.item_biases_, bi if biases else 0, rtol=0, atol=1e-5)
+    assert model.global_bias_ == pytest.approx(mu)
+
+
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    biases=st.booleans(),
+    adaptive=st.booleans(),
+    factors=st.integers(1, 20),
+)
+def test_bpr_triples_match_the_reference(seed, biases, adaptive, factors):
+    rng = np.random.default_rng(seed)
+    users, items, count = 6, 9, 40
+    p0, q0 = rng.normal(scale=0.3, size=(users, factors)), rng.normal(scale=0.3, size=(items, factors))
+    u = rng.integers(0, users, count).astype(np.int32)
+    i = rng.integers(0, items, count).astype(np.int32)
+    j = ((i + rng.integers(1, items, count)) % items).astype(np.int32)  # never i
+    p, q = padded(p0), padded(q0)
+    b = np.zeros(items, np.float32)
+    gu, gi = np.ones(users, np.float32), np.ones(items, np.float32)
+    correct = kernels.sgd_bpr_triples(
+        u, i, j, p, q, factors, item_biases=b if biases else None, user_rate_sums=gu if adaptive else None,
+        item_rate_sums=gi if adaptive else None, learning_rate=0.1, regularization=0.02, bias_regularization=0.01,
+    )  # fmt: skip
+    rp, rq, rb = p0.copy(), q0.copy(), np.zeros(items)
+    rgu, rgi = np.ones(users), np.ones(items)
+    expected = sgd_reference.bpr_triples(
+        u, i, j, rp, rq, rb, rgu, rgi, eta=0.1, lam=0.02, lam_b=0.01, biases=biases, adaptive=adaptive
+    )
+    assert correct == expected
+    np.testing.assert_allclose(p[:, :factors], rp, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(q[:, :factors], rq, rtol=0, atol=1e-5)
+    assert not p[:, factors:].any() and not q[:, factors:].any()  # padding stays zero
+    if biases:
+        np.testing.assert_allclose(b, rb, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_planted_ratings_rmse_falls_every_epoch_to_the_noise(threads):
+    ratings, truth = planted_ratings(0, users=400, items=300, rank=3, density=0.3, noise=0.1)
+    rng = np.random.default_rng(1)
+    mask = rng.random(ratings.nnz) < 0.1
+    coo = ratings.tocoo()
+    train = sp.csr_matrix((coo.data[~mask], (coo.row[~mask], coo.col[~mask])), shape=ratings.shape)
+    test = sp.csr_matrix((coo.data[mask], (coo.row[mask], coo.col[mask])), shape=ratings.shape)
+    model = recore.SGD(
+        factors=8, epochs=60, learning_rate=0.05, regularization=0.01, init_scale=0.1, num_threads=threads,
+        random_state=0,
+    ).fit(train, validation=test)  # fmt: skip
+    train_rmse = model.history_["train_rmse"]
+    # One thread: strictly falling. Two: the block order varies, so near convergence an epoch
+    # can come out higher by a few 1e-5.
+    slack = 0.0 if threads == 1 else 1e-4
+    assert all(b < a + slack for a, b in zip(train_rmse, train_rmse[1:])), train_rmse
+    assert train_rmse[-1] < 0.15 < 0.9 < train_rmse[0]
+    assert model.history_["validation_rmse"][-1] < 0.2  # noise 0.1
+    assert recore.kernels is kernels
+
+
+def test_one_thread_is_bitwise_reproducible_and_early_stopping_keeps_the_best():
+    ratings, _ = planted_ratings(3)
+    first = recore.SGD(factors=5, epochs=5, num_threads=1, random_state=7).fit(ratings)
+    again = recore.SGD(factors=5, epochs=5, num_threads=1, random_state=7).fit(ratings)
+    np.testing.assert_array_equal(first.user_factors_, again.user_factors_)
+    np.testing.assert_array_equal(first.item_biases_, again.item_biases_)
+    test, _ = planted_ratings(4)
+    stopped = recore.SGD(
+        factors=5, epochs=200, num_threads=1, random_state=7, learning_rate=0.3, regularization=0.0, early_stopping=2
+    ).fit(ratings, validation=test)
+    history = stopped.history_["validation_rmse"]
+    assert len(history) < 200
+    assert recore.kernels.sgd_rmse is not None
+
+
+def held_out_auc(model, train, test):
+    """Fraction of (held-out positive, random non-positive) pairs scored in the right order."""
+    rng = np.random.default_rng(0)
+    scores = model.user_factors_ @ model.item_factors_.T + model.item_biases_
+    seen = (train + test).toarray() > 0
+    right = total = 0
+    for u, i in zip(*test.nonzero()):
+        negatives = np.flatnonzero(~seen[u])
+        j = rng.choice(negatives, size=min(20, len(negatives)), replace=False)
+        right += np.sum(scores[u, i] > scores[u, j])
+        total += len(j)
+    return right / total
+
+
+@pytest.mark.parametrize("negatives", ["uniform", "popularity"])
+def test_bpr_ranks_held_out_items_well(negatives):
+    rng = np.random.default_rng(0)
+    users, items, rank = 300, 200, 4
+    affinity = rng.normal(size=(users, rank)) @ rng.normal(size=(rank, items))
+    positive = affinity > np.quantile(affinity, 0.9, axis=1, keepdims=True)  # each user's top 10%
+    rows, cols = np.nonzero(positive)
+    hold = rng.random(len(rows)) < 0.2
+    train = sp.csr_matrix((np.ones((~hold).sum(), np.float32), (rows[~hold], cols[~hold])), shape=(users, items))
+    test = sp.csr_matrix((np.ones(hold.sum(), np.float32), (rows[hold], cols[hold])), shape=(users, items))
+    model = recore.SGD(
+        loss="bpr", factors=16, epochs=40, learning_rate=0.05, regularization=0.005, negatives=negatives,
+        init_scale=0.1, num_threads=1, random_state=0,
+    ).fit(train)  # fmt: skip
+    assert model.history_["train_auc"][-1] > 0.9
+    assert held_out_auc(model, train, test) > 0.9
+
+
+def test_serving_scores_are_predictions_and_files_round_trip(tmp_path):
+    ratings, _ = planted_ratings(5)
+    model = recore.SGD(factors=6, epochs=3, random_state=0).fit(ratings)
+    ids, scores = model.recommend(4, k=5, exclude_seen=False)
+    np.testing.assert_allclose(scores, model.predict(4, ids), rtol=1e-5, atol=1e-5)
+    folded = model.fold_in(ratings[[4]])
+    assert folded.shape == (1, 6)
+    model.save(tmp_path / "sgd.npz")
+    loaded = recore.load(tmp_path / "sgd.npz")
+    np.testing.assert_array_equal(loaded.predict([1, 2], [3, 4]), model.predict([1, 2], [3, 4]))
+    np.testing.assert_array_equal(loaded.recommend(4, k=5, exclude_seen=False)[0], ids)
+
+
+@pytest.mark.parametrize(
+    "params, error, match",
+    [
+        (dict(learning_rate=0.0), ValueError, "learning_rate"),
+        (dict(learning_rate=-1.0), ValueError, "learning_rate"),
+        (dict(epochs=-1), ValueError, "epochs"),
+        (dict(loss="hinge"), ValueError, "loss"),
+        (dict(schedule="cosine"), ValueError, "schedule"),
+        (dict(negatives="hard"), ValueError, "negatives"),
+        (dict(factors=0), ValueError, "factors"),
+        (dict(regularization=-0.1), ValueError, "regularization"),
+        (dict(factors=2.5), TypeError, "factors"),
+    ],
+)
+def test_bad_hyperparameters(params, error, match):
+    with pytest.raises(error, match=match):
+        recore.SGD(**params)
+
+
+def test_bad_data():
+    ratings, _ = planted_ratings(6)
+    model = recore.SGD(factors=2, epochs=1)
+    with pytest.raises(ValueError, match="validation"):
+        model.fit(ratings, validation=sp.csr_matrix((ratings.shape[0] + 1, ratings.shape[1])))
+    with pytest.raises(TypeError, match="validation"):
+        model.fit(ratings, validation=np.zeros(ratings.shape))
+    with pytest.raises(ValueError, match="user_items"):
+        model.fit(sp.csr_matrix(np.array([[np.nan, 1.0]])))
+    with pytest.raises(ValueError, match="negative"):
+        recore.SGD(loss="bpr").fit(sp.csr_matrix(np.array([[-1.0, 1.0]])))
+    with pytest.raises(IndexError, match="users"):
+        model.fit(ratings).predict([ratings.shape[0]], [0])
