@@ -2,6 +2,7 @@
 """recore side by side with other libraries: same data, same threads, one run.
 
     python benchmarks/peers.py als [options]     # ALS against implicit
+    python benchmarks/peers.py sgd [options]     # SGD against LIBMF and Surprise
     python benchmarks/peers.py topk [options]    # top-k against faiss and implicit
     python benchmarks/peers.py als --help        # each area's options
 
@@ -17,7 +18,7 @@ import importlib
 import os
 import sys
 
-AREAS = ("als", "topk")
+AREAS = ("als", "sgd", "topk")
 
 
 def main(argv=None) -> int:

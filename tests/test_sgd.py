@@ -42,7 +42,7 @@ def test_one_epoch_matches_the_reference_in_the_same_order(seed, biases, schedul
     ratings, _ = planted_ratings(seed, users=12, items=9, density=0.5)
     options = dict(
         factors=factors, biases=biases, schedule=schedule, learning_rate=0.05, regularization=0.07,
-        bias_regularization=0.03, init_scale=0.3, num_threads=1, random_state=seed,
+        bias_regularization=0.03, init_scale=0.3, num_threads=1, blocks=1, random_state=seed,
     )  # fmt: skip
     start = recore.SGD(epochs=0, **options).fit(ratings)
     model = recore.SGD(epochs=1, **options).fit(ratings)
@@ -108,10 +108,10 @@ def test_planted_ratings_rmse_falls_every_epoch_to_the_noise(threads):
         random_state=0,
     ).fit(train, validation=test)  # fmt: skip
     train_rmse = model.history_["train_rmse"]
-    # One thread: strictly falling. Two: the block order varies, so near convergence an epoch
-    # can come out higher by a few 1e-5.
-    slack = 0.0 if threads == 1 else 1e-4
-    assert all(b < a + slack for a, b in zip(train_rmse, train_rmse[1:])), train_rmse
+    # The blocks are visited in a new random order every epoch, so near convergence an epoch
+    # can come out higher by a few 1e-5; before that it falls every epoch.
+    assert all(b < a + 1e-4 for a, b in zip(train_rmse, train_rmse[1:])), train_rmse
+    assert all(b < a for a, b in zip(train_rmse[:20], train_rmse[1:20])), train_rmse
     assert train_rmse[-1] < 0.15 < 0.9 < train_rmse[0]
     assert model.history_["validation_rmse"][-1] < 0.2  # noise 0.1
     assert recore.kernels is kernels

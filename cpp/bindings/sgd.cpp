@@ -92,6 +92,8 @@ void init_sgd(py::module_& m) {
         SgdModel model = model_of(user_factors, item_factors, factors, user_biases, item_biases, global_mean,
                                   user_rate_sums, item_rate_sums);
         SgdRates rates = rates_of(learning_rate, regularization, bias_regularization);
+        if ((model.user_biases == nullptr) != (model.item_biases == nullptr))
+          throw py::value_error("user_biases and item_biases go together");
         if (blocks < 1) throw py::value_error("blocks must be >= 1");
         if (num_threads < 0) throw py::value_error("num_threads must be >= 0");
         const int64_t count = require_array(users, "users").size();

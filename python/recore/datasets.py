@@ -107,3 +107,47 @@ def _sum_runs(sorted_keys: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, 
         return sorted_keys, counts
     starts = np.flatnonzero(np.concatenate([[True], sorted_keys[1:] != sorted_keys[:-1]]))
     return sorted_keys[starts], np.add.reduceat(counts, starts)
+
+
+def synthetic_ratings(
+    n_users: int = 10_000,
+    n_items: int = 2_000,
+    nnz: int = 500_000,
+    *,
+    rank: int = 16,
+    noise: float = 0.5,
+    random_state=0,
+) -> sp.csr_matrix:
+    """Explicit ratings 1..5 from a planted low-rank model, on the power-law pattern of
+    :func:`synthetic` (the same seed gives the same pattern).
+
+    Rating = clip(round(3.5 + b_u + b_i + p_u . q_i + noise), 1, 5) with user and item
+    biases ~ N(0, 0.3^2), p_u, q_i ~ N(0, 1/rank) in ``rank`` dimensions scaled so that the
+    dot products have standard deviation 0.8, and Gaussian noise of standard deviation
+    ``noise``.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix of float32 (values 1.0 .. 5.0), canonical
+    """
+    rank = check_int(rank, "rank", 1)
+    noise = check_float(noise, "noise", 0.0)
+    pattern = synthetic(n_users, n_items, nnz, random_state=random_state)
+    rng = check_random_state(random_state)
+    rng = np.random.default_rng(rng.integers(0, 2**63))  # independent of the pattern's draws
+    users = rng.standard_normal((pattern.shape[0], rank), dtype=np.float32) / np.float32(np.sqrt(rank))
+    items = rng.standard_normal((pattern.shape[1], rank), dtype=np.float32) * np.float32(0.8)
+    user_bias = rng.normal(0.0, 0.3, pattern.shape[0]).astype(np.float32)
+    item_bias = rng.normal(0.0, 0.3, pattern.shape[1]).astype(np.float32)
+    rows = np.repeat(np.arange(pattern.shape[0]), np.diff(pattern.indptr))
+    cols = pattern.indices
+    values = np.empty(pattern.nnz, dtype=np.float32)
+    chunk = 1 << 20  # bounded temporary memory
+    for first in range(0, pattern.nnz, chunk):
+        r, c = rows[first : first + chunk], cols[first : first + chunk]
+        score = 3.5 + user_bias[r] + item_bias[c] + np.einsum("ij,ij->i", users[r], items[c])
+        score += rng.normal(0.0, noise, len(r)).astype(np.float32)
+        values[first : first + chunk] = np.clip(np.rint(score), 1, 5)
+    ratings = pattern.copy()
+    ratings.data = values
+    return ratings

@@ -72,8 +72,11 @@ class SGD(Recommender, Estimator):
     negatives : {"uniform", "popularity"}, BPR only
     init_scale : float, default 0.01
         Initial factors are normal with this standard deviation (float32); biases start at 0.
+        Without biases (squared loss), factors start uniform in [0, 2 sqrt(mean rating /
+        factors)) instead, so that the first predictions are about the mean rating.
     blocks : int, default 0
-        Grid side for squared loss; 0 picks 2 * threads + 2 (1 with one thread).
+        Grid side for squared loss; 0 picks max(20, 2 * threads + 2). ``blocks=1`` visits the
+        ratings in user-then-item order, one at a time.
     early_stopping : int, default 0
         With a validation set, stop after this many epochs without a better validation RMSE
         and keep the best epoch's model; 0 never stops early.
@@ -177,9 +180,10 @@ class SGD(Recommender, Estimator):
         rng = check_random_state(self.random_state)
         threads = self.num_threads or _core.default_threads()
         f, fp = self.factors, _padded(self.factors)
-        state = self._initial_state(rng, n_users, n_items, f, fp)
-        if squared and self.biases and matrix.nnz:
-            state["global_mean"] = float(np.mean(matrix.data, dtype=np.float64))
+        mean_value = float(np.mean(matrix.data, dtype=np.float64)) if squared and matrix.nnz else 0.0
+        state = self._initial_state(rng, n_users, n_items, f, fp, mean_value)
+        if squared and self.biases:
+            state["global_mean"] = mean_value
         history = {"train_rmse": [], "validation_rmse": []} if squared else {"train_auc": []}
 
         from tqdm.auto import tqdm
@@ -226,10 +230,19 @@ class SGD(Recommender, Estimator):
         self._set_fitted(state, f, history)
         return self
 
-    def _initial_state(self, rng, n_users, n_items, f, fp) -> dict:
+    def _initial_state(self, rng, n_users, n_items, f, fp, mean_value: float) -> dict:
+        # With biases, factors start small and centred (the biases carry the mean). Without
+        # them, p_u . q_i must carry the ratings' mean from the start: uniform in [0, s) with
+        # s = 2 sqrt(mean / f) makes the expected initial prediction equal to that mean.
+        if self.biases or self.loss == "bpr" or mean_value <= 0:
+            draw = lambda n: rng.standard_normal((n, f), dtype=np.float32) * np.float32(self.init_scale)  # noqa: E731
+        else:
+            scale = np.float32(2.0 * np.sqrt(mean_value / f))
+            draw = lambda n: rng.random((n, f), dtype=np.float32) * scale  # noqa: E731
+
         def factors(n):
             padded = np.zeros((n, fp), dtype=np.float32)
-            padded[:, :f] = rng.standard_normal((n, f), dtype=np.float32) * np.float32(self.init_scale)
+            padded[:, :f] = draw(n)
             return padded
 
         adaptive = self.schedule == "adaptive"
@@ -246,7 +259,9 @@ class SGD(Recommender, Estimator):
     def _squared_epochs(self, matrix, rng, threads: int, state: dict):
         """The rating grid (made once), and a function running one epoch over it."""
         n_users, n_items = matrix.shape
-        blocks = self.blocks or (1 if threads == 1 else 2 * threads + 2)
+        # A fine grid spreads each user's ratings over the epoch (a user's ratings in one
+        # block are consecutive), which SGD needs as much as the threads need free blocks.
+        blocks = self.blocks or max(20, 2 * threads + 2)
         coo = matrix.tocoo()
         users, items = coo.row.astype(np.int32), coo.col.astype(np.int32)
         user_band = (rng.permutation(n_users).astype(np.int64) * blocks // max(n_users, 1))[users]

@@ -3,6 +3,8 @@
 // update loop runs over full vectors with no remainder.
 #include <cstdint>
 
+#include <immintrin.h>
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -21,38 +23,111 @@ inline float row_rate(const float* sums, int64_t row, float eta) {
   return sums ? eta / square_root(sums[row]) : eta;
 }
 
+typedef Simd<float>::type FloatVector;
+constexpr int64_t kLanes = kVectorBytes / sizeof(float);
+
+inline FloatVector load(const float* p) {
+  FloatVector v;
+  __builtin_memcpy(&v, p, sizeof(v));
+  return v;
+}
+inline void store(float* p, FloatVector v) { __builtin_memcpy(p, &v, sizeof(v)); }
+inline FloatVector splat(float x) { return FloatVector{} + x; }
+
+inline float horizontal_sum(FloatVector v) {
+#if defined(__AVX512F__)
+  return _mm512_reduce_add_ps((__m512)v);
+#elif defined(__AVX__)
+  const __m128 half = _mm_add_ps(_mm256_castps256_ps128((__m256)v), _mm256_extractf128_ps((__m256)v, 1));
+  const __m128 pairs = _mm_add_ps(half, _mm_movehl_ps(half, half));
+  return _mm_cvtss_f32(_mm_add_ss(pairs, _mm_shuffle_ps(pairs, pairs, 1)));
+#else
+  const __m128 pairs = _mm_add_ps((__m128)v, _mm_movehl_ps((__m128)v, (__m128)v));
+  return _mm_cvtss_f32(_mm_add_ss(pairs, _mm_shuffle_ps(pairs, pairs, 1)));
+#endif
+}
+
+// p . q over padded rows (stride a multiple of the vector width).
+inline float padded_dot(const float* p, const float* q, int64_t stride) {
+  FloatVector acc = FloatVector{};
+  for (int64_t j = 0; j < stride; j += kLanes) acc += load(p + j) * load(q + j);
+  return horizontal_sum(acc);
+}
+
 inline float prediction(const SgdModel& m, int64_t u, int64_t i) {
-  float value = m.global_mean + dot(m.user_factors + u * m.stride, m.item_factors + i * m.stride, m.stride);
+  float value = m.global_mean + padded_dot(m.user_factors + u * m.stride, m.item_factors + i * m.stride, m.stride);
   if (m.user_biases) value += m.user_biases[u];
   if (m.item_biases) value += m.item_biases[i];
   return value;
 }
 
-// One squared-loss update; returns the error before it.
+// One squared-loss update; returns the error before it. ADAPTIVE and BIASES are the model's
+// schedule and bias switches, fixed for a whole epoch.
+template <bool ADAPTIVE, bool BIASES>
 inline float squared_update(const SgdModel& m, const SgdRates& rates, int64_t u, int64_t i, float r) {
   float* p = m.user_factors + u * m.stride;
   float* q = m.item_factors + i * m.stride;
-  const float e = r - prediction(m, u, i);
-  const float eta_u = row_rate(m.user_rate_sums, u, rates.learning_rate);
-  const float eta_i = row_rate(m.item_rate_sums, i, rates.learning_rate);
-  const float lambda = rates.regularization;
-  float user_gradient = 0.0f, item_gradient = 0.0f;
-#pragma omp simd reduction(+ : user_gradient, item_gradient)
-  for (int64_t j = 0; j < m.stride; ++j) {
-    const float gp = lambda * p[j] - e * q[j];
-    const float gq = lambda * q[j] - e * p[j];
-    p[j] -= eta_u * gp;
-    q[j] -= eta_i * gq;
-    user_gradient += gp * gp;
-    item_gradient += gq * gq;
+  float predicted = m.global_mean + padded_dot(p, q, m.stride);
+  if (BIASES) predicted += m.user_biases[u] + m.item_biases[i];
+  const float e = r - predicted;
+  const float eta_u = ADAPTIVE ? rates.learning_rate / square_root(m.user_rate_sums[u]) : rates.learning_rate;
+  const float eta_i = ADAPTIVE ? rates.learning_rate / square_root(m.item_rate_sums[i]) : rates.learning_rate;
+  const FloatVector error = splat(e), lambda = splat(rates.regularization);
+  const FloatVector rate_u = splat(eta_u), rate_i = splat(eta_i);
+  FloatVector user_gradient = FloatVector{}, item_gradient = FloatVector{};
+  for (int64_t j = 0; j < m.stride; j += kLanes) {
+    const FloatVector pj = load(p + j), qj = load(q + j);
+    const FloatVector gp = lambda * pj - error * qj;
+    const FloatVector gq = lambda * qj - error * pj;
+    store(p + j, pj - rate_u * gp);
+    store(q + j, qj - rate_i * gq);
+    if (ADAPTIVE) {
+      user_gradient += gp * gp;
+      item_gradient += gq * gq;
+    }
   }
-  if (m.user_biases) m.user_biases[u] -= eta_u * (rates.bias_regularization * m.user_biases[u] - e);
-  if (m.item_biases) m.item_biases[i] -= eta_i * (rates.bias_regularization * m.item_biases[i] - e);
-  if (m.user_rate_sums) {
-    m.user_rate_sums[u] += user_gradient / static_cast<float>(m.factors);
-    m.item_rate_sums[i] += item_gradient / static_cast<float>(m.factors);
+  if (BIASES) {
+    m.user_biases[u] -= eta_u * (rates.bias_regularization * m.user_biases[u] - e);
+    m.item_biases[i] -= eta_i * (rates.bias_regularization * m.item_biases[i] - e);
+  }
+  if (ADAPTIVE) {
+    const float f = static_cast<float>(m.factors);
+    m.user_rate_sums[u] += horizontal_sum(user_gradient) / f;
+    m.item_rate_sums[i] += horizontal_sum(item_gradient) / f;
   }
   return e;
+}
+
+// Squared-loss updates of ratings [first, last) of the grid; returns their squared errors.
+template <bool ADAPTIVE, bool BIASES>
+double squared_updates(const RatingGrid& grid, const SgdModel& m, const SgdRates& rates, int64_t first,
+                       int64_t last) {
+  // The item rows of a block are scattered: ask for a later rating's rows while this one is
+  // updated (the user rows mostly repeat, ratings being sorted by user).
+  constexpr int64_t ahead = 4;
+  double sum = 0.0;
+  for (int64_t k = first; k < last; ++k) {
+    if (k + ahead < last) {
+      const float* next_item = m.item_factors + grid.items[k + ahead] * m.stride;
+      const float* next_user = m.user_factors + grid.users[k + ahead] * m.stride;
+      for (int64_t j = 0; j < m.stride; j += 16) {
+        __builtin_prefetch(next_item + j, 1);
+        __builtin_prefetch(next_user + j, 1);
+      }
+    }
+    const float e = squared_update<ADAPTIVE, BIASES>(m, rates, grid.users[k], grid.items[k], grid.values[k]);
+    sum += double(e) * double(e);
+  }
+  return sum;
+}
+
+inline double squared_block(const RatingGrid& grid, const SgdModel& m, const SgdRates& rates, int64_t first,
+                            int64_t last) {
+  const bool adaptive = m.user_rate_sums != nullptr, biases = m.user_biases != nullptr;
+  if (adaptive) return biases ? squared_updates<true, true>(grid, m, rates, first, last)
+                              : squared_updates<true, false>(grid, m, rates, first, last);
+  return biases ? squared_updates<false, true>(grid, m, rates, first, last)
+                : squared_updates<false, false>(grid, m, rates, first, last);
 }
 
 // One BPR update for (u, i, j); returns whether x > 0 before it.
@@ -60,7 +135,7 @@ inline bool bpr_update(const SgdModel& m, const SgdRates& rates, int64_t u, int6
   float* p = m.user_factors + u * m.stride;
   float* qi = m.item_factors + i * m.stride;
   float* qj = m.item_factors + j * m.stride;
-  float x = dot(p, qi, m.stride) - dot(p, qj, m.stride);
+  float x = padded_dot(p, qi, m.stride) - padded_dot(p, qj, m.stride);
   if (m.item_biases) x += m.item_biases[i] - m.item_biases[j];
   const float d = 1.0f / (1.0f + exponential(x));
   const float eta_u = row_rate(m.user_rate_sums, u, rates.learning_rate);
@@ -175,11 +250,8 @@ void sgd_squared_epoch_kernel(const SgdEpochArgs& args) {
       }
       lock.release();
       if (block < 0) continue;  // every free block shares a band with a busy one: try again
-      for (int64_t k = args.grid.block_starts[block]; k < args.grid.block_starts[block + 1]; ++k) {
-        const float e = squared_update(args.model, args.rates, args.grid.users[k], args.grid.items[k],
-                                       args.grid.values[k]);
-        local += double(e) * double(e);
-      }
+      local += squared_block(args.grid, args.model, args.rates, args.grid.block_starts[block],
+                             args.grid.block_starts[block + 1]);
       lock.acquire();
       args.user_band_busy[block / bands] = 0;
       args.item_band_busy[block % bands] = 0;

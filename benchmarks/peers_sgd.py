@@ -1,0 +1,204 @@
+"""``peers.py sgd``: SGD matrix factorization, recore against LIBMF and Surprise.
+
+    python benchmarks/peers.py sgd --libmf /path/to/libmf     # MovieLens-20M-shaped ratings
+    python benchmarks/peers.py sgd --nnz 1000000 --skip-libmf
+
+Data: ``recore.datasets.synthetic_ratings`` (the power-law pattern of the ALS benchmark,
+ratings 1..5 from a planted rank-16 model plus noise), split 90/10 at random.
+
+LIBMF (built from its public repository with its AVX option; never part of recore) trains
+through its command-line tools on the same split written as text; its training time is the
+wall time of ``mf-train -t EPOCHS`` minus that of ``mf-train -t 1`` (reading the file,
+building its grid, one epoch), which is EPOCHS - 1 epochs, so both sides count epochs only.
+Both use the bias-free model LIBMF trains, its adaptive learning-rate schedule, the same factors, epochs, learning rate,
+regularization and threads. Updates per second = epochs x training ratings / training
+seconds.
+
+Surprise's SVD (single-threaded, biased, constant learning rate) runs on a subset against
+recore with one thread and the same model and hyperparameters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import recore
+import scipy.sparse as sp
+
+MOVIELENS_20M_LIKE = (138_000, 27_000, 17_000_000)
+DEFAULT_SEED = 20240501
+DESCRIPTION = "Compare recore's SGD with LIBMF and Surprise on the same synthetic ratings."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--factors", type=int, nargs="+", default=[32, 128])
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--learning-rate", type=float, default=0.1, help="LIBMF's default")
+    parser.add_argument("--regularization", type=float, default=0.05)
+    parser.add_argument("--users", type=int, default=MOVIELENS_20M_LIKE[0])
+    parser.add_argument("--items", type=int, default=MOVIELENS_20M_LIKE[1])
+    parser.add_argument("--nnz", type=int, default=MOVIELENS_20M_LIKE[2])
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--libmf", metavar="DIR", help="directory holding LIBMF's mf-train and mf-predict")
+    parser.add_argument("--skip-libmf", action="store_true")
+    parser.add_argument("--surprise-ratings", type=int, default=500_000, help="ratings in the Surprise comparison")
+    parser.add_argument("--surprise-factors", type=int, default=32)
+    parser.add_argument("--surprise-epochs", type=int, default=5)
+    parser.add_argument("--json", metavar="PATH", help="also write the results here")
+
+
+def split(ratings, seed):
+    """90/10 random split of the stored ratings."""
+    coo = ratings.tocoo()
+    test = np.random.default_rng(seed).random(coo.nnz) < 0.1
+    make = lambda m: sp.csr_matrix((coo.data[m], (coo.row[m], coo.col[m])), shape=ratings.shape)  # noqa: E731
+    return make(~test), make(test)
+
+
+def rmse(model, test) -> float:
+    coo = test.tocoo()
+    return float(np.sqrt(np.mean((model.predict(coo.row, coo.col) - coo.data) ** 2)))
+
+
+def fit_recore(train, test, factors, arguments, *, threads, biases=False, schedule="adaptive", **overrides):
+    options = dict(
+        factors=factors, epochs=arguments.epochs, learning_rate=arguments.learning_rate,
+        regularization=arguments.regularization, bias_regularization=arguments.regularization, biases=biases,
+        schedule=schedule, init_scale=0.1, num_threads=threads, random_state=arguments.seed,
+    )  # fmt: skip
+    options.update(overrides)
+    epoch_seconds = []
+    model = recore.SGD(**options)
+    model.fit(train, callback=lambda epoch, seconds, *rest: epoch_seconds.append(seconds))
+    seconds = sum(epoch_seconds)
+    return {
+        "seconds": seconds,
+        "updates_per_second": options["epochs"] * train.nnz / seconds,
+        "rmse": rmse(model, test),
+    }
+
+
+def write_libmf(matrix, path):
+    coo = matrix.tocoo()
+    np.savetxt(path, np.column_stack([coo.row, coo.col, coo.data]), fmt=["%d", "%d", "%.0f"], delimiter=" ")
+
+
+def fit_libmf(train_path, test_path, count, factors, arguments, directory):
+    def train(epochs, model_path):
+        command = [
+            os.path.join(directory, "mf-train"), "-k", str(factors), "-t", str(epochs), "-r",
+            str(arguments.learning_rate), "-l2", str(arguments.regularization), "-s", str(arguments.threads),
+            "--quiet", train_path, model_path,
+        ]  # fmt: skip
+        began = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True)
+        return time.perf_counter() - began
+
+    with tempfile.TemporaryDirectory() as work:
+        model_path = os.path.join(work, "model")
+        # (mf-train crashes with -t 0, so the baseline is one epoch.)
+        overhead = min(train(1, model_path) for _ in range(2))
+        total = train(arguments.epochs, model_path)
+        output = os.path.join(work, "predictions")
+        result = subprocess.run(
+            [os.path.join(directory, "mf-predict"), "-e", "0", test_path, model_path, output],
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
+    seconds = (total - overhead) * arguments.epochs / (arguments.epochs - 1)  # as if for every epoch
+    reported = [line for line in result.stdout.splitlines() if "RMSE" in line]
+    test_rmse = float(reported[-1].split("=")[-1]) if reported else float("nan")
+    return {"seconds": seconds, "updates_per_second": arguments.epochs * count / seconds, "rmse": test_rmse}
+
+
+def fit_surprise(train, test, arguments):
+    import pandas as pd
+    from surprise import SVD, Dataset, Reader
+
+    coo = train.tocoo()
+    frame = pd.DataFrame({"user": coo.row, "item": coo.col, "rating": coo.data})
+    data = Dataset.load_from_df(frame, Reader(rating_scale=(1, 5))).build_full_trainset()
+    model = SVD(
+        n_factors=arguments.surprise_factors, n_epochs=arguments.surprise_epochs, lr_all=0.005, reg_all=0.02,
+        random_state=0,
+    )  # fmt: skip
+    began = time.perf_counter()
+    model.fit(data)
+    seconds = time.perf_counter() - began
+    test_coo = test.tocoo()
+    predictions = [model.predict(u, i).est for u, i in zip(test_coo.row[:20000], test_coo.col[:20000])]
+    error = float(np.sqrt(np.mean((np.array(predictions) - test_coo.data[:20000]) ** 2)))
+    return {"seconds": seconds, "updates_per_second": arguments.surprise_epochs * train.nnz / seconds, "rmse": error}
+
+
+def run(arguments: argparse.Namespace) -> int:
+    began = time.perf_counter()
+    ratings = recore.datasets.synthetic_ratings(
+        arguments.users, arguments.items, arguments.nnz, random_state=arguments.seed
+    )
+    train, test = split(ratings, arguments.seed)
+    print(
+        f"data: {ratings.shape[0]:,} users x {ratings.shape[1]:,} items, {train.nnz:,} training and {test.nnz:,} "
+        f"test ratings (generated in {time.perf_counter() - began:.1f} s); {arguments.epochs} epochs, "
+        f"{arguments.threads} threads, learning rate {arguments.learning_rate}, regularization "
+        f"{arguments.regularization}, no biases, adaptive schedule"
+    )
+    print(f"machine: recore CPU target {recore.cpu_target()}")
+    records = []
+    libmf = None if arguments.skip_libmf else arguments.libmf
+    paths = None
+    if libmf:
+        work = tempfile.mkdtemp()
+        paths = (os.path.join(work, "train.txt"), os.path.join(work, "test.txt"))
+        write_libmf(train, paths[0])
+        write_libmf(test, paths[1])
+    print("| factors | library | training s | updates / s | test RMSE | recore updates/s over peer | RMSE difference |")
+    print("|---:|:---|---:|---:|---:|---:|---:|")
+    for factors in arguments.factors:
+        ours = fit_recore(train, test, factors, arguments, threads=arguments.threads)
+        speed = f"{ours['updates_per_second']:.3g}"
+        print(f"| {factors} | recore | {ours['seconds']:.2f} | {speed} | {ours['rmse']:.4f} | | |")
+        records.append({"factors": factors, "library": "recore", **ours})
+        if libmf:
+            theirs = fit_libmf(*paths, train.nnz, factors, arguments, libmf)
+            ratio = ours["updates_per_second"] / theirs["updates_per_second"]
+            print(
+                f"| {factors} | LIBMF | {theirs['seconds']:.2f} | {theirs['updates_per_second']:.3g} | "
+                f"{theirs['rmse']:.4f} | {ratio:.2f} | {ours['rmse'] - theirs['rmse']:+.4f} |"
+            )
+            records.append({"factors": factors, "library": "LIBMF", **theirs, "ratio": ratio})
+        sys.stdout.flush()
+
+    # Single thread against Surprise's SVD, biased model, constant rate, on a subset.
+    subset = ratings[: max(1, int(ratings.shape[0] * arguments.surprise_ratings / max(ratings.nnz, 1)))]
+    small_train, small_test = split(subset, arguments.seed)
+    try:
+        theirs = fit_surprise(small_train, small_test, arguments)
+    except ImportError as missing:
+        print(f"note: skipping Surprise: {missing}", file=sys.stderr)
+    else:
+        ours = fit_recore(
+            small_train, small_test, arguments.surprise_factors, arguments, threads=1, biases=True,
+            schedule="constant", epochs=arguments.surprise_epochs, learning_rate=0.005, regularization=0.02,
+            bias_regularization=0.02,
+        )  # fmt: skip
+        ratio = ours["updates_per_second"] / theirs["updates_per_second"]
+        print(
+            f"\nsingle thread, {small_train.nnz:,} ratings, factors {arguments.surprise_factors}, "
+            f"{arguments.surprise_epochs} epochs, biased, constant rate 0.005, regularization 0.02:"
+        )
+        print(f"  recore   {ours['updates_per_second']:.3g} updates/s, test RMSE {ours['rmse']:.4f}")
+        print(f"  Surprise {theirs['updates_per_second']:.3g} updates/s, test RMSE {theirs['rmse']:.4f}")
+        print(f"  recore / Surprise: {ratio:.1f} x")
+        records.append({"surprise": theirs, "recore_single": ours, "ratio": ratio})
+    if arguments.json:
+        with open(arguments.json, "w") as file:
+            json.dump(records, file, indent=2)
+    return 0
