@@ -6,23 +6,34 @@ from __future__ import annotations
 import numpy as np
 
 
-def squared_epoch(users, items, values, p, q, bu, bi, mu, gu, gi, *, eta, lam, lam_b, biases, adaptive):
-    """Updates p, q (n x f float64), biases and rate sums in place, in the given order."""
+def squared_epoch(
+    users, items, values, p, q, bu, bi, mu, gu, gi, *, eta, lam, lam_b, biases, adaptive, slow=0, slow_only=False
+):
+    """Updates p, q (n x f float64), biases and rate sums in place, in the given order. With
+    ``slow`` > 0 the rate sums are (n, 2): dimensions [0, slow) and [slow, f) apart."""
     f = p.shape[1]
+    parts = [(0, slow), (slow, f)] if slow else [(0, f)]
     for u, i, r in zip(users, items, values):
         e = r - (mu + (bu[u] + bi[i] if biases else 0.0) + p[u] @ q[i])
-        eta_u = eta / np.sqrt(gu[u]) if adaptive else eta
-        eta_i = eta / np.sqrt(gi[i]) if adaptive else eta
-        grad_p = lam * p[u] - e * q[i]
-        grad_q = lam * q[i] - e * p[u]
-        p[u] -= eta_u * grad_p
-        q[i] -= eta_i * grad_q
-        if biases:
-            bu[u] -= eta_u * (lam_b * bu[u] - e)
-            bi[i] -= eta_i * (lam_b * bi[i] - e)
-        if adaptive:
-            gu[u] += grad_p @ grad_p / f
-            gi[i] += grad_q @ grad_q / f
+        old_p, old_q = p[u].copy(), q[i].copy()
+        for part, (a, b) in enumerate(parts):
+            if part == 1 and slow_only:
+                break
+            eta_u = eta / np.sqrt(gu[u][part] if slow else gu[u]) if adaptive else eta
+            eta_i = eta / np.sqrt(gi[i][part] if slow else gi[i]) if adaptive else eta
+            grad_p = lam * old_p[a:b] - e * old_q[a:b]
+            grad_q = lam * old_q[a:b] - e * old_p[a:b]
+            p[u, a:b] -= eta_u * grad_p
+            q[i, a:b] -= eta_i * grad_q
+            if part == 0 and biases:
+                bu[u] -= eta_u * (lam_b * bu[u] - e)
+                bi[i] -= eta_i * (lam_b * bi[i] - e)
+            if adaptive and slow:
+                gu[u][part] += grad_p @ grad_p / (b - a)
+                gi[i][part] += grad_q @ grad_q / (b - a)
+            elif adaptive:
+                gu[u] += grad_p @ grad_p / f
+                gi[i] += grad_q @ grad_q / f
 
 
 def bpr_triples(users, positives, negatives, p, q, b, gu, gi, *, eta, lam, lam_b, biases, adaptive):

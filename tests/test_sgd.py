@@ -35,26 +35,30 @@ def padded(matrix):
     seed=st.integers(0, 2**32 - 1),
     biases=st.booleans(),
     schedule=st.sampled_from(["adaptive", "constant"]),
-    factors=st.integers(1, 20),
+    factors=st.integers(1, 40),
 )
-def test_one_epoch_matches_the_reference_in_the_same_order(seed, biases, schedule, factors):
-    """One thread, one block: recore visits the ratings in CSR order (user, then item)."""
+def test_two_epochs_match_the_reference_in_the_same_order(seed, biases, schedule, factors):
+    """One thread, one block: recore visits the ratings in CSR order (user, then item); two
+    epochs cover the first epoch of the two-speed schedule and a normal one."""
     ratings, _ = planted_ratings(seed, users=12, items=9, density=0.5)
     options = dict(
         factors=factors, biases=biases, schedule=schedule, learning_rate=0.05, regularization=0.07,
         bias_regularization=0.03, init_scale=0.3, num_threads=1, blocks=1, random_state=seed,
     )  # fmt: skip
     start = recore.SGD(epochs=0, **options).fit(ratings)
-    model = recore.SGD(epochs=1, **options).fit(ratings)
+    model = recore.SGD(epochs=2, **options).fit(ratings)
     p, q = start.user_factors_.astype(np.float64), start.item_factors_.astype(np.float64)
     bu, bi = np.zeros(12), np.zeros(9)
-    gu, gi = np.ones(12), np.ones(9)
+    adaptive = schedule == "adaptive"
+    slow = 16 if adaptive and factors > 16 else 0  # the two-speed schedule
+    gu, gi = (np.ones((12, 2)), np.ones((9, 2))) if slow else (np.ones(12), np.ones(9))
     mu = float(np.mean(ratings.data, dtype=np.float64)) if biases else 0.0
     coo = ratings.tocoo()
-    sgd_reference.squared_epoch(
-        coo.row, coo.col, coo.data.astype(np.float64), p, q, bu, bi, mu, gu, gi,
-        eta=0.05, lam=0.07, lam_b=0.03, biases=biases, adaptive=schedule == "adaptive",
-    )  # fmt: skip
+    for epoch in range(2):
+        sgd_reference.squared_epoch(
+            coo.row, coo.col, coo.data.astype(np.float64), p, q, bu, bi, mu, gu, gi,
+            eta=0.05, lam=0.07, lam_b=0.03, biases=biases, adaptive=adaptive, slow=slow, slow_only=epoch == 0,
+        )  # fmt: skip
     np.testing.assert_allclose(model.user_factors_, p, rtol=0, atol=1e-5)
     np.testing.assert_allclose(model.item_factors_, q, rtol=0, atol=1e-5)
     np.testing.assert_allclose(model.user_biases_, bu if biases else 0, rtol=0, atol=1e-5)

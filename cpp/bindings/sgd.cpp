@@ -43,7 +43,8 @@ void check_ids(const int32_t* ids, int64_t count, int64_t bound, const std::stri
 }
 
 SgdModel model_of(py::handle user_factors, py::handle item_factors, int64_t factors, py::handle user_biases,
-                  py::handle item_biases, double global_mean, py::handle user_rate_sums, py::handle item_rate_sums) {
+                  py::handle item_biases, double global_mean, py::handle user_rate_sums, py::handle item_rate_sums,
+                  int64_t slow_factors = 0) {
   auto users = matrix<float>(user_factors, "user_factors", true);
   auto items = matrix<float>(item_factors, "item_factors", true);
   if (users.cols != items.cols) throw py::value_error("user_factors and item_factors must have the same width");
@@ -62,8 +63,14 @@ SgdModel model_of(py::handle user_factors, py::handle item_factors, int64_t fact
   m.user_biases = optional_vector<float>(user_biases, "user_biases", users.rows);
   m.item_biases = optional_vector<float>(item_biases, "item_biases", items.rows);
   m.global_mean = static_cast<float>(global_mean);
-  m.user_rate_sums = optional_vector<float>(user_rate_sums, "user_rate_sums", users.rows);
-  m.item_rate_sums = optional_vector<float>(item_rate_sums, "item_rate_sums", items.rows);
+  if (slow_factors < 0 || slow_factors % 16 != 0 || (slow_factors > 0 && slow_factors >= factors))
+    throw py::value_error("slow_factors must be 0 or a multiple of 16 below factors");
+  if (slow_factors > 0 && user_rate_sums.is_none())
+    throw py::value_error("slow_factors needs the adaptive schedule's rate sums");
+  const int64_t sums_per_row = slow_factors > 0 ? 2 : 1;
+  m.slow_factors = slow_factors;
+  m.user_rate_sums = optional_vector<float>(user_rate_sums, "user_rate_sums", users.rows * sums_per_row);
+  m.item_rate_sums = optional_vector<float>(item_rate_sums, "item_rate_sums", items.rows * sums_per_row);
   if ((m.user_rate_sums == nullptr) != (m.item_rate_sums == nullptr))
     throw py::value_error("user_rate_sums and item_rate_sums go together");
   return m;
@@ -88,9 +95,10 @@ void init_sgd(py::module_& m) {
       [](py::handle users, py::handle items, py::handle values, py::handle block_starts, py::handle block_order,
          int64_t blocks, py::handle user_factors, py::handle item_factors, int64_t factors, py::handle user_biases,
          py::handle item_biases, double global_mean, py::handle user_rate_sums, py::handle item_rate_sums,
-         double learning_rate, double regularization, double bias_regularization, int num_threads) {
+         double learning_rate, double regularization, double bias_regularization, int num_threads,
+         int64_t slow_factors, bool slow_only) {
         SgdModel model = model_of(user_factors, item_factors, factors, user_biases, item_biases, global_mean,
-                                  user_rate_sums, item_rate_sums);
+                                  user_rate_sums, item_rate_sums, slow_factors);
         SgdRates rates = rates_of(learning_rate, regularization, bias_regularization);
         if ((model.user_biases == nullptr) != (model.item_biases == nullptr))
           throw py::value_error("user_biases and item_biases go together");
@@ -117,12 +125,13 @@ void init_sgd(py::module_& m) {
           seen[order[b]] = 1;
         }
         py::gil_scoped_release release;
-        return sgd_squared_epoch(grid, order, model, rates, num_threads);
+        return sgd_squared_epoch(grid, order, model, rates, num_threads, slow_only);
       },
       py::arg("users"), py::arg("items"), py::arg("values"), py::arg("block_starts"), py::arg("block_order"),
       py::arg("blocks"), py::arg("user_factors"), py::arg("item_factors"), py::arg("factors"), py::arg("user_biases"),
       py::arg("item_biases"), py::arg("global_mean"), py::arg("user_rate_sums"), py::arg("item_rate_sums"),
       py::arg("learning_rate"), py::arg("regularization"), py::arg("bias_regularization"), py::arg("num_threads"),
+      py::arg("slow_factors") = 0, py::arg("slow_only") = false,
       "One epoch of squared-loss SGD over a grid of rating blocks; returns the sum of squared errors.");
 
   m.def(

@@ -22,12 +22,14 @@ void check_model(const SgdModel& m) {
     throw std::invalid_argument("SGD factor matrices are missing");
   if ((m.user_rate_sums == nullptr) != (m.item_rate_sums == nullptr))
     throw std::invalid_argument("the adaptive schedule needs both user and item rate sums");
+  if (m.slow_factors < 0 || m.slow_factors % 16 != 0 || (m.slow_factors > 0 && m.slow_factors >= m.factors))
+    throw std::invalid_argument("slow_factors must be 0 or a multiple of 16 below factors");
 }
 
 }  // namespace
 
 double sgd_squared_epoch(const RatingGrid& grid, const int32_t* block_order, SgdModel& model, const SgdRates& rates,
-                         int num_threads) {
+                         int num_threads, bool slow_only) {
   check_model(model);
   if (grid.blocks < 1) throw std::invalid_argument("the rating grid needs at least one block");
   SgdEpochArgs args;
@@ -35,6 +37,7 @@ double sgd_squared_epoch(const RatingGrid& grid, const int32_t* block_order, Sgd
   args.block_order = block_order;
   args.model = model;
   args.rates = rates;
+  args.slow_only = slow_only && model.slow_factors > 0;
   // More threads than bands could never all hold a block at once.
   args.threads = static_cast<int>(std::min<int64_t>(resolve_threads(num_threads), grid.blocks));
   AlignedBuffer<unsigned char> flags(2 * grid.blocks + grid.blocks * grid.blocks);

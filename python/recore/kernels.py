@@ -149,7 +149,7 @@ def als_loss(
 def sgd_squared_epoch(
     users, items, values, block_starts, block_order, blocks, user_factors, item_factors, factors, *,
     user_biases=None, item_biases=None, global_mean=0.0, user_rate_sums=None, item_rate_sums=None,
-    learning_rate, regularization, bias_regularization=0.0, num_threads=0,
+    learning_rate, regularization, bias_regularization=0.0, num_threads=0, slow_factors=0, slow_only=False,
 ) -> float:  # fmt: skip
     """One epoch of squared-loss SGD over ratings grouped in a ``blocks x blocks`` grid.
 
@@ -160,12 +160,15 @@ def sgd_squared_epoch(
     locks. Threads take blocks in ``block_order``. Factor matrices are float32, padded to a
     multiple of 16 columns with zeros beyond ``factors``; biases and the adaptive schedule's
     rate sums are optional float32 vectors, updated in place. Returns the sum of squared
-    errors of the predictions made just before each update. See :class:`recore.SGD`.
+    errors of the predictions made just before each update. With ``slow_factors`` (a
+    multiple of 16 below ``factors``) the rate sums hold two values per row, for the first
+    ``slow_factors`` dimensions and for the rest, and ``slow_only`` updates the first part
+    only. See :class:`recore.SGD`.
     """
     return _core.sgd_squared_epoch(
         users, items, values, block_starts, block_order, blocks, user_factors, item_factors, factors,
         user_biases, item_biases, global_mean, user_rate_sums, item_rate_sums,
-        learning_rate, regularization, bias_regularization, num_threads,
+        learning_rate, regularization, bias_regularization, num_threads, slow_factors, slow_only,
     )  # fmt: skip
 
 

@@ -48,7 +48,10 @@ class SGD(Recommender, Estimator):
 
     Learning rate: ``schedule="adaptive"`` (default) gives every user and item row its own
     rate eta / sqrt(G), G starting at 1 and growing by the mean squared gradient of that row
-    after each update (Chin et al. 2015); ``"constant"`` uses eta throughout.
+    after each update (Chin et al. 2015); ``"constant"`` uses eta throughout. For squared loss
+    with more than 16 factors the adaptive schedule has two speeds, as LIBMF's: the first 16
+    dimensions learn alone in the first epoch, and they and the other dimensions keep separate
+    sums G (so the others start the second epoch at full rate).
 
     Reproducibility: with ``num_threads=1`` and a fixed ``random_state`` training is bitwise
     reproducible. With more threads the order in which blocks (squared loss) or samples
@@ -72,8 +75,8 @@ class SGD(Recommender, Estimator):
     negatives : {"uniform", "popularity"}, BPR only
     init_scale : float, default 0.01
         Initial factors are normal with this standard deviation (float32); biases start at 0.
-        Without biases (squared loss), factors start uniform in [0, 2 sqrt(mean rating /
-        factors)) instead, so that the first predictions are about the mean rating.
+        Without biases (squared loss), the first dimension starts at sqrt(mean rating)
+        instead, so that the first predictions are about the mean rating.
     blocks : int, default 0
         Grid side for squared loss; 0 picks max(20, 2 * threads + 2). ``blocks=1`` visits the
         ratings in user-then-item order, one at a time.
@@ -231,14 +234,19 @@ class SGD(Recommender, Estimator):
         return self
 
     def _initial_state(self, rng, n_users, n_items, f, fp, mean_value: float) -> dict:
-        # With biases, factors start small and centred (the biases carry the mean). Without
-        # them, p_u . q_i must carry the ratings' mean from the start: uniform in [0, s) with
-        # s = 2 sqrt(mean / f) makes the expected initial prediction equal to that mean.
-        if self.biases or self.loss == "bpr" or mean_value <= 0:
-            draw = lambda n: rng.standard_normal((n, f), dtype=np.float32) * np.float32(self.init_scale)  # noqa: E731
-        else:
-            scale = np.float32(2.0 * np.sqrt(mean_value / f))
-            draw = lambda n: rng.random((n, f), dtype=np.float32) * scale  # noqa: E731
+        # Factors start small and centred. Without biases (squared loss) p_u . q_i must carry
+        # the ratings' mean from the start: the first dimension of every row starts at
+        # sqrt(mean), so the first predictions are about the mean and the other dimensions,
+        # small and random, break the symmetry.
+        offset = (
+            np.float32(np.sqrt(mean_value)) if (not self.biases and self.loss == "squared" and mean_value > 0) else None
+        )
+
+        def draw(n):
+            values = rng.standard_normal((n, f), dtype=np.float32) * np.float32(self.init_scale)
+            if offset is not None:
+                values[:, 0] = offset
+            return values
 
         def factors(n):
             padded = np.zeros((n, fp), dtype=np.float32)
@@ -246,15 +254,21 @@ class SGD(Recommender, Estimator):
             return padded
 
         adaptive = self.schedule == "adaptive"
+        sums = 2 if self._slow_factors() else 1
         return {
             "user_factors": factors(n_users),
             "item_factors": factors(n_items),
             "user_biases": np.zeros(n_users, np.float32),
             "item_biases": np.zeros(n_items, np.float32),
             "global_mean": 0.0,
-            "user_rate_sums": np.ones(n_users, np.float32) if adaptive else None,
-            "item_rate_sums": np.ones(n_items, np.float32) if adaptive else None,
+            "user_rate_sums": np.ones(n_users * sums, np.float32) if adaptive else None,
+            "item_rate_sums": np.ones(n_items * sums, np.float32) if adaptive else None,
         }
+
+    def _slow_factors(self) -> int:
+        """Squared loss, adaptive schedule: the first 16 dimensions learn alone in the first
+        epoch and keep their own rate sums (LIBMF's two-speed schedule); 0 below 17 factors."""
+        return 16 if self.loss == "squared" and self.schedule == "adaptive" and self.factors > 16 else 0
 
     def _squared_epochs(self, matrix, rng, threads: int, state: dict):
         """The rating grid (made once), and a function running one epoch over it."""
@@ -273,6 +287,8 @@ class SGD(Recommender, Estimator):
         np.cumsum(np.bincount(block, minlength=blocks * blocks), out=starts[1:])
         count = max(len(values), 1)
         biases = self.biases
+        slow_factors = self._slow_factors()
+        epochs_done = [0]
 
         def epoch() -> float:
             block_order = rng.permutation(blocks * blocks).astype(np.int32)
@@ -282,7 +298,9 @@ class SGD(Recommender, Estimator):
                 state["user_biases"] if biases else None, state["item_biases"] if biases else None,
                 state["global_mean"], state["user_rate_sums"], state["item_rate_sums"],
                 self.learning_rate, self.regularization, self.bias_regularization, self.num_threads,
+                slow_factors, epochs_done[0] == 0,
             )  # fmt: skip
+            epochs_done[0] += 1
             return float(np.sqrt(squared_error / count))
 
         return epoch

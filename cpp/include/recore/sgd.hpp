@@ -10,7 +10,8 @@
 //     q_j += eta_j (-d p_u - lambda q_j),  b_i += eta_i (d - lambda_b b_i),  b_j += eta_j (-d - lambda_b b_j)
 // Learning rates: constant eta, or adaptive per row (Chin et al. 2015): eta_row = eta / sqrt(G_row)
 // with G_row starting at 1 and growing by the mean squared gradient of the row's factors after
-// each of its updates.
+// each of its updates (for squared loss optionally split in a slow and a fast part, see
+// SgdModel::slow_factors).
 //
 // Factor matrices are padded to whole SIMD vectors (stride fp >= f, zeros beyond f stay zero).
 #pragma once
@@ -30,6 +31,10 @@ struct SgdModel {
   float global_mean = 0.0f;
   float* user_rate_sums = nullptr;  // adaptive schedule: G per user; nullptr: constant rate
   float* item_rate_sums = nullptr;  // adaptive schedule: G per item
+  // Adaptive schedule with split rates (squared loss): the first slow_factors dimensions and
+  // the rest keep separate sums (2 per row: slow, then fast), and an epoch can update the
+  // slow ones only, as LIBMF does in its first epoch. 0: one sum per row over all dimensions.
+  int64_t slow_factors = 0;
 };
 
 struct SgdRates {
@@ -55,7 +60,7 @@ struct RatingGrid {
 // block_order, then each block's ratings in order. Returns the sum of squared errors of the
 // predictions made just before each update.
 double sgd_squared_epoch(const RatingGrid& grid, const int32_t* block_order, SgdModel& model, const SgdRates& rates,
-                         int num_threads);
+                         int num_threads, bool slow_only = false);
 
 // BPR updates for explicit (user, positive, negative) triples, in order, on one thread.
 // Returns how many had x > 0 before their update.

@@ -14,6 +14,7 @@ struct SgdEpochArgs {
   SgdModel model;
   SgdRates rates;
   int threads = 1;
+  bool slow_only = false;  // update the slow dimensions only (see SgdModel::slow_factors)
   // Scheduler state, zeroed by the dispatcher: per band "held by a thread", per block "taken".
   unsigned char* user_band_busy = nullptr;  // blocks
   unsigned char* item_band_busy = nullptr;  // blocks

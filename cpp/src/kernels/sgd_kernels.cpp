@@ -61,21 +61,14 @@ inline float prediction(const SgdModel& m, int64_t u, int64_t i) {
   return value;
 }
 
-// One squared-loss update; returns the error before it. ADAPTIVE and BIASES are the model's
-// schedule and bias switches, fixed for a whole epoch.
-template <bool ADAPTIVE, bool BIASES>
-inline float squared_update(const SgdModel& m, const SgdRates& rates, int64_t u, int64_t i, float r) {
-  float* p = m.user_factors + u * m.stride;
-  float* q = m.item_factors + i * m.stride;
-  float predicted = m.global_mean + padded_dot(p, q, m.stride);
-  if (BIASES) predicted += m.user_biases[u] + m.item_biases[i];
-  const float e = r - predicted;
-  const float eta_u = ADAPTIVE ? rates.learning_rate / square_root(m.user_rate_sums[u]) : rates.learning_rate;
-  const float eta_i = ADAPTIVE ? rates.learning_rate / square_root(m.item_rate_sums[i]) : rates.learning_rate;
-  const FloatVector error = splat(e), lambda = splat(rates.regularization);
+// Updates p[first, last) and q[first, last) with the given rates; returns the squared
+// gradient sums of each (when ADAPTIVE).
+template <bool ADAPTIVE>
+inline void update_part(float* p, float* q, int64_t first, int64_t last, FloatVector error, FloatVector lambda,
+                        float eta_u, float eta_i, float& user_sum, float& item_sum) {
   const FloatVector rate_u = splat(eta_u), rate_i = splat(eta_i);
   FloatVector user_gradient = FloatVector{}, item_gradient = FloatVector{};
-  for (int64_t j = 0; j < m.stride; j += kLanes) {
+  for (int64_t j = first; j < last; j += kLanes) {
     const FloatVector pj = load(p + j), qj = load(q + j);
     const FloatVector gp = lambda * pj - error * qj;
     const FloatVector gq = lambda * qj - error * pj;
@@ -86,22 +79,60 @@ inline float squared_update(const SgdModel& m, const SgdRates& rates, int64_t u,
       item_gradient += gq * gq;
     }
   }
+  if (ADAPTIVE) {
+    user_sum = horizontal_sum(user_gradient);
+    item_sum = horizontal_sum(item_gradient);
+  }
+}
+
+// One squared-loss update; returns the error before it. ADAPTIVE and BIASES are the model's
+// schedule and bias switches, fixed for a whole epoch.
+template <bool ADAPTIVE, bool BIASES>
+inline float squared_update(const SgdModel& m, const SgdRates& rates, int64_t u, int64_t i, float r, bool slow_only) {
+  float* p = m.user_factors + u * m.stride;
+  float* q = m.item_factors + i * m.stride;
+  float predicted = m.global_mean + padded_dot(p, q, m.stride);
+  if (BIASES) predicted += m.user_biases[u] + m.item_biases[i];
+  const float e = r - predicted;
+  const FloatVector error = splat(e), lambda = splat(rates.regularization);
+  const float eta = rates.learning_rate;
+  // With split rates each row has two sums: [slow, fast].
+  const bool split = ADAPTIVE && m.slow_factors > 0;
+  float* user_sums = ADAPTIVE ? m.user_rate_sums + (split ? 2 * u : u) : nullptr;
+  float* item_sums = ADAPTIVE ? m.item_rate_sums + (split ? 2 * i : i) : nullptr;
+  const float eta_u = ADAPTIVE ? eta / square_root(user_sums[0]) : eta;
+  const float eta_i = ADAPTIVE ? eta / square_root(item_sums[0]) : eta;
+  const int64_t slow_end = split ? m.slow_factors : m.stride;
+  float user_sum = 0.0f, item_sum = 0.0f;
+  update_part<ADAPTIVE>(p, q, 0, slow_end, error, lambda, eta_u, eta_i, user_sum, item_sum);
   if (BIASES) {
     m.user_biases[u] -= eta_u * (rates.bias_regularization * m.user_biases[u] - e);
     m.item_biases[i] -= eta_i * (rates.bias_regularization * m.item_biases[i] - e);
   }
-  if (ADAPTIVE) {
+  if (!ADAPTIVE) return e;
+  if (!split) {
     const float f = static_cast<float>(m.factors);
-    m.user_rate_sums[u] += horizontal_sum(user_gradient) / f;
-    m.item_rate_sums[i] += horizontal_sum(item_gradient) / f;
+    user_sums[0] += user_sum / f;
+    item_sums[0] += item_sum / f;
+    return e;
   }
+  const float slow = static_cast<float>(m.slow_factors);
+  user_sums[0] += user_sum / slow;
+  item_sums[0] += item_sum / slow;
+  if (slow_only) return e;
+  const float eta_u_fast = eta / square_root(user_sums[1]);
+  const float eta_i_fast = eta / square_root(item_sums[1]);
+  update_part<true>(p, q, slow_end, m.stride, error, lambda, eta_u_fast, eta_i_fast, user_sum, item_sum);
+  const float fast = static_cast<float>(m.factors - m.slow_factors);
+  user_sums[1] += user_sum / fast;
+  item_sums[1] += item_sum / fast;
   return e;
 }
 
 // Squared-loss updates of ratings [first, last) of the grid; returns their squared errors.
 template <bool ADAPTIVE, bool BIASES>
 double squared_updates(const RatingGrid& grid, const SgdModel& m, const SgdRates& rates, int64_t first,
-                       int64_t last) {
+                       int64_t last, bool slow_only) {
   // The item rows of a block are scattered: ask for a later rating's rows while this one is
   // updated (the user rows mostly repeat, ratings being sorted by user).
   constexpr int64_t ahead = 4;
@@ -115,19 +146,20 @@ double squared_updates(const RatingGrid& grid, const SgdModel& m, const SgdRates
         __builtin_prefetch(next_user + j, 1);
       }
     }
-    const float e = squared_update<ADAPTIVE, BIASES>(m, rates, grid.users[k], grid.items[k], grid.values[k]);
+    const float e =
+        squared_update<ADAPTIVE, BIASES>(m, rates, grid.users[k], grid.items[k], grid.values[k], slow_only);
     sum += double(e) * double(e);
   }
   return sum;
 }
 
 inline double squared_block(const RatingGrid& grid, const SgdModel& m, const SgdRates& rates, int64_t first,
-                            int64_t last) {
+                            int64_t last, bool slow_only) {
   const bool adaptive = m.user_rate_sums != nullptr, biases = m.user_biases != nullptr;
-  if (adaptive) return biases ? squared_updates<true, true>(grid, m, rates, first, last)
-                              : squared_updates<true, false>(grid, m, rates, first, last);
-  return biases ? squared_updates<false, true>(grid, m, rates, first, last)
-                : squared_updates<false, false>(grid, m, rates, first, last);
+  if (adaptive) return biases ? squared_updates<true, true>(grid, m, rates, first, last, slow_only)
+                              : squared_updates<true, false>(grid, m, rates, first, last, slow_only);
+  return biases ? squared_updates<false, true>(grid, m, rates, first, last, slow_only)
+                : squared_updates<false, false>(grid, m, rates, first, last, slow_only);
 }
 
 // One BPR update for (u, i, j); returns whether x > 0 before it.
@@ -251,7 +283,7 @@ void sgd_squared_epoch_kernel(const SgdEpochArgs& args) {
       lock.release();
       if (block < 0) continue;  // every free block shares a band with a busy one: try again
       local += squared_block(args.grid, args.model, args.rates, args.grid.block_starts[block],
-                             args.grid.block_starts[block + 1]);
+                             args.grid.block_starts[block + 1], args.slow_only);
       lock.acquire();
       args.user_band_busy[block / bands] = 0;
       args.item_band_busy[block % bands] = 0;
