@@ -297,3 +297,64 @@ def test_synthetic(n_users, n_items, nnz, random_state):
         lambda: recore.datasets.synthetic(n_users, n_items, nnz, random_state=random_state),
         ["n_users", "n_items", "nnz", "random_state"],
     )
+
+
+# -- SGD --------------------------------------------------------------------------------------
+
+
+@given(
+    factors=st.one_of(st.integers(-2, 40), junk),
+    loss=st.sampled_from(["squared", "bpr", "hinge", None]),
+    epochs=st.one_of(st.integers(-2, 3), junk),
+    learning_rate=numbers,
+    regularization=numbers,
+    schedule=st.sampled_from(["adaptive", "constant", "cosine", 1]),
+    negatives=st.sampled_from(["uniform", "popularity", "hard"]),
+    biases=st.sampled_from([True, False, None]),
+    blocks=st.one_of(st.integers(-1, 4), junk),
+)
+def test_sgd_constructor(factors, loss, epochs, learning_rate, regularization, schedule, negatives, biases, blocks):
+    names = [
+        "factors",
+        "loss",
+        "epochs",
+        "learning_rate",
+        "regularization",
+        "schedule",
+        "negatives",
+        "biases",
+        "blocks",
+    ]
+    assert_handled(
+        lambda: recore.SGD(
+            factors=factors, loss=loss, epochs=epochs, learning_rate=learning_rate, regularization=regularization,
+            schedule=schedule, negatives=negatives, biases=biases, blocks=blocks,
+        ),
+        names,
+    )  # fmt: skip
+
+
+@given(
+    matrix=interaction_matrices(),
+    validation=st.one_of(st.none(), interaction_matrices(), interaction_matrices((N_USERS + 2, N_ITEMS))),
+    loss=st.sampled_from(["squared", "bpr"]),
+    schedule=st.sampled_from(["adaptive", "constant"]),
+    factors=st.sampled_from([1, 17]),
+)
+def test_sgd_fit(matrix, validation, loss, schedule, factors):
+    model = recore.SGD(factors=factors, epochs=2, loss=loss, schedule=schedule, random_state=0)
+    result = assert_handled(lambda: model.fit(matrix, validation=validation), ["user_items", "validation"])
+    if result is not None:
+        assert np.isfinite(model.user_factors_).all() and np.isfinite(model.item_factors_).all()
+
+
+@pytest.fixture(scope="module")
+def fitted_sgd():
+    data = sp.random(N_USERS, N_ITEMS, density=0.5, format="csr", random_state=0, dtype=np.float32) * 5
+    return recore.SGD(factors=FACTORS, epochs=2, random_state=0).fit(data)
+
+
+@given(users=ids, items=ids, k=ks)
+def test_sgd_predict_and_recommend(fitted_sgd, users, items, k):
+    assert_handled(lambda: fitted_sgd.predict(users, items), ["users", "items"])
+    assert_handled(lambda: fitted_sgd.recommend(users, k=k), ["users", "k"])

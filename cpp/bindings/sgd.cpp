@@ -96,7 +96,7 @@ void init_sgd(py::module_& m) {
          int64_t blocks, py::handle user_factors, py::handle item_factors, int64_t factors, py::handle user_biases,
          py::handle item_biases, double global_mean, py::handle user_rate_sums, py::handle item_rate_sums,
          double learning_rate, double regularization, double bias_regularization, int num_threads,
-         int64_t slow_factors, bool slow_only) {
+         int64_t slow_factors, bool slow_only, py::handle progress) {
         SgdModel model = model_of(user_factors, item_factors, factors, user_biases, item_biases, global_mean,
                                   user_rate_sums, item_rate_sums, slow_factors);
         SgdRates rates = rates_of(learning_rate, regularization, bias_regularization);
@@ -124,14 +124,18 @@ void init_sgd(py::module_& m) {
           if (seen[order[b]]) throw py::value_error("block_order must be a permutation of the blocks");
           seen[order[b]] = 1;
         }
+        int64_t* epochs_done = progress.is_none() ? nullptr : vector<int64_t>(progress, "progress", 1, true);
         py::gil_scoped_release release;
-        return sgd_squared_epoch(grid, order, model, rates, num_threads, slow_only);
+        const double squared_error = sgd_squared_epoch(grid, order, model, rates, num_threads, slow_only);
+        // Counted before control returns to Python, where Ctrl-C could interrupt the caller.
+        if (epochs_done) ++*epochs_done;
+        return squared_error;
       },
       py::arg("users"), py::arg("items"), py::arg("values"), py::arg("block_starts"), py::arg("block_order"),
       py::arg("blocks"), py::arg("user_factors"), py::arg("item_factors"), py::arg("factors"), py::arg("user_biases"),
       py::arg("item_biases"), py::arg("global_mean"), py::arg("user_rate_sums"), py::arg("item_rate_sums"),
       py::arg("learning_rate"), py::arg("regularization"), py::arg("bias_regularization"), py::arg("num_threads"),
-      py::arg("slow_factors") = 0, py::arg("slow_only") = false,
+      py::arg("slow_factors") = 0, py::arg("slow_only") = false, py::arg("progress") = py::none(),
       "One epoch of squared-loss SGD over a grid of rating blocks; returns the sum of squared errors.");
 
   m.def(
@@ -162,10 +166,11 @@ void init_sgd(py::module_& m) {
       [](py::handle indptr_obj, py::handle indices_obj, int64_t samples, bool popularity_negatives, uint64_t seed,
          py::handle user_factors, py::handle item_factors, int64_t factors, py::handle item_biases,
          py::handle user_rate_sums, py::handle item_rate_sums, double learning_rate, double regularization,
-         double bias_regularization, int num_threads) {
+         double bias_regularization, int num_threads, py::handle progress) {
         SgdModel model = model_of(user_factors, item_factors, factors, py::none(), item_biases, 0.0, user_rate_sums,
                                   item_rate_sums);
         SgdRates rates = rates_of(learning_rate, regularization, bias_regularization);
+        int64_t* epochs_done = progress.is_none() ? nullptr : vector<int64_t>(progress, "progress", 1, true);
         if (samples < 0) throw py::value_error("samples must be >= 0");
         if (num_threads < 0) throw py::value_error("num_threads must be >= 0");
         const int64_t* indptr = vector<int64_t>(indptr_obj, "indptr", model.users + 1, false);
@@ -188,12 +193,14 @@ void init_sgd(py::module_& m) {
         }
         if (!sorted) throw py::value_error("indices must be sorted without duplicates within each row");
         py::gil_scoped_release release;
-        return sgd_bpr_epoch(indptr, idx, samples, popularity_negatives, seed, model, rates, num_threads);
+        const double auc = sgd_bpr_epoch(indptr, idx, samples, popularity_negatives, seed, model, rates, num_threads);
+        if (epochs_done) ++*epochs_done;
+        return auc;
       },
       py::arg("indptr"), py::arg("indices"), py::arg("samples"), py::arg("popularity_negatives"), py::arg("seed"),
       py::arg("user_factors"), py::arg("item_factors"), py::arg("factors"), py::arg("item_biases"),
       py::arg("user_rate_sums"), py::arg("item_rate_sums"), py::arg("learning_rate"), py::arg("regularization"),
-      py::arg("bias_regularization"), py::arg("num_threads"),
+      py::arg("bias_regularization"), py::arg("num_threads"), py::arg("progress") = py::none(),
       "One Hogwild epoch of BPR; returns the fraction of sampled triples ranked right before their update.");
 
   m.def(

@@ -91,6 +91,8 @@ class SGD(Recommender, Estimator):
     user_factors_, item_factors_ : float32 ndarrays (n, factors), C-contiguous
     user_biases_, item_biases_ : float32 ndarrays (zeros without biases)
     global_bias_ : float (mu; 0 without biases or for BPR)
+    epochs_completed_ : int
+        Epochs the factors went through (fewer than ``epochs`` after early stopping or Ctrl-C).
     history_ : dict of lists
         Per epoch: ``train_rmse`` (each rating's error just before its update) and
         ``validation_rmse`` for squared loss; ``train_auc`` (sampled, before each update) for BPR.
@@ -261,6 +263,8 @@ class SGD(Recommender, Estimator):
             "user_biases": np.zeros(n_users, np.float32),
             "item_biases": np.zeros(n_items, np.float32),
             "global_mean": 0.0,
+            # Epochs applied to the factors, counted by the engine before it returns.
+            "epochs_done": np.zeros(1, np.int64),
             "user_rate_sums": np.ones(n_users * sums, np.float32) if adaptive else None,
             "item_rate_sums": np.ones(n_items * sums, np.float32) if adaptive else None,
         }
@@ -288,7 +292,6 @@ class SGD(Recommender, Estimator):
         count = max(len(values), 1)
         biases = self.biases
         slow_factors = self._slow_factors()
-        epochs_done = [0]
 
         def epoch() -> float:
             block_order = rng.permutation(blocks * blocks).astype(np.int32)
@@ -298,9 +301,8 @@ class SGD(Recommender, Estimator):
                 state["user_biases"] if biases else None, state["item_biases"] if biases else None,
                 state["global_mean"], state["user_rate_sums"], state["item_rate_sums"],
                 self.learning_rate, self.regularization, self.bias_regularization, self.num_threads,
-                slow_factors, epochs_done[0] == 0,
+                slow_factors, state["epochs_done"][0] == 0, state["epochs_done"],
             )  # fmt: skip
-            epochs_done[0] += 1
             return float(np.sqrt(squared_error / count))
 
         return epoch
@@ -317,6 +319,7 @@ class SGD(Recommender, Estimator):
                 state["item_biases"] if self.biases else None,
                 state["user_rate_sums"], state["item_rate_sums"],
                 self.learning_rate, self.regularization, self.bias_regularization, self.num_threads,
+                state["epochs_done"],
             )  # fmt: skip
 
         return epoch
@@ -350,6 +353,7 @@ class SGD(Recommender, Estimator):
         )
         self.item_biases_ = state["item_biases"].copy() if self.biases else np.zeros_like(state["item_biases"])
         self.global_bias_ = float(state["global_mean"])
+        self.epochs_completed_ = int(state["epochs_done"][0])
         self.history_ = history
 
     # -- model files --------------------------------------------------------------------------
@@ -375,6 +379,7 @@ class SGD(Recommender, Estimator):
             raise ValueError("global_bias_ must be a finite number")
         state["global_bias_"] = float(bias)
         self.history_ = {}
+        self.epochs_completed_ = self.epochs
 
     # -- using a fitted model -----------------------------------------------------------------
 
