@@ -13,6 +13,7 @@ void init_als(py::module_& m);
 void init_cpu(py::module_& m);
 void init_topk(py::module_& m);
 void init_sgd(py::module_& m);
+void init_metrics(py::module_& m);
 }  // namespace recore::bindings
 
 PYBIND11_MODULE(_core, m) {
@@ -21,6 +22,7 @@ PYBIND11_MODULE(_core, m) {
   recore::bindings::init_cpu(m);
   recore::bindings::init_topk(m);
   recore::bindings::init_sgd(m);
+  recore::bindings::init_metrics(m);
   m.def("default_threads", [] {
 #ifdef _OPENMP
     return omp_get_max_threads();
