@@ -358,3 +358,33 @@ def fitted_sgd():
 def test_sgd_predict_and_recommend(fitted_sgd, users, items, k):
     assert_handled(lambda: fitted_sgd.predict(users, items), ["users", "items"])
     assert_handled(lambda: fitted_sgd.recommend(users, k=k), ["users", "k"])
+
+
+# -- evaluation -------------------------------------------------------------------------------
+
+
+@given(
+    ids=st.one_of(arrays((N_USERS, 4)), st.just(np.array([[0, 1, -1, 9]] * N_USERS)), junk),
+    test=interaction_matrices(),
+    train=st.one_of(st.none(), interaction_matrices()),
+)
+def test_ranking_metrics_at_k(ids, test, train):
+    assert_handled(
+        lambda: recore.evaluation.ranking_metrics_at_k(ids, test, train=train), ["ids", "test", "train", "k >= 1"]
+    )
+
+
+@given(
+    matrix=interaction_matrices(),
+    fraction=numbers,
+    k=st.one_of(st.integers(-1, 3), junk),
+    random_state=st.one_of(st.integers(-1, 3), junk),
+)
+def test_splits(matrix, fraction, k, random_state):
+    assert_handled(
+        lambda: recore.evaluation.random_split(matrix, fraction, random_state=random_state),
+        ["matrix", "test_fraction", "random_state"],
+    )
+    assert_handled(
+        lambda: recore.evaluation.leave_k_out(matrix, k, random_state=random_state), ["matrix", "k", "random_state"]
+    )

@@ -26,7 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recore import _core
-from recore._validation import as_user_items, check_int, check_random_state
+from recore._validation import as_user_items, check_float, check_int, check_random_state
 
 __all__ = ["leave_k_out", "random_split", "ranking_metrics", "ranking_metrics_at_k", "rating_metrics", "time_split"]
 
@@ -114,7 +114,7 @@ def _split_by_mask(coo, test_mask, shape):
 
 
 def _test_fraction(value) -> float:
-    value = float(value)
+    value = check_float(value, "test_fraction")
     if not 0.0 < value < 1.0:
         raise ValueError(f"test_fraction must be between 0 and 1, got {value}")
     return value
