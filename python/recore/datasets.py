@@ -175,3 +175,8 @@ def synthetic_ratings(
     ratings = pattern.copy()
     ratings.data = values
     return ratings
+
+
+from recore.movielens import DatasetError, MovieLens, movielens  # noqa: E402  (re-exported)
+
+__all__ = ["DatasetError", "MovieLens", "movielens", "synthetic", "synthetic_ratings"]
