@@ -11,6 +11,7 @@ from recore._core import available_cpu_targets, cpu_target, set_cpu_target
 from recore._persistence import ModelFileError
 from recore._persistence import load_model as load
 from recore.als import ALS
+from recore.interactions import Interactions
 from recore.sgd import SGD
 from recore.topk import ItemIndex, bfloat16_supported, topk
 
@@ -21,6 +22,7 @@ except PackageNotFoundError:  # running from a source tree without an install
 
 __all__ = [
     "ALS",
+    "Interactions",
     "ItemIndex",
     "ModelFileError",
     "SGD",

@@ -1,0 +1,157 @@
+"""Interactions with arbitrary user and item ids, mapped to the contiguous indices recore's
+models use, and back."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from recore._validation import check_choice, check_int
+
+__all__ = ["Interactions"]
+
+
+def _factorize(values, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, uniques): codes[k] indexes values[k] in uniques (sorted when sortable)."""
+    array = np.asarray(values)
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be 1-dimensional, got {array.ndim} dimensions")
+    if array.dtype.kind == "f" and np.isnan(array).any():
+        raise ValueError(f"{name} contains NaN")
+    try:
+        uniques, codes = np.unique(array, return_inverse=True)
+    except TypeError:  # mixed types: keep first-seen order
+        import pandas as pd
+
+        codes, uniques = pd.factorize(array)
+        uniques = np.asarray(uniques)
+    return codes.astype(np.int64), uniques
+
+
+class Interactions:
+    """A users x items interaction matrix built from (user id, item id, value, timestamp)
+    records with any ids (numbers or strings), with the mapping between ids and indices.
+
+    Parameters
+    ----------
+    users, items : array-like (n,)
+        Ids of each record.
+    values : array-like (n,), optional
+        Defaults to 1 for every record.
+    timestamps : array-like (n,), optional
+    duplicates : {"sum", "error"}
+        Records of the same (user, item) pair: summed (their latest timestamp kept) or
+        refused with ValueError.
+
+    Attributes
+    ----------
+    matrix : scipy.sparse.csr_matrix (n_users, n_items), float32, canonical
+    timestamps : int64 or datetime ndarray, one per stored entry in CSR order, or None
+    user_ids, item_ids : ndarrays: the id of each row and column
+    """
+
+    def __init__(self, users, items, values=None, timestamps=None, *, duplicates: str = "sum"):
+        check_choice(duplicates, "duplicates", ("sum", "error"))
+        user_codes, self.user_ids = _factorize(users, "users")
+        item_codes, self.item_ids = _factorize(items, "items")
+        n = len(user_codes)
+        if len(item_codes) != n:
+            raise ValueError(f"users and items must have the same length, got {n} and {len(item_codes)}")
+        if values is None:
+            values = np.ones(n, dtype=np.float32)
+        values = np.asarray(values)
+        if values.shape != (n,) or values.dtype.kind not in "biuf":
+            raise ValueError(f"values must be {n} numbers")
+        values = values.astype(np.float32)
+        if not np.isfinite(values).all():
+            raise ValueError("values contains NaN or infinity")
+        order = np.lexsort((item_codes, user_codes))
+        keys = user_codes[order] * max(len(self.item_ids), 1) + item_codes[order]
+        starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if n else np.zeros(0, np.int64)
+        if duplicates == "error" and len(starts) != n:
+            raise ValueError("some (user, item) pairs appear more than once (duplicates='error')")
+        summed = np.add.reduceat(values[order], starts) if n else values
+        rows, cols = user_codes[order][starts], item_codes[order][starts]
+        self.matrix = sp.csr_matrix(
+            (summed.astype(np.float32), (rows, cols)), shape=(len(self.user_ids), len(self.item_ids))
+        )
+        self.timestamps = None
+        if timestamps is not None:
+            times = np.asarray(timestamps)
+            if times.shape != (n,):
+                raise ValueError(f"timestamps must have {n} values, got shape {times.shape}")
+            self.timestamps = np.maximum.reduceat(times[order], starts) if n else times
+
+    # -- constructors -------------------------------------------------------------------------
+
+    @classmethod
+    def from_dataframe(cls, frame, user: str = "user", item: str = "item", value=None, timestamp=None, **options):
+        """From a pandas DataFrame's columns."""
+        for column in (user, item, value, timestamp):
+            if column is not None and column not in frame.columns:
+                raise KeyError(f"column {column!r} is not in the data frame (columns: {list(frame.columns)})")
+        return cls(
+            frame[user].to_numpy(),
+            frame[item].to_numpy(),
+            None if value is None else frame[value].to_numpy(),
+            None if timestamp is None else frame[timestamp].to_numpy(),
+            **options,
+        )
+
+    @classmethod
+    def from_csv(cls, path, user="user", item="item", value=None, timestamp=None, *, sep=",", **options):
+        """From a CSV (or, with ``sep="\\t"``, TSV) file with a header row (needs pandas)."""
+        import pandas as pd
+
+        return cls.from_dataframe(pd.read_csv(path, sep=sep), user, item, value, timestamp, **options)
+
+    @classmethod
+    def from_parquet(cls, path, user="user", item="item", value=None, timestamp=None, **options):
+        """From a Parquet file (needs pandas and pyarrow)."""
+        import pandas as pd
+
+        return cls.from_dataframe(pd.read_parquet(path), user, item, value, timestamp, **options)
+
+    # -- ids and indices ----------------------------------------------------------------------
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.matrix.shape
+
+    @staticmethod
+    def _indices(known: np.ndarray, ids, name: str) -> np.ndarray:
+        wanted = np.atleast_1d(np.asarray(ids, dtype=known.dtype if known.dtype.kind != "O" else object))
+        lookup = {value: index for index, value in enumerate(known.tolist())}
+        try:
+            return np.array([lookup[value] for value in wanted.tolist()], dtype=np.int64)
+        except KeyError as missing:
+            raise IndexError(f"{name}: unknown id {missing.args[0]!r}") from None
+
+    def user_index(self, users) -> np.ndarray:
+        """Row indices of user ids (IndexError for an unknown id)."""
+        return self._indices(self.user_ids, users, "users")
+
+    def item_index(self, items) -> np.ndarray:
+        """Column indices of item ids (IndexError for an unknown id)."""
+        return self._indices(self.item_ids, items, "items")
+
+    def item_ids_of(self, indices, fill=None) -> np.ndarray:
+        """Item ids of column indices, e.g. of ``recommend`` results; ``fill`` for padding (-1)."""
+        indices = np.asarray(indices)
+        if indices.dtype.kind not in "iu":
+            raise TypeError(f"indices must be integers, got dtype {indices.dtype}")
+        if indices.size and (indices.max() >= len(self.item_ids) or indices.min() < -1):
+            raise IndexError("indices must be column indices or -1 for padding")
+        padded = indices < 0
+        out = self.item_ids[np.where(padded, 0, indices)] if len(self.item_ids) else np.empty(indices.shape)
+        if padded.any():
+            out = out.astype(object)
+            out[padded] = fill
+        return out
+
+    def recommend(self, model, users, k: int = 10, *, exclude_seen: bool = True, **options):
+        """``model.recommend`` for users given by id, returning item ids: (item ids, scores)."""
+        k = check_int(k, "k", 1)
+        rows = self.user_index(users)
+        ids, scores = model.recommend(rows, self.matrix, k, exclude_seen=exclude_seen, **options)
+        return self.item_ids_of(ids), scores
