@@ -388,3 +388,41 @@ def test_splits(matrix, fraction, k, random_state):
     assert_handled(
         lambda: recore.evaluation.leave_k_out(matrix, k, random_state=random_state), ["matrix", "k", "random_state"]
     )
+
+
+# -- data ---------------------------------------------------------------------------------------
+
+
+@given(
+    users=st.one_of(st.lists(st.one_of(st.integers(-5, 5), st.text(max_size=2)), max_size=8), arrays((6,)), junk),
+    items=st.one_of(st.lists(st.integers(-(2**40), 2**40), max_size=8), arrays((6,)), junk),
+    values=st.one_of(st.none(), arrays((6,)), junk),
+    duplicates=st.sampled_from(["sum", "error", "max"]),
+)
+def test_interactions(users, items, values, duplicates):
+    assert_handled(
+        lambda: recore.Interactions(users, items, values, duplicates=duplicates),
+        ["users", "items", "values", "duplicates", "same length"],
+    )
+
+
+@pytest.fixture(scope="module")
+def empty_cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("empty-cache"))
+
+
+@given(variant=st.one_of(st.sampled_from(["100k", "10g", ""]), junk), download=st.sampled_from([False, "no", None]))
+def test_movielens_arguments(variant, download, empty_cache):
+    import os
+
+    previous = os.environ.get("RECORE_DATA")
+    os.environ["RECORE_DATA"] = empty_cache
+    try:
+        assert_handled(lambda: recore.datasets.movielens(variant, download=download), ["variant", "download"])
+    except recore.datasets.DatasetError as error:  # a valid request for an absent archive, no download
+        assert "download" in str(error)
+    finally:
+        if previous is None:
+            del os.environ["RECORE_DATA"]
+        else:
+            os.environ["RECORE_DATA"] = previous
