@@ -145,12 +145,16 @@ def test_cpu_target_selection():
         recore.set_cpu_target("sse9")
 
 
-def test_command_line_bench_runs(capsys):
+def test_command_line_bench_runs(capsys, tmp_path, monkeypatch):
     from recore.cli import main
 
+    monkeypatch.chdir(tmp_path)
     assert main(["bench", "--users", "300", "--items", "100", "--nnz", "3000", "--iterations", "2"]) == 0
     out = capsys.readouterr().out
     assert "training loss" in out and "per iteration" in out
+    report = (tmp_path / "recore-bench.md").read_text()
+    for model in ("ALS, CG", "ALS, Cholesky", "BPR (SGD)", "biased MF (SGD)"):
+        assert f"| {model} |" in report
     assert main(["bench", "--users", "0"]) == 2
 
 
