@@ -15,6 +15,7 @@ import sys
 import time
 
 import numpy as np
+import scipy.sparse as sp
 
 import recore
 from recore import evaluation
@@ -207,6 +208,100 @@ def _chart(rows, path, say) -> None:
     say(f"chart written to {os.path.abspath(path)}")
 
 
+# -- fit / recommend / evaluate on your own data ------------------------------------------------
+
+
+def _read_interactions(path, args) -> recore.Interactions:
+    loader = recore.Interactions.from_parquet if str(path).endswith(".parquet") else recore.Interactions.from_csv
+    options = {} if str(path).endswith(".parquet") else {"sep": "\t" if str(path).endswith((".tsv", ".tab")) else ","}
+    return loader(path, user=args.user, item=args.item, value=args.value, **options)
+
+
+def _ids_path(model_path: str) -> str:
+    return os.path.splitext(model_path)[0] + ".ids.npz"
+
+
+def _fit(args: argparse.Namespace) -> int:
+    say = (lambda *a, **k: None) if args.quiet else print
+    data = _read_interactions(args.data, args)
+    say(f"{data.shape[0]:,} users x {data.shape[1]:,} items, {data.matrix.nnz:,} interactions")
+    if args.model == "als":
+        model = recore.ALS(factors=args.factors, iterations=args.iterations, num_threads=args.threads,
+                           random_state=args.seed)  # fmt: skip
+    else:
+        model = recore.SGD(loss="bpr" if args.model == "bpr" else "squared", factors=args.factors,
+                           num_threads=args.threads, random_state=args.seed)  # fmt: skip
+    began = time.perf_counter()
+    model.fit(data.matrix, progress=not args.quiet)
+    say(f"fitted {type(model).__name__} in {time.perf_counter() - began:.2f} s")
+    model.save(args.out)
+    # The ids beside the model: numbers or strings, never pickled objects.
+    np.savez(_ids_path(args.out), user_ids=data.user_ids.astype(str), item_ids=data.item_ids.astype(str))
+    say(f"model written to {args.out}, ids to {_ids_path(args.out)}")
+    return 0
+
+
+def _load_with_ids(path):
+    model = recore.load(path)
+    with np.load(_ids_path(path), allow_pickle=False) as ids:
+        return model, ids["user_ids"], ids["item_ids"]
+
+
+def _recommend(args: argparse.Namespace) -> int:
+    model, user_ids, item_ids = _load_with_ids(args.model_file)
+    data = _read_interactions(args.data, args) if args.data else None
+    lookup = {value: index for index, value in enumerate(user_ids.tolist())}
+    wanted = args.users.split(",") if args.users else user_ids.tolist()
+    try:
+        rows = np.array([lookup[user] for user in wanted], dtype=np.int64)
+    except KeyError as missing:
+        raise IndexError(f"users: unknown id {missing.args[0]!r}") from None
+    seen = None
+    if data is not None:
+        # The data's ids re-indexed to the model's: rows and columns by id.
+        item_lookup = {value: index for index, value in enumerate(item_ids.tolist())}
+        coo = data.matrix.tocoo()
+        keep = [
+            (lookup.get(str(data.user_ids[r])), item_lookup.get(str(data.item_ids[c])))
+            for r, c in zip(coo.row, coo.col)
+        ]
+        pairs = np.array([(u, i) for u, i in keep if u is not None and i is not None], dtype=np.int64).reshape(-1, 2)
+        seen = sp.csr_matrix(
+            (np.ones(len(pairs), np.float32), (pairs[:, 0], pairs[:, 1])), shape=(len(user_ids), len(item_ids))
+        )
+    ids, scores = model.recommend(rows, seen, args.k)
+    for user, row, row_scores in zip(wanted, ids, scores):
+        items = [f"{item_ids[i]}:{s:.4g}" for i, s in zip(row, row_scores) if i >= 0]
+        print(f"{user}\t" + " ".join(items))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    model, user_ids, item_ids = _load_with_ids(args.model_file)
+    train, test = _read_interactions(args.train, args), _read_interactions(args.test, args)
+
+    def aligned(data):
+        users = {value: index for index, value in enumerate(user_ids.tolist())}
+        items = {value: index for index, value in enumerate(item_ids.tolist())}
+        coo = data.matrix.tocoo()
+        rows = [users.get(str(data.user_ids[r]), -1) for r in coo.row]
+        cols = [items.get(str(data.item_ids[c]), -1) for c in coo.col]
+        keep = [(r, c, v) for r, c, v in zip(rows, cols, coo.data) if r >= 0 and c >= 0]
+        r, c, v = (np.array(x) for x in zip(*keep)) if keep else (np.array([], int),) * 2 + (np.array([]),)
+        return sp.csr_matrix((v.astype(np.float32), (r, c)), shape=(len(user_ids), len(item_ids)))
+
+    metrics = evaluation.ranking_metrics(model, aligned(train), aligned(test), k=args.k)
+    for name, value in metrics.items():
+        print(f"{name}@{args.k}\t{value:.6g}" if name != "users" else f"users\t{value}")
+    return 0
+
+
+def _add_columns(parser) -> None:
+    parser.add_argument("--user", default="user", help="user id column")
+    parser.add_argument("--item", default="item", help="item id column")
+    parser.add_argument("--value", default=None, help="value column (default: every record counts 1)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recore", description="Fast matrix-factorization recommenders.")
     parser.add_argument("--version", action="version", version=f"recore {recore.__version__}")
@@ -236,6 +331,34 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--chart", default="recore-bench.png", help="PNG chart path, with matplotlib ('' for none)")
     bench.add_argument("--report-only-als", action="store_true", help=argparse.SUPPRESS)
     bench.set_defaults(run=_bench)
+
+    fit = commands.add_parser("fit", help="fit a model on a CSV, TSV or Parquet file of interactions")
+    fit.add_argument("data")
+    fit.add_argument("--model", choices=("als", "sgd", "bpr"), default="als")
+    fit.add_argument("--factors", type=int, default=64)
+    fit.add_argument("--iterations", type=int, default=15)
+    fit.add_argument("--threads", type=int, default=0)
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--out", default="model.npz")
+    fit.add_argument("--quiet", action="store_true")
+    _add_columns(fit)
+    fit.set_defaults(run=_fit)
+
+    recommend = commands.add_parser("recommend", help="top-k items for users of a fitted model")
+    recommend.add_argument("model_file")
+    recommend.add_argument("--data", help="interactions whose items each user has seen (excluded)")
+    recommend.add_argument("--users", help="comma-separated user ids (default: every user)")
+    recommend.add_argument("--k", type=int, default=10)
+    _add_columns(recommend)
+    recommend.set_defaults(run=_recommend)
+
+    evaluate = commands.add_parser("evaluate", help="ranking metrics of a fitted model on held-out interactions")
+    evaluate.add_argument("model_file")
+    evaluate.add_argument("train")
+    evaluate.add_argument("test")
+    evaluate.add_argument("--k", type=int, default=10)
+    _add_columns(evaluate)
+    evaluate.set_defaults(run=_evaluate)
     return parser
 
 
@@ -243,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (TypeError, ValueError, IndexError) as error:
+    except (TypeError, ValueError, IndexError, KeyError, OSError) as error:
         print(f"recore: error: {error}", file=sys.stderr)
         return 2
 
