@@ -4,6 +4,8 @@
     python benchmarks/peers.py als [options]     # ALS against implicit
     python benchmarks/peers.py sgd [options]     # SGD against LIBMF and Surprise
     python benchmarks/peers.py topk [options]    # top-k against faiss and implicit
+    python benchmarks/peers.py spark [options]   # ALS and all-users top-10 against Spark MLlib
+    python benchmarks/peers.py all [options]     # every area and installed peer, one table
     python benchmarks/peers.py als --help        # each area's options
 
 Each area lives in its own module, ``peers_<area>.py``, with ``DESCRIPTION``,
@@ -18,7 +20,7 @@ import importlib
 import os
 import sys
 
-AREAS = ("als", "sgd", "topk")
+AREAS = ("als", "sgd", "topk", "spark", "all")
 
 
 def main(argv=None) -> int:
