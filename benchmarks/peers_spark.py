@@ -65,6 +65,7 @@ def run_spark(user_items, arguments) -> dict:
         model.userFactors.count()  # fitting is lazy until the factors are used
         return model, time.perf_counter() - began
 
+    fit(1)  # the first fit also warms the JVM up
     _, one = fit(1)
     model, many = fit(arguments.iterations)
     began = time.perf_counter()
