@@ -190,3 +190,22 @@ def test_concurrent_recommend_from_eight_threads_matches_serial_calls(data):
         expected = fresh.recommend(users, data, k=9, precision=precision, num_threads=1)
         np.testing.assert_array_equal(ids, expected[0])
         np.testing.assert_array_equal(scores, expected[1])
+
+
+def test_a_few_users_of_a_large_matrix_are_checked_and_served_the_same():
+    """Serving a few users of a big user_items reads only their rows, after checking the row
+    pointers; a malformed matrix is still refused."""
+    data = recore.datasets.synthetic(3000, 200, 30_000, random_state=0)
+    model = recore.ALS(factors=8, iterations=2, random_state=0).fit(data)
+    few = model.recommend([5, 17], data, k=10)
+    np.testing.assert_array_equal(few[0], model.recommend_all(data, k=10)[0][[5, 17]])
+    broken = data.copy()
+    broken.indptr = broken.indptr.copy()
+    broken.indptr[10] = broken.indptr[11] + 5
+    with pytest.raises(ValueError, match="indptr"):
+        model.recommend([5], broken, k=3)
+    wrong_column = data.copy()
+    wrong_column.indices = wrong_column.indices.copy()
+    wrong_column.indices[wrong_column.indptr[5]] = 10_000
+    with pytest.raises(IndexError):
+        model.recommend([5], wrong_column, k=3)

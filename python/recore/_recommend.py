@@ -174,7 +174,19 @@ class Recommender:
         if user_items.ndim != 2 or user_items.shape[1] != n_items:
             raise ValueError(f"user_items must have {n_items} columns (one per item), got shape {user_items.shape}")
         if user_items.shape[0] == n_users:
-            rows = as_exclusions(user_items, n_users, n_items)[users]
+            if user_items.format == "csr" and len(users) < n_users // 64:
+                # A few users of a large matrix: check the row pointers (O(users)), slice, and
+                # check only the rows taken, so that serving one user does not read them all.
+                indptr = np.asarray(user_items.indptr)
+                if (
+                    indptr.ndim != 1 or len(indptr) != n_users + 1 or indptr[0] != 0
+                    or indptr[-1] != len(user_items.indices) or len(user_items.data) != len(user_items.indices)
+                    or np.any(np.diff(indptr) < 0)
+                ):  # fmt: skip
+                    raise ValueError("user_items.indptr is malformed: it must rise from 0 to nnz")
+                rows = user_items[users]
+            else:
+                rows = as_exclusions(user_items, n_users, n_items)[users]
         elif user_items.shape[0] == len(users):
             rows = user_items
         else:
