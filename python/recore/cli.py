@@ -70,33 +70,27 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 class _PeakMemory:
-    """Peak resident memory growth of a block, in MiB (Linux: the peak is reset first;
-    elsewhere the growth of the process's lifetime peak, a lower bound)."""
+    """The process's peak resident memory during a block, in MiB (Linux: the peak is reset at
+    the start; elsewhere the lifetime peak). Memory the process already held and reuses
+    counts, so the figure includes the data and everything else alive."""
 
     def __enter__(self):
         try:
             with open("/proc/self/clear_refs", "w") as file:
                 file.write("5")
-            self.reset = True
         except OSError:
-            self.reset = False
-        self.before = self._resident() if self.reset else self._peak()
+            pass
         return self
 
     def __exit__(self, *exc):
-        self.mib = max(0.0, (self._peak() - self.before) / 2**20)
-
-    @staticmethod
-    def _resident() -> float:
-        with open("/proc/self/status") as file:
-            return next(float(line.split()[1]) * 1024 for line in file if line.startswith("VmRSS:"))
+        self.mib = self._peak() / 2**20
 
     @staticmethod
     def _peak() -> float:
         try:
             with open("/proc/self/status") as file:
                 return next(float(line.split()[1]) * 1024 for line in file if line.startswith("VmHWM:"))
-        except OSError:
+        except (OSError, StopIteration):
             import resource
 
             return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
@@ -166,7 +160,7 @@ def _liked(ratings):
 
 def _markdown(rows) -> str:
     lines = [
-        "| model | NDCG@10 | precision@10 | RMSE | fit s | top-10 for all users s | peak memory MiB |",
+        "| model | NDCG@10 | precision@10 | RMSE | fit s | top-10 for all users s | process peak memory MiB |",
         "|:---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
@@ -178,7 +172,8 @@ def _markdown(rows) -> str:
     lines.append("")
     lines.append(
         "NDCG@10 and precision@10 on a 20% held-out split (training items excluded; for biased MF, ratings >= 4 "
-        "are relevant). RMSE on held-out ratings. Peak memory: resident growth during fit."
+        "are relevant). RMSE on held-out ratings. Process peak memory: the process's peak resident size during "
+        "the fit (data and everything else alive included)."
     )
     return "\n".join(lines)
 
@@ -199,7 +194,7 @@ def _chart(rows, path, say) -> None:
         axes[1].scatter(r["peak_mib"], r["ndcg"])
         axes[1].annotate(r["model"], (r["peak_mib"], r["ndcg"]))
     axes[0].set_xlabel("fit seconds")
-    axes[1].set_xlabel("peak memory during fit, MiB")
+    axes[1].set_xlabel("process peak memory during fit, MiB")
     for axis in axes:
         axis.set_ylabel("NDCG@10")
     figure.tight_layout()
