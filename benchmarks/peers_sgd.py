@@ -31,9 +31,8 @@ import time
 import numpy as np
 import recore
 import scipy.sparse as sp
+from peers_als import DEFAULT_SEED, MOVIELENS_20M_LIKE
 
-MOVIELENS_20M_LIKE = (138_000, 27_000, 17_000_000)
-DEFAULT_SEED = 20240501
 DESCRIPTION = "Compare recore's SGD with LIBMF and Surprise on the same synthetic ratings."
 
 

@@ -20,6 +20,7 @@ import time
 
 import numpy as np
 import recore
+from peers_als import DEFAULT_SEED, MOVIELENS_20M_LIKE
 
 DESCRIPTION = "Compare recore's ALS and all-users top-10 with Spark MLlib's."
 
@@ -30,10 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--regularization", type=float, default=0.05)
     parser.add_argument("--alpha", type=float, default=1.0)
-    parser.add_argument("--users", type=int, default=138_000)
-    parser.add_argument("--items", type=int, default=27_000)
-    parser.add_argument("--nnz", type=int, default=17_000_000)
-    parser.add_argument("--seed", type=int, default=20240501)
+    parser.add_argument("--users", type=int, default=MOVIELENS_20M_LIKE[0])
+    parser.add_argument("--items", type=int, default=MOVIELENS_20M_LIKE[1])
+    parser.add_argument("--nnz", type=int, default=MOVIELENS_20M_LIKE[2])
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--json", metavar="PATH", help="also write the results here")
 
 

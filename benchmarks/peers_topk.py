@@ -26,9 +26,8 @@ import time
 
 import numpy as np
 import recore
+from peers_als import DEFAULT_SEED, MOVIELENS_20M_LIKE
 
-MOVIELENS_20M_LIKE = (138_000, 27_000, 17_000_000)
-DEFAULT_SEED = 20240501
 DESCRIPTION = "Compare recore's exact top-k with faiss and implicit on the same factors."
 
 

@@ -225,7 +225,6 @@ def test_wide_indices_path_gives_the_same_model(monkeypatch):
 
 def test_command_line_fit_recommend_evaluate(tmp_path, capsys):
     import pandas as pd
-
     from recore.cli import main
 
     data = recore.datasets.synthetic(200, 60, 3000, random_state=0)

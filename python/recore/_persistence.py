@@ -110,7 +110,7 @@ def _read_members(path) -> dict[str, np.ndarray]:
         raise
     except Exception as error:  # noqa: BLE001 - a damaged archive fails in many ways
         # allow_pickle=False turns any pickled (object) member into a ValueError here; a
-        # damaged zip raises BadZipFile, EOFError, NotImplementedError, zlib.error, ...
+        # damaged zip can raise BadZipFile, EOFError, NotImplementedError or zlib.error, among others.
         raise ModelFileError(f"{path} is not a readable recore model file: {error!r}") from None
 
 

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 
 from recore import _core
 from recore._threads import engine_threads
-from recore._validation import as_user_items, check_bool, check_choice, check_ids, check_int
+from recore._validation import as_user_items, check_bool, check_choice, check_ids, check_int, check_row_pointers
 from recore.topk import _INT32_MAX, _SINGLE_QUERY_PATH_MAX, ItemIndex, _item_ids, as_exclusions
 
 
@@ -177,13 +177,7 @@ class Recommender:
             if user_items.format == "csr" and len(users) < n_users // 64:
                 # A few users of a large matrix: check the row pointers (O(users)), slice, and
                 # check only the rows taken, so that serving one user does not read them all.
-                indptr = np.asarray(user_items.indptr)
-                if (
-                    indptr.ndim != 1 or len(indptr) != n_users + 1 or indptr[0] != 0
-                    or indptr[-1] != len(user_items.indices) or len(user_items.data) != len(user_items.indices)
-                    or np.any(np.diff(indptr) < 0)
-                ):  # fmt: skip
-                    raise ValueError("user_items.indptr is malformed: it must rise from 0 to nnz")
+                check_row_pointers(user_items, "user_items")
                 rows = user_items[users]
             else:
                 rows = as_exclusions(user_items, n_users, n_items)[users]

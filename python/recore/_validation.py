@@ -83,7 +83,16 @@ def _check_index_range(values: np.ndarray, bound: int, name: str, what: str) -> 
 def _check_compressed(matrix, name: str) -> None:
     """Checks a CSR/CSC matrix's structure before scipy or the engine walks it: scipy's own
     conversions trust it and would read out of bounds."""
-    major, minor = matrix.shape if matrix.format == "csr" else matrix.shape[::-1]
+    check_row_pointers(matrix, name)
+    minor = matrix.shape[1] if matrix.format == "csr" else matrix.shape[0]
+    indices = np.asarray(matrix.indices)
+    _check_index_range(indices, minor, name, "column indices" if matrix.format == "csr" else "row indices")
+
+
+def check_row_pointers(matrix, name: str) -> None:
+    """The O(rows) part of a CSR/CSC structure check: indptr rising from 0 to nnz, and data as
+    long as indices. Enough before slicing rows, whose indices are then checked alone."""
+    major = matrix.shape[0] if matrix.format == "csr" else matrix.shape[1]
     indptr, indices = np.asarray(matrix.indptr), np.asarray(matrix.indices)
     if indptr.ndim != 1 or indptr.shape[0] != major + 1:
         raise ValueError(f"{name}.indptr must have {major + 1} entries, got {indptr.shape}")
@@ -91,7 +100,6 @@ def _check_compressed(matrix, name: str) -> None:
         raise ValueError(f"{name}.indptr is malformed: it must rise from 0 to nnz")
     if np.asarray(matrix.data).shape != indices.shape:
         raise ValueError(f"{name}.data and {name}.indices must have the same length")
-    _check_index_range(indices, minor, name, "column indices" if matrix.format == "csr" else "row indices")
 
 
 def _to_csr(matrix, name: str):

@@ -242,28 +242,31 @@ def _load_with_ids(path):
         return model, ids["user_ids"], ids["item_ids"]
 
 
+def _in_model_ids(data: recore.Interactions, user_ids: np.ndarray, item_ids: np.ndarray) -> sp.csr_matrix:
+    """``data``'s matrix re-indexed to the model's rows and columns by id; entries whose user or
+    item the model does not know are dropped."""
+    users = {value: index for index, value in enumerate(user_ids.tolist())}
+    items = {value: index for index, value in enumerate(item_ids.tolist())}
+    # One lookup per distinct id, then per entry by position.
+    user_map = np.array([users.get(str(u), -1) for u in data.user_ids], dtype=np.int64)
+    item_map = np.array([items.get(str(i), -1) for i in data.item_ids], dtype=np.int64)
+    coo = data.matrix.tocoo()
+    rows, cols = user_map[coo.row], item_map[coo.col]
+    known = (rows >= 0) & (cols >= 0)
+    return sp.csr_matrix(
+        (coo.data[known].astype(np.float32), (rows[known], cols[known])), shape=(len(user_ids), len(item_ids))
+    )
+
+
 def _recommend(args: argparse.Namespace) -> int:
     model, user_ids, item_ids = _load_with_ids(args.model_file)
-    data = _read_interactions(args.data, args) if args.data else None
     lookup = {value: index for index, value in enumerate(user_ids.tolist())}
     wanted = args.users.split(",") if args.users else user_ids.tolist()
     try:
         rows = np.array([lookup[user] for user in wanted], dtype=np.int64)
     except KeyError as missing:
         raise IndexError(f"users: unknown id {missing.args[0]!r}") from None
-    seen = None
-    if data is not None:
-        # The data's ids re-indexed to the model's: rows and columns by id.
-        item_lookup = {value: index for index, value in enumerate(item_ids.tolist())}
-        coo = data.matrix.tocoo()
-        keep = [
-            (lookup.get(str(data.user_ids[r])), item_lookup.get(str(data.item_ids[c])))
-            for r, c in zip(coo.row, coo.col)
-        ]
-        pairs = np.array([(u, i) for u, i in keep if u is not None and i is not None], dtype=np.int64).reshape(-1, 2)
-        seen = sp.csr_matrix(
-            (np.ones(len(pairs), np.float32), (pairs[:, 0], pairs[:, 1])), shape=(len(user_ids), len(item_ids))
-        )
+    seen = _in_model_ids(_read_interactions(args.data, args), user_ids, item_ids) if args.data else None
     ids, scores = model.recommend(rows, seen, args.k)
     for user, row, row_scores in zip(wanted, ids, scores):
         items = [f"{item_ids[i]}:{s:.4g}" for i, s in zip(row, row_scores) if i >= 0]
@@ -273,19 +276,9 @@ def _recommend(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     model, user_ids, item_ids = _load_with_ids(args.model_file)
-    train, test = _read_interactions(args.train, args), _read_interactions(args.test, args)
-
-    def aligned(data):
-        users = {value: index for index, value in enumerate(user_ids.tolist())}
-        items = {value: index for index, value in enumerate(item_ids.tolist())}
-        coo = data.matrix.tocoo()
-        rows = [users.get(str(data.user_ids[r]), -1) for r in coo.row]
-        cols = [items.get(str(data.item_ids[c]), -1) for c in coo.col]
-        keep = [(r, c, v) for r, c, v in zip(rows, cols, coo.data) if r >= 0 and c >= 0]
-        r, c, v = (np.array(x) for x in zip(*keep)) if keep else (np.array([], int),) * 2 + (np.array([]),)
-        return sp.csr_matrix((v.astype(np.float32), (r, c)), shape=(len(user_ids), len(item_ids)))
-
-    metrics = evaluation.ranking_metrics(model, aligned(train), aligned(test), k=args.k)
+    train = _in_model_ids(_read_interactions(args.train, args), user_ids, item_ids)
+    test = _in_model_ids(_read_interactions(args.test, args), user_ids, item_ids)
+    metrics = evaluation.ranking_metrics(model, train, test, k=args.k)
     for name, value in metrics.items():
         print(f"{name}@{args.k}\t{value:.6g}" if name != "users" else f"users\t{value}")
     return 0

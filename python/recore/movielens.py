@@ -22,6 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recore._validation import check_bool, check_choice
+from recore.interactions import Interactions
 
 
 @dataclass(frozen=True)
@@ -145,11 +146,11 @@ def movielens(variant: str = "100k", *, download: bool = True) -> MovieLens:
     except (zipfile.BadZipFile, KeyError) as error:
         raise DatasetError(f"{path} is not a readable MovieLens archive: {error}") from None
     table = _parse(text, source.layout)
-    user_ids, users = np.unique(table[:, 0].astype(np.int64), return_inverse=True)
-    item_ids, items = np.unique(table[:, 1].astype(np.int64), return_inverse=True)
-    order = np.lexsort((items, users))
-    users, items = users[order], items[order]
-    ratings = sp.csr_matrix((table[order, 2].astype(np.float32), (users, items)), shape=(len(user_ids), len(item_ids)))
-    if ratings.nnz != len(order):
-        raise DatasetError(f"{path} rates some (user, item) pair twice")
-    return MovieLens(ratings, table[order, 3].astype(np.int64), user_ids, item_ids)
+    try:
+        data = Interactions(
+            table[:, 0].astype(np.int64), table[:, 1].astype(np.int64), table[:, 2], table[:, 3].astype(np.int64),
+            duplicates="error",
+        )  # fmt: skip
+    except ValueError as error:
+        raise DatasetError(f"{path}: {error}") from None
+    return MovieLens(data.matrix, data.timestamps, data.user_ids, data.item_ids)
