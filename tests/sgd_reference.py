@@ -6,6 +6,17 @@ from __future__ import annotations
 import numpy as np
 
 
+def round_robin_runs(length, runs):
+    """The order recore visits one block of ``length`` ratings in: cut into ``runs`` runs of
+    ceil(length / runs) consecutive ratings, taken one rating of each run in turn."""
+    run_length = max(-(-length // runs), 1)
+    pieces = [list(range(start, min(start + run_length, length))) for start in range(0, length, run_length)]
+    order = []
+    for step in range(run_length):
+        order.extend(piece[step] for piece in pieces if step < len(piece))
+    return np.array(order, dtype=np.int64)
+
+
 def squared_epoch(
     users, items, values, p, q, bu, bi, mu, gu, gi, *, eta, lam, lam_b, biases, adaptive, slow=0, slow_only=False
 ):

@@ -38,8 +38,9 @@ def padded(matrix):
     factors=st.integers(1, 40),
 )
 def test_two_epochs_match_the_reference_in_the_same_order(seed, biases, schedule, factors):
-    """One thread, one block: recore visits the ratings in CSR order (user, then item); two
-    epochs cover the first epoch of the two-speed schedule and a normal one."""
+    """One thread, one block: recore visits the ratings in CSR order (user, then item), cut
+    into runs visited round-robin (grouped updates must not change the result); two epochs
+    cover the first epoch of the two-speed schedule and a normal one."""
     ratings, _ = planted_ratings(seed, users=12, items=9, density=0.5)
     options = dict(
         factors=factors, biases=biases, schedule=schedule, learning_rate=0.05, regularization=0.07,
@@ -54,9 +55,10 @@ def test_two_epochs_match_the_reference_in_the_same_order(seed, biases, schedule
     gu, gi = (np.ones((12, 2)), np.ones((9, 2))) if slow else (np.ones(12), np.ones(9))
     mu = float(np.mean(ratings.data, dtype=np.float64)) if biases else 0.0
     coo = ratings.tocoo()
+    visit = sgd_reference.round_robin_runs(coo.nnz, runs=4)
     for epoch in range(2):
         sgd_reference.squared_epoch(
-            coo.row, coo.col, coo.data.astype(np.float64), p, q, bu, bi, mu, gu, gi,
+            coo.row[visit], coo.col[visit], coo.data[visit].astype(np.float64), p, q, bu, bi, mu, gu, gi,
             eta=0.05, lam=0.07, lam_b=0.03, biases=biases, adaptive=adaptive, slow=slow, slow_only=epoch == 0,
         )  # fmt: skip
     np.testing.assert_allclose(model.user_factors_, p, rtol=0, atol=1e-5)
@@ -64,6 +66,17 @@ def test_two_epochs_match_the_reference_in_the_same_order(seed, biases, schedule
     np.testing.assert_allclose(model.user_biases_, bu if biases else 0, rtol=0, atol=1e-5)
     np.testing.assert_allclose(model.item_biases_, bi if biases else 0, rtol=0, atol=1e-5)
     assert model.global_bias_ == pytest.approx(mu)
+
+
+@given(lengths=st.lists(st.integers(0, 40), min_size=1, max_size=12), runs=st.integers(1, 6))
+def test_grid_visits_each_block_as_round_robin_runs(lengths, runs):
+    from recore.sgd import _interleaved_runs
+
+    starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    expected = np.concatenate(
+        [start + sgd_reference.round_robin_runs(length, runs) for start, length in zip(starts, lengths)]
+    )
+    np.testing.assert_array_equal(_interleaved_runs(starts, runs), expected.astype(np.int64))
 
 
 @given(

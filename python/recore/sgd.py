@@ -30,6 +30,55 @@ def _padded(n: int) -> int:
     return (n + _PAD - 1) // _PAD * _PAD
 
 
+# Runs per block in the visiting order, and the engine's group size (kGroup in sgd_kernels.cpp).
+_RUNS = 4
+
+
+def _interleaved_runs(starts: np.ndarray, runs: int = _RUNS) -> np.ndarray:
+    """The visiting order of a grid whose block ``b`` holds positions ``[starts[b], starts[b + 1])``.
+
+    Each block's ratings (sorted by user, then item) are cut into ``runs`` consecutive runs
+    of ``ceil(length / runs)`` ratings, and the runs are visited round-robin: run 0's first
+    rating, run 1's first, ..., run 0's second, and so on. Each run still walks its users in
+    order (their rows stay in cache), while consecutive updates mostly touch different users
+    and items, so the engine predicts them together instead of waiting for one update to
+    finish before the next can start. Returns ``perm`` with ``perm[visit] = position``.
+    """
+    lengths = np.diff(starts)
+    block_of = np.repeat(np.arange(len(lengths)), lengths)
+    first = starts[:-1][block_of]
+    offset = np.arange(starts[-1], dtype=np.int64) - first
+    block_run_length = np.maximum(-(-lengths // runs), 1)
+    run_length = block_run_length[block_of]
+    run, step = offset // run_length, offset % run_length
+    # Runs 0..full-1 are whole and run `full` holds `rest` ratings: each step below `rest`
+    # visits full + 1 ratings, each step from it on full.
+    full = (lengths // block_run_length)[block_of]
+    rest = (lengths % block_run_length)[block_of]
+    visit = np.where(step < rest, step * (full + 1) + run, rest * (full + 1) + (step - rest) * full + run)
+    perm = np.empty(starts[-1], dtype=np.int64)
+    perm[first + visit] = first + offset
+    return perm
+
+
+def _block_order(rng: np.random.Generator, blocks: int, by_items: bool) -> np.ndarray:
+    """One epoch's block order: the bands of one side in a random order, and for each the
+    blocks of its row of the grid, the other side's bands in a fresh random order.
+
+    Block ``b`` covers user band ``b // blocks`` and item band ``b % blocks``. Grouping by
+    the side whose bands hold more bytes of factors (``by_items``: the item bands) keeps one
+    band's rows in cache over ``blocks`` consecutive blocks, where a free order would load
+    them again for every block.
+    """
+    outer = rng.permutation(blocks).astype(np.int64)
+    inner = np.argsort(rng.random((blocks, blocks)), axis=1).astype(np.int64)
+    if by_items:
+        order = inner * blocks + outer[:, None]  # item band fixed along each row
+    else:
+        order = outer[:, None] * blocks + inner
+    return order.ravel().astype(np.int32)
+
+
 class SGD(Recommender, Estimator):
     """Matrix factorization by stochastic gradient descent.
 
@@ -37,8 +86,11 @@ class SGD(Recommender, Estimator):
     (``biases=False`` drops mu and the biases), one rating at a time. Ratings are cut into a
     grid of blocks over shuffled user and item ids; threads take blocks whose user band and
     item band no other thread holds, so no two threads touch the same factor row and the
-    factors need no locks (FPSGD, Zhuang et al. 2013). Within a block ratings go by user,
-    then item.
+    factors need no locks (FPSGD, Zhuang et al. 2013). Blocks are visited band by band of
+    the side with more rows (each band's blocks in a random order, the bands in a random
+    order, anew every epoch), so that band's rows stay in cache. Within a block ratings go by
+    user, then item, cut into four runs visited in turn (consecutive updates then touch
+    different rows and the engine computes them together).
 
     ``loss="bpr"`` fits implicit feedback with Bayesian Personalized Ranking (Rendle et al.
     2009): per epoch, as many (user, positive, negative) triples as there are stored
@@ -286,15 +338,18 @@ class SGD(Recommender, Estimator):
         item_band = (rng.permutation(n_items).astype(np.int64) * blocks // max(n_items, 1))[items]
         block = user_band * blocks + item_band
         order = np.lexsort((items, users, block))  # by block, then user, then item
-        users, items, values, block = users[order], items[order], coo.data[order].astype(np.float32), block[order]
         starts = np.zeros(blocks * blocks + 1, dtype=np.int64)
         np.cumsum(np.bincount(block, minlength=blocks * blocks), out=starts[1:])
+        order = order[_interleaved_runs(starts)]
+        users, items, values = users[order], items[order], coo.data[order].astype(np.float32)
         count = max(len(values), 1)
         biases = self.biases
         slow_factors = self._slow_factors()
 
+        by_items = n_items > n_users
+
         def epoch() -> float:
-            block_order = rng.permutation(blocks * blocks).astype(np.int32)
+            block_order = _block_order(rng, blocks, by_items)
             squared_error = _core.sgd_squared_epoch(
                 users, items, values, starts, block_order, blocks,
                 state["user_factors"], state["item_factors"], self.factors,

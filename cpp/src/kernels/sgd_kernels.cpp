@@ -85,14 +85,52 @@ inline void update_part(float* p, float* q, int64_t first, int64_t last, FloatVe
   }
 }
 
-// One squared-loss update; returns the error before it. ADAPTIVE and BIASES are the model's
-// schedule and bias switches, fixed for a whole epoch.
+// The prediction mu + b_u + b_i + p_u . q_i of one rating.
+template <bool BIASES>
+inline float squared_prediction(const SgdModel& m, int64_t u, int64_t i) {
+  float predicted = m.global_mean + padded_dot(m.user_factors + u * m.stride, m.item_factors + i * m.stride, m.stride);
+  if (BIASES) predicted += m.user_biases[u] + m.item_biases[i];
+  return predicted;
+}
+
+// The predictions of kGroup ratings at once: kGroup independent dot products in one loop, so
+// their latency chains overlap instead of following one another.
+constexpr int64_t kGroup = 4;
+
+template <bool BIASES>
+inline void group_predictions(const SgdModel& m, const int32_t* users, const int32_t* items, float* predicted) {
+  const float* p[kGroup];
+  const float* q[kGroup];
+  for (int64_t g = 0; g < kGroup; ++g) {
+    p[g] = m.user_factors + users[g] * m.stride;
+    q[g] = m.item_factors + items[g] * m.stride;
+  }
+  FloatVector acc[kGroup] = {};
+  for (int64_t j = 0; j < m.stride; j += kLanes)
+    for (int64_t g = 0; g < kGroup; ++g) acc[g] += load(p[g] + j) * load(q[g] + j);
+  for (int64_t g = 0; g < kGroup; ++g) {
+    predicted[g] = m.global_mean + horizontal_sum(acc[g]);
+    if (BIASES) predicted[g] += m.user_biases[users[g]] + m.item_biases[items[g]];
+  }
+}
+
+// Whether kGroup consecutive ratings touch kGroup different users and kGroup different items:
+// then no update of the group changes what another reads, and updating them from predictions
+// made together gives bitwise what updating them one after another gives.
+inline bool independent(const int32_t* users, const int32_t* items) {
+  for (int64_t a = 0; a < kGroup; ++a)
+    for (int64_t b = a + 1; b < kGroup; ++b)
+      if (users[a] == users[b] || items[a] == items[b]) return false;
+  return true;
+}
+
+// One squared-loss update from its prediction; returns the error. ADAPTIVE and BIASES are the
+// model's schedule and bias switches, fixed for a whole epoch.
 template <bool ADAPTIVE, bool BIASES>
-inline float squared_update(const SgdModel& m, const SgdRates& rates, int64_t u, int64_t i, float r, bool slow_only) {
+inline float squared_update(const SgdModel& m, const SgdRates& rates, int64_t u, int64_t i, float r, float predicted,
+                            bool slow_only) {
   float* p = m.user_factors + u * m.stride;
   float* q = m.item_factors + i * m.stride;
-  float predicted = m.global_mean + padded_dot(p, q, m.stride);
-  if (BIASES) predicted += m.user_biases[u] + m.item_biases[i];
   const float e = r - predicted;
   const FloatVector error = splat(e), lambda = splat(rates.regularization);
   const float eta = rates.learning_rate;
@@ -129,25 +167,52 @@ inline float squared_update(const SgdModel& m, const SgdRates& rates, int64_t u,
   return e;
 }
 
-// Squared-loss updates of ratings [first, last) of the grid; returns their squared errors.
+// Asks for the factor rows of ratings [first, last) (the next group's, while this one updates).
+inline void prefetch_rows(const RatingGrid& grid, const SgdModel& m, int64_t first, int64_t last) {
+  for (int64_t k = first; k < last; ++k) {
+    const float* item = m.item_factors + grid.items[k] * m.stride;
+    const float* user = m.user_factors + grid.users[k] * m.stride;
+    for (int64_t j = 0; j < m.stride; j += 16) {
+      __builtin_prefetch(item + j, 1);
+      __builtin_prefetch(user + j, 1);
+    }
+  }
+}
+
+// Squared-loss updates of ratings [first, last) of the grid, in order; returns their squared
+// errors. The grid interleaves several runs of each block (see RatingGrid), so consecutive
+// ratings mostly belong to different users and items: such groups are predicted together.
 template <bool ADAPTIVE, bool BIASES>
 double squared_updates(const RatingGrid& grid, const SgdModel& m, const SgdRates& rates, int64_t first,
                        int64_t last, bool slow_only) {
-  // The item rows of a block are scattered: ask for a later rating's rows while this one is
-  // updated (the user rows mostly repeat, ratings being sorted by user).
-  constexpr int64_t ahead = 4;
+  constexpr int64_t ahead = 2 * kGroup;
   double sum = 0.0;
-  for (int64_t k = first; k < last; ++k) {
-    if (k + ahead < last) {
-      const float* next_item = m.item_factors + grid.items[k + ahead] * m.stride;
-      const float* next_user = m.user_factors + grid.users[k + ahead] * m.stride;
-      for (int64_t j = 0; j < m.stride; j += 16) {
-        __builtin_prefetch(next_item + j, 1);
-        __builtin_prefetch(next_user + j, 1);
+  int64_t k = first;
+  for (; k + kGroup <= last; k += kGroup) {
+    if (k + ahead + kGroup <= last) prefetch_rows(grid, m, k + ahead, k + ahead + kGroup);
+    const int32_t* users = grid.users + k;
+    const int32_t* items = grid.items + k;
+    if (independent(users, items)) {
+      float predicted[kGroup];
+      group_predictions<BIASES>(m, users, items, predicted);
+      for (int64_t g = 0; g < kGroup; ++g) {
+        const float e = squared_update<ADAPTIVE, BIASES>(m, rates, users[g], items[g], grid.values[k + g],
+                                                         predicted[g], slow_only);
+        sum += double(e) * double(e);
+      }
+    } else {
+      for (int64_t g = 0; g < kGroup; ++g) {
+        const float predicted = squared_prediction<BIASES>(m, users[g], items[g]);
+        const float e =
+            squared_update<ADAPTIVE, BIASES>(m, rates, users[g], items[g], grid.values[k + g], predicted, slow_only);
+        sum += double(e) * double(e);
       }
     }
+  }
+  for (; k < last; ++k) {
+    const float predicted = squared_prediction<BIASES>(m, grid.users[k], grid.items[k]);
     const float e =
-        squared_update<ADAPTIVE, BIASES>(m, rates, grid.users[k], grid.items[k], grid.values[k], slow_only);
+        squared_update<ADAPTIVE, BIASES>(m, rates, grid.users[k], grid.items[k], grid.values[k], predicted, slow_only);
     sum += double(e) * double(e);
   }
   return sum;
