@@ -112,7 +112,8 @@ def run(arguments: argparse.Namespace) -> int:
             results["spark"] = run_spark(user_items, arguments)
         except ImportError as missing:
             print(f"note: skipping Spark: {missing}", file=sys.stderr)
-    print(f"distributed set-up (sharding the interactions onto the workers): {results['distributed']['setup_seconds']:.2f} s")
+    setup = results["distributed"]["setup_seconds"]
+    print(f"distributed set-up (sharding the interactions onto the workers): {setup:.2f} s")
     spark = results["spark"]
     print("| measure | recore distributed | recore single process | Spark MLlib | Spark / distributed |")
     print("|:---|---:|---:|---:|---:|")
