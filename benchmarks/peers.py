@@ -5,6 +5,7 @@
     python benchmarks/peers.py sgd [options]     # SGD against LIBMF and Surprise
     python benchmarks/peers.py topk [options]    # top-k against faiss and implicit
     python benchmarks/peers.py spark [options]   # ALS and all-users top-10 against Spark MLlib
+    python benchmarks/peers.py distributed [options]  # recore on Dask against one process and Spark
     python benchmarks/peers.py all [options]     # every area and installed peer, one table
     python benchmarks/peers.py als --help        # each area's options
 
@@ -20,7 +21,7 @@ import importlib
 import os
 import sys
 
-AREAS = ("als", "sgd", "topk", "spark", "all")
+AREAS = ("als", "sgd", "topk", "spark", "distributed", "all")
 
 
 def main(argv=None) -> int:

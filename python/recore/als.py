@@ -208,7 +208,11 @@ class ALS(Recommender, Estimator):
     def _check_magnitudes(self, user_items, dtype) -> None:
         if user_items.nnz == 0:
             return
-        largest = float(np.abs(user_items.data).max())
+        self._check_largest_value(float(np.abs(user_items.data).max()), dtype)
+
+    def _check_largest_value(self, largest: float, dtype) -> None:
+        """Raises ValueError when values up to ``largest`` would overflow the arithmetic
+        (shared with the distributed fit, which learns the largest value shard by shard)."""
         if self.feedback == "implicit":
             largest = max(largest, float(self.alpha) * largest + 1.0)
         if largest > self._MAGNITUDE_LIMITS[np.dtype(dtype)]:

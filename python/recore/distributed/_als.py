@@ -1,0 +1,414 @@
+"""Alternating least squares on a Dask cluster, with recore's own kernels on every worker."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+
+from recore import kernels
+from recore._validation import check_choice, check_float_dtype, check_int
+from recore.als import ALS as _SingleMachineALS
+from recore.distributed import _cluster, _inputs
+from recore.distributed._cluster import WorkerLostError
+
+__all__ = ["DistributedALS"]
+
+
+class DistributedALS(_SingleMachineALS):
+    """:class:`recore.ALS` fitted on a Dask cluster.
+
+    The interactions are held twice on the workers, as row shards of the user-item CSR and of
+    the item-user CSR, for the whole fit. Each half-iteration broadcasts the fixed factors
+    and their Gram matrix once; every worker solves its shard's rows with
+    :func:`recore.kernels.als_half_step`, and the updated shard stays on that worker. The
+    hyperparameters, their checks, the initial factors and the results are those of
+    :class:`recore.ALS` with the same ``random_state``: every row's solve is the same
+    computation on the same numbers, so with the default ``gram="driver"`` the factors are
+    bitwise equal to the single-machine ones, for any number of workers, shards or threads.
+
+    Parameters
+    ----------
+    factors, regularization, alpha, iterations, solver, cg_steps, feedback, confidence, \
+weighted_regularization, dtype, random_state, calculate_training_loss
+        As for :class:`recore.ALS`.
+    num_threads : int, default 0
+        Threads per worker for each shard's kernel; 0 uses the worker's own thread count
+        (``nthreads``), so that workers sharing a machine do not oversubscribe it.
+    num_shards : int or None, default None
+        Row shards per side; None makes one per worker. Shards are cut at equal numbers of
+        entries. The factors do not depend on it with ``gram="driver"``.
+    gram : {"driver", "workers"}, default "driver"
+        Where the Gram matrix of the fixed factors is formed. ``"driver"``: the driver, which
+        relays the fixed factors anyway, computes it with :func:`recore.kernels.gram_matrix`
+        on the whole matrix, as :class:`recore.ALS` does: bitwise equal factors.
+        ``"workers"``: each worker computes its shard's piece right after solving it and the
+        driver sums the pieces in shard order in float64, which spreads that work (n x f^2
+        multiply-adds per half-step) but rounds differently from the single-machine kernel's
+        fixed 512-row partition: about 1e-7 relative in the Gram matrix, which 15 iterations
+        amplify to about 1e-5 relative in the factors (measured; see the README).
+    max_recoveries : int, default 3
+        Times a fit may recover from lost workers: the half-iteration under way is redone
+        from the driver's copy of the factors, with the lost shards rebuilt on the workers
+        still alive. Beyond that the fit raises :class:`WorkerLostError`.
+
+    Attributes
+    ----------
+    user_factors_ : ndarray (n_users, factors), or a dask array with ``output="dask"``
+    item_factors_ : ndarray (n_items, factors)
+    loss_history_ : list of float
+    recoveries_ : int
+        How many times the last fit recovered from a lost worker.
+    """
+
+    def __init__(
+        self,
+        factors: int = 64,
+        regularization: float = 0.01,
+        alpha: float = 1.0,
+        iterations: int = 15,
+        solver: str = "cg",
+        cg_steps: int = 3,
+        feedback: str = "implicit",
+        confidence: str = "linear",
+        weighted_regularization: bool = False,
+        dtype="float32",
+        num_threads: int = 0,
+        random_state=None,
+        calculate_training_loss: bool = False,
+        num_shards: int | None = None,
+        gram: str = "driver",
+        max_recoveries: int = 3,
+    ):
+        self.num_shards = num_shards
+        self.gram = gram
+        self.max_recoveries = max_recoveries
+        super().__init__(
+            factors=factors, regularization=regularization, alpha=alpha, iterations=iterations, solver=solver,
+            cg_steps=cg_steps, feedback=feedback, confidence=confidence,
+            weighted_regularization=weighted_regularization, dtype=dtype, num_threads=num_threads,
+            random_state=random_state, calculate_training_loss=calculate_training_loss,
+        )  # fmt: skip
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        if self.num_shards is not None:
+            check_int(self.num_shards, "num_shards", 1)
+        check_choice(self.gram, "gram", ("driver", "workers"))
+        check_int(self.max_recoveries, "max_recoveries", 0)
+
+    def fit(
+        self,
+        user_items,
+        client=None,
+        *,
+        callback: Callable | None = None,
+        output: str = "numpy",
+        user_column: str = "user",
+        item_column: str = "item",
+        value_column: str = "value",
+        shape: tuple[int, int] | None = None,
+    ) -> DistributedALS:
+        """Learn the factors on the cluster.
+
+        Parameters
+        ----------
+        user_items : scipy.sparse matrix, 2-D numpy array, dask DataFrame, dask array or Parquet path(s)
+            A matrix (n_users, n_items) as :meth:`recore.ALS.fit` takes it, cut into shards
+            by the driver; or (user, item, value) triples already on the cluster: a dask
+            DataFrame with those columns, an (n, 3) dask array, or Parquet file(s) or a
+            directory of them, which the workers read and shard themselves. Duplicate pairs
+            are summed.
+        client : dask.distributed.Client, optional
+            Defaults to the current client; ValueError when there is none.
+        callback : callable, optional
+            ``callback(iteration, elapsed_seconds, loss)`` after each iteration, on the driver.
+        output : {"numpy", "dask"}, default "numpy"
+            ``"dask"`` leaves ``user_factors_`` as a dask array whose chunks are the user
+            shards where they were solved, for work that goes on on the cluster (such as
+            :func:`recore.distributed.recommend_all`).
+        user_column, item_column, value_column : str
+            Column names of a data frame or Parquet input.
+        shape : (n_users, n_items), optional
+            For triples: the matrix shape, when ids beyond the largest seen exist. By
+            default one more than the largest user and item id.
+
+        Returns
+        -------
+        self
+        """
+        self._check_params()
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+        check_choice(output, "output", ("numpy", "dask"))
+        names = {"user_column": user_column, "item_column": item_column, "value_column": value_column}
+        columns = tuple(_string(value, name) for name, value in names.items())
+        client = _cluster.resolve_client(client)
+        dtype = check_float_dtype(self.dtype)
+        implicit = self.feedback == "implicit"
+        workers = _cluster.live_workers(client)
+        num_shards = _cluster.check_num_shards(self.num_shards, len(workers))
+
+        def placement(n):
+            return {shard: workers[shard % len(workers)] for shard in range(n)}
+
+        if _inputs.is_dask_collection(user_items) or _inputs.is_parquet_source(user_items):
+            data = _inputs.from_triples(
+                client, user_items, dtype, implicit=implicit, columns=columns, shape=shape,
+                num_shards=num_shards, placement=placement,
+            )  # fmt: skip
+        else:
+            if shape is not None:
+                raise ValueError("shape is for triples; a matrix has its own")
+            data = _inputs.from_matrix(
+                client, user_items, dtype, implicit=implicit, num_shards=num_shards, placement=placement
+            )
+        self._check_largest_value(data.largest, dtype)
+        user_factors, item_factors = self._initial_factors(data.n_users, data.n_items, dtype)
+        run = _Run(self, client, data, placement(num_shards), user_factors, item_factors)
+        try:
+            self._iterate(run, callback)
+        finally:
+            run.release_inputs()
+        if not (np.isfinite(run.users).all() and np.isfinite(run.items).all()):
+            raise ValueError(
+                "training overflowed: user_items and the hyperparameters give factors beyond the range of "
+                f"{dtype}; rescale the values or use dtype='float64'"
+            )
+        self.recoveries_ = run.recoveries
+        user_result = run.users_as_dask() if output == "dask" else run.users
+        self._set_fitted(user_result, run.items, self.loss_history_)
+        return self
+
+    def _iterate(self, run: _Run, callback) -> None:
+        self.loss_history_ = []
+        try:
+            for iteration in range(self.iterations):
+                start = time.perf_counter()
+                run.begin_iteration()
+                run.half_step("users")
+                run.half_step("items")
+                elapsed = time.perf_counter() - start
+                loss = None
+                if self.calculate_training_loss:
+                    loss = run.loss()
+                    self.loss_history_.append(loss)
+                if callback is not None:
+                    callback(iteration, elapsed, loss)
+        except KeyboardInterrupt:
+            # The driver's copies are those of the last completed half-step; put back the
+            # last completed iteration, as recore.ALS does.
+            run.roll_back()
+            self._set_fitted(run.users, run.items, self.loss_history_)
+            raise
+
+    def recommend_all(self, user_items=None, k: int = 10, *, client=None, **options):
+        """All users' top ``k`` items computed on the cluster (see
+        :func:`recore.distributed.recommend_all`), excluding each user's items of
+        ``user_items`` when given."""
+        from recore.distributed._topk import recommend_all
+
+        self._check_fitted()
+        return recommend_all(self.user_factors_, self.item_factors_, k, user_items=user_items, client=client, **options)
+
+    def _user_vectors(self, users):
+        # Single-machine serving methods work from numpy factors.
+        return np.ascontiguousarray(np.asarray(self.user_factors_[users]), dtype=np.float32)
+
+
+def _string(value, name: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, got {type(value).__name__}")
+    return value
+
+
+class _Run:
+    """One fit's state on the cluster and on the driver.
+
+    The driver keeps the factors of the last completed half-step (it relays them to every
+    worker anyway): a half-step is a pure function of them and of the interaction shards, so
+    after a lost worker it is simply done again.
+    """
+
+    def __init__(self, model: DistributedALS, client, data, placement: dict, users, items):
+        self.model = model
+        self.client = client
+        self.data = data
+        self.placement = placement
+        self.users, self.items = users, items
+        self.begin_iteration()
+        self.recoveries = 0
+        self.options = dict(model._objective(), solver=model.solver, cg_steps=model.cg_steps)
+        self.implicit = model.feedback == "implicit"
+        self.factor_shards = {
+            "users": self._scatter_factors(users, data.user_items.bounds),
+            "items": self._scatter_factors(items, data.item_users.bounds),
+        }
+        # Gram pieces of each side's current shards (computed where the shards live).
+        self.gram_pieces = {"users": None, "items": None}
+
+    # -- placing data ---------------------------------------------------------------------
+
+    def _scatter_factors(self, factors, bounds, shards=None) -> list:
+        shards = range(len(bounds) - 1) if shards is None else shards
+        return [
+            self.client.scatter(
+                np.ascontiguousarray(factors[bounds[s] : bounds[s + 1]]), workers=[self.placement[s]], hash=False
+            )
+            for s in shards
+        ]
+
+    def _sides(self, target: str):
+        if target == "users":
+            return self.data.user_items, self.items, "items"
+        return self.data.item_users, self.users, "users"
+
+    # -- one half-step --------------------------------------------------------------------
+
+    def half_step(self, target: str) -> None:
+        errors = _cluster.lost_worker_errors()
+        recovering = False
+        while True:
+            try:
+                if recovering:
+                    self._recover()
+                self._half_step_once(target)
+                return
+            except errors as error:
+                if self.recoveries >= self.model.max_recoveries:
+                    raise WorkerLostError(
+                        f"distributed ALS lost workers {self.recoveries + 1} times (max_recoveries="
+                        f"{self.model.max_recoveries}); the fit is abandoned and no factors were kept: {error}"
+                    ) from error
+                self.recoveries += 1
+                recovering = True
+
+    def _gram(self, fixed_side: str, fixed: np.ndarray):
+        if not self.implicit:
+            return None
+        pieces = self.gram_pieces[fixed_side]
+        if self.model.gram == "driver" or pieces is None:
+            return kernels.gram_matrix(fixed, num_threads=self.model.num_threads)
+        total = np.zeros(pieces[0].shape, np.float64)
+        for piece in pieces:  # in shard order, whatever the placement
+            total += piece
+        return total.astype(fixed.dtype)
+
+    def _half_step_once(self, target: str) -> None:
+        client = self.client
+        shards, fixed, fixed_side = self._sides(target)
+        gram = self._gram(fixed_side, fixed)
+        fixed_future = client.scatter(fixed, broadcast=True, hash=False)
+        gram_future = None if gram is None else client.scatter(gram, broadcast=True, hash=False)
+        solved = [
+            client.submit(
+                _cluster.solve_shard,
+                rows,
+                fixed_future,
+                gram_future,
+                factors,
+                self.options,
+                workers=[self.placement[s]],
+                allow_other_workers=True,
+                pure=False,
+            )  # fmt: skip
+            for s, (rows, factors) in enumerate(zip(shards.futures, self.factor_shards[target]))
+        ]
+        pieces = []
+        if self.implicit and self.model.gram == "workers":
+            pieces = [
+                client.submit(
+                    _cluster.gram_piece,
+                    shard,
+                    self.model.num_threads,
+                    workers=[self.placement[s]],
+                    allow_other_workers=True,
+                    pure=False,
+                )  # fmt: skip
+                for s, shard in enumerate(solved)
+            ]
+        blocks = client.gather(solved)
+        gathered_pieces = client.gather(pieces) if pieces else None
+        # Committed only once every shard is back: a lost worker leaves the last state whole.
+        updated = np.concatenate(blocks) if blocks else np.empty((0, fixed.shape[1]), fixed.dtype)
+        if target == "users":
+            self.users = updated
+        else:
+            self.items = updated
+        self.factor_shards[target] = solved
+        self.gram_pieces[target] = gathered_pieces
+
+    # -- losing a worker --------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        """Shards on the workers alive: lost interaction shards rebuilt, factor shards
+        scattered again from the driver's copies."""
+        workers = _cluster.live_workers(self.client)
+        self.placement = {s: workers[s % len(workers)] for s in self.placement}
+        for shards in (self.data.user_items, self.data.item_users):
+            lost = {s: self.placement[s] for s, future in enumerate(shards.futures) if _cluster.is_lost(future)}
+            if lost:
+                rebuilt = shards.rebuild(lost)
+                for s, future in rebuilt.items():
+                    shards.futures[s] = future
+        self.factor_shards = {
+            "users": self._scatter_factors(self.users, self.data.user_items.bounds),
+            "items": self._scatter_factors(self.items, self.data.item_users.bounds),
+        }
+        # Pieces already gathered are numbers on the driver and stay valid.
+
+    # -- results ------------------------------------------------------------------------------
+
+    def loss(self) -> float:
+        """The full objective, summed over user shards; each shard's loss counts every item's
+        plain regularization once, so all but one of those are taken off."""
+        options = self.model._objective()
+        shards = self.data.user_items
+        item_future = self.client.scatter(self.items, broadcast=True, hash=False)
+        losses = self.client.gather(
+            [
+                self.client.submit(
+                    _cluster.shard_loss,
+                    rows,
+                    factors,
+                    item_future,
+                    options,
+                    workers=[self.placement[s]],
+                    allow_other_workers=True,
+                    pure=False,
+                )  # fmt: skip
+                for s, (rows, factors) in enumerate(zip(shards.futures, self.factor_shards["users"]))
+            ]
+        )
+        total = float(np.sum(losses, dtype=np.float64))
+        if not self.model.weighted_regularization and shards.num_shards > 1:
+            item_norms = float(np.einsum("ij,ij->", self.items, self.items, dtype=np.float64))
+            total -= (shards.num_shards - 1) * self.model.regularization * item_norms
+        return total
+
+    def begin_iteration(self) -> None:
+        # Half-steps replace the driver's arrays rather than writing into them, so keeping
+        # the references is enough.
+        self.start_users, self.start_items = self.users, self.items
+
+    def roll_back(self) -> None:
+        """Back to the factors of the last completed iteration."""
+        self.users, self.items = self.start_users, self.start_items
+
+    def users_as_dask(self):
+        import dask.array as da
+
+        bounds = self.data.user_items.bounds
+        f = self.users.shape[1]
+        blocks = [
+            da.from_delayed(future, shape=(int(bounds[s + 1] - bounds[s]), f), dtype=self.users.dtype)
+            for s, future in enumerate(self.factor_shards["users"])
+        ]
+        return da.concatenate(blocks) if blocks else da.from_array(self.users)
+
+    def release_inputs(self) -> None:
+        """Lets the workers drop the interaction shards (the factor shards stay, for
+        ``output="dask"``)."""
+        self.data.user_items.futures = []
+        self.data.item_users.futures = []

@@ -1,0 +1,158 @@
+"""The cluster side shared by distributed ALS and top-k: finding the client, placing shards on
+workers, recognising a lost worker, and the functions that run on the workers."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from recore import _core, kernels
+from recore._validation import check_int
+from recore.topk import topk
+
+
+class WorkerLostError(RuntimeError):
+    """A worker holding part of a distributed computation was lost more times than the
+    computation was allowed to recover from; no partial result is kept."""
+
+
+def resolve_client(client):
+    """The given Dask client, or the current one; ValueError when there is none."""
+    try:
+        from dask.distributed import Client, default_client
+    except ImportError as missing:  # pragma: no cover - exercised only without the extra
+        raise ImportError("recore.distributed needs dask.distributed: pip install 'recore[distributed]'") from missing
+    if client is None:
+        try:
+            return default_client()
+        except ValueError:
+            raise ValueError("no Dask client: pass client= or create one (dask.distributed.Client)") from None
+    if not isinstance(client, Client):
+        raise TypeError(f"client must be a dask.distributed.Client, got {type(client).__name__}")
+    return client
+
+
+def live_workers(client) -> list[str]:
+    """Addresses of the workers now connected, sorted so that placement is reproducible."""
+    workers = sorted(client.scheduler_info().get("workers", {}))
+    if not workers:
+        raise RuntimeError("the Dask cluster has no workers")
+    return workers
+
+
+def check_num_shards(num_shards, n_workers: int) -> int:
+    """``num_shards`` checked, or one shard per worker when None."""
+    if num_shards is None:
+        return n_workers
+    return check_int(num_shards, "num_shards", 1)
+
+
+def balanced_bounds(indptr: np.ndarray, num_shards: int) -> np.ndarray:
+    """Row boundaries of ``num_shards`` contiguous shards holding about equal numbers of
+    entries (the solve time of a row grows with its entries), from CSR row pointers."""
+    n_rows = len(indptr) - 1
+    total = int(indptr[-1])
+    if total == 0:
+        cuts = np.linspace(0, n_rows, num_shards + 1)
+        return np.round(cuts).astype(np.int64)
+    targets = np.arange(1, num_shards) * (total / num_shards)
+    inner = np.searchsorted(indptr, targets, side="left").astype(np.int64)
+    return np.concatenate(([0], np.clip(inner, 0, n_rows), [n_rows])).astype(np.int64)
+
+
+def even_bounds(n: int, num_shards: int) -> np.ndarray:
+    """Boundaries of ``num_shards`` contiguous ranges of ``0..n`` as equal as possible."""
+    return (np.arange(num_shards + 1, dtype=np.int64) * n) // num_shards
+
+
+def lost_worker_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions by which Dask reports that a worker (and the data it held) is gone."""
+    from distributed.client import FutureCancelledError
+    from distributed.comm.core import CommClosedError
+    from distributed.scheduler import KilledWorker
+
+    # OSError and TimeoutError: a transfer to or from a worker that has just died.
+    errors = [FutureCancelledError, CommClosedError, KilledWorker, OSError, TimeoutError]
+    try:
+        from asyncio import CancelledError
+
+        errors.append(CancelledError)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(errors)
+
+
+def is_lost(future) -> bool:
+    """Whether a future's data is gone (its worker died and it has no lineage to rebuild it)."""
+    return future.status in ("lost", "cancelled", "error")
+
+
+# -- functions that run on the workers ----------------------------------------------------------
+
+
+def on_gpu(array) -> bool:
+    """Whether ``array`` lives in GPU memory (cupy, or any CUDA array interface)."""
+    return hasattr(array, "__cuda_array_interface__")
+
+
+def _check_host(*arrays) -> None:
+    # Device follows the data: a GPU array would need recore's CUDA kernels, which this build
+    # does not have. Saying so beats a silent copy to the host.
+    if any(on_gpu(array) for array in arrays):
+        raise RuntimeError(
+            "a worker received GPU arrays, but recore's CUDA engine is not available in this build: "
+            "give the workers numpy data (or install a recore build with CUDA kernels)"
+        )
+
+
+def worker_threads(num_threads: int) -> int:
+    """``num_threads``, or this worker's own thread count for 0 (so that two workers sharing a
+    machine do not both claim every core)."""
+    if num_threads:
+        return num_threads
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except ValueError:  # not on a worker: the engine's default, every core
+        return 0
+    state = getattr(worker, "state", worker)
+    return int(getattr(state, "nthreads", 0) or 0)
+
+
+def solve_shard(rows, fixed, gram, target, options: dict):
+    """One shard's part of an ALS half-step: its rows of the target factors solved against
+    the broadcast fixed factors, by recore's own kernel. Returns new factors: a task's inputs
+    are shared, and a retried task must start from the same ones."""
+    _check_host(fixed, target, gram if gram is not None else np.empty(0))
+    updated = np.array(target, copy=True, order="C")
+    options = dict(options, num_threads=worker_threads(options["num_threads"]))
+    kernels.als_half_step(rows, fixed, gram, updated, **options)
+    return updated
+
+
+def gram_piece(factors, num_threads: int):
+    """This shard's share ``factors.T @ factors`` of the Gram matrix."""
+    _check_host(factors)
+    return kernels.gram_matrix(factors, num_threads=worker_threads(num_threads))
+
+
+def shard_loss(rows, user_factors, item_factors, options: dict) -> float:
+    """The objective over one user shard's rows (its items' regularization counted once per
+    shard; the driver corrects for that)."""
+    _check_host(user_factors, item_factors)
+    options = dict(options, num_threads=worker_threads(options["num_threads"]))
+    return kernels.als_loss(rows, user_factors, item_factors, **options)
+
+
+def shard_topk(queries, items, exclude, first_query: int, first_item: int, k: int, num_threads: int):
+    """Top-k of a query batch among one item shard, with the shard's exclusions for those
+    queries, ids returned as catalog ids."""
+    _check_host(queries, items)
+    if not _core.all_finite(queries):  # a dask array's blocks are first seen here
+        raise ValueError("user_factors contains NaN or infinity")
+    rows = None
+    if exclude is not None:
+        rows = exclude[first_query : first_query + queries.shape[0]]
+    ids, scores = topk(queries, items, k, exclude=rows, num_threads=worker_threads(num_threads), check_finite=False)
+    ids = ids.astype(np.int64, copy=False)
+    return np.where(ids >= 0, ids + first_item, -1), scores

@@ -1,0 +1,327 @@
+"""recore.distributed on a local Dask cluster of 2 worker processes, against single-machine
+recore (itself tested against the numpy references): ALS factors, all-users top-k, inputs
+from Dask collections and Parquet, argument checks, and a worker killed mid-fit."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+import recore
+import scipy.sparse as sp
+
+distributed = pytest.importorskip("dask.distributed")
+from recore.distributed import ALS, WorkerLostError, merge_topk, recommend_all  # noqa: E402
+from recore.distributed._cluster import gram_piece, solve_shard  # noqa: E402
+
+
+def local_cluster():
+    # ":0": any free port, so that two clusters (or a developer's own) never collide.
+    return distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=40
+    )
+
+
+@pytest.fixture(scope="module")
+def client():
+    # Not the default client, so that a fit without client= can be seen to fail; tests that
+    # want the current-client path enter client.as_current().
+    with local_cluster() as cluster, distributed.Client(cluster, set_as_default=False) as client:
+        yield client
+
+
+def interactions(seed: int, shape=(60, 40), density=0.15):
+    rng = np.random.default_rng(seed)
+    matrix = sp.random(*shape, density=density, format="csr", dtype=np.float32, random_state=rng)
+    matrix.data = (matrix.data * 4 + 1).astype(np.float32)
+    return matrix
+
+
+def assert_same_factors(distributed_model, single_model):
+    np.testing.assert_array_equal(np.asarray(distributed_model.user_factors_), single_model.user_factors_)
+    np.testing.assert_array_equal(distributed_model.item_factors_, single_model.item_factors_)
+
+
+# -- ALS equals single-machine ALS ----------------------------------------------------------------
+
+
+# Random cases drawn from numpy seeds rather than hypothesis strategies: the client's event
+# loop thread uses the random module, which hypothesis takes for a strategy doing so.
+CASES = range(8)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_factors_bitwise_equal_to_single_machine(client, case):
+    rng = np.random.default_rng(case)
+    shape = (int(rng.integers(1, 41)), int(rng.integers(1, 31)))
+    matrix = interactions(case, shape=shape, density=float(rng.choice([0.0, 0.1, 0.5, 1.0])))
+    options = dict(
+        factors=5, iterations=3, regularization=0.1, alpha=2.0, solver=str(rng.choice(["cg", "cholesky"])),
+        feedback=str(rng.choice(["implicit", "explicit"])), weighted_regularization=bool(rng.integers(2)),
+        dtype=str(rng.choice(["float32", "float64"])), random_state=int(rng.integers(2**31)),
+    )  # fmt: skip
+    num_shards = [None, 1, 3, 5][case % 4]
+    single = recore.ALS(**options).fit(matrix)
+    spread = ALS(num_shards=num_shards, **options).fit(matrix, client=client)
+    assert_same_factors(spread, single)
+    assert spread.recoveries_ == 0
+
+
+def test_gram_from_worker_pieces_is_close(client):
+    # Summed per shard, the Gram matrix rounds differently from the single-machine kernel's:
+    # close, not bitwise.
+    # One iteration of exact solves: the difference is the Gram matrix's rounding alone (more
+    # iterations, and conjugate-gradient steps, amplify it).
+    matrix = recore.datasets.synthetic(400, 200, 6000, random_state=1)
+    options = dict(factors=8, iterations=1, regularization=0.05, random_state=4, solver="cholesky")
+    single = recore.ALS(**options).fit(matrix)
+    spread = ALS(gram="workers", num_shards=3, **options).fit(matrix, client=client)
+    scale = np.abs(single.user_factors_).max()
+    np.testing.assert_allclose(spread.user_factors_, single.user_factors_, rtol=0, atol=1e-5 * scale)
+    np.testing.assert_allclose(spread.item_factors_, single.item_factors_, rtol=0, atol=1e-5 * scale)
+    assert not np.array_equal(spread.item_factors_, single.item_factors_)  # the pieces did differ
+
+
+def test_training_loss_matches_single_machine(client):
+    matrix = interactions(3)
+    for weighted in (False, True):
+        options = dict(factors=4, iterations=3, random_state=2, calculate_training_loss=True,
+                       weighted_regularization=weighted, regularization=0.3)  # fmt: skip
+        single = recore.ALS(**options).fit(matrix)
+        spread = ALS(num_shards=3, **options).fit(matrix, client=client)
+        np.testing.assert_allclose(spread.loss_history_, single.loss_history_, rtol=1e-9)
+
+
+def test_current_client_and_callback(client):
+    matrix = interactions(4)
+    calls = []
+    with client.as_current():
+        model = ALS(factors=3, iterations=2, random_state=0).fit(matrix, callback=lambda *a: calls.append(a))
+    assert [c[0] for c in calls] == [0, 1]
+    assert_same_factors(model, recore.ALS(factors=3, iterations=2, random_state=0).fit(matrix))
+
+
+def test_dask_output_keeps_user_factors_on_the_cluster(client):
+    import dask.array as da
+
+    matrix = interactions(5)
+    model = ALS(factors=3, iterations=2, random_state=1).fit(matrix, client=client, output="dask")
+    assert isinstance(model.user_factors_, da.Array)
+    single = recore.ALS(factors=3, iterations=2, random_state=1).fit(matrix)
+    np.testing.assert_array_equal(client.compute(model.user_factors_).result(), single.user_factors_)
+
+
+# -- inputs on the cluster ------------------------------------------------------------------------
+
+
+def triples_frame(matrix, duplicate=False):
+    import pandas as pd
+
+    coo = matrix.tocoo()
+    frame = pd.DataFrame({"u": coo.row.astype(np.int64), "i": coo.col.astype(np.int64), "r": coo.data})
+    if duplicate:  # every entry split in two halves, which the shards must sum
+        half = frame.assign(r=frame["r"] / 2)
+        frame = pd.concat([half, half]).sample(frac=1.0, random_state=0)
+    return frame
+
+
+def test_dask_dataframe_input(client):
+    import dask.dataframe as dd
+
+    matrix = interactions(6, shape=(50, 30))
+    matrix.data = np.round(matrix.data).astype(np.float32)  # halves of whole numbers sum exactly
+    frame = dd.from_pandas(triples_frame(matrix, duplicate=True), npartitions=3).persist()
+    options = dict(factors=4, iterations=2, random_state=5)
+    model = ALS(**options).fit(frame, client=client, user_column="u", item_column="i", value_column="r",
+                               shape=matrix.shape)  # fmt: skip
+    assert_same_factors(model, recore.ALS(**options).fit(matrix))
+
+
+def test_dask_array_and_parquet_inputs(client, tmp_path):
+    import dask.array as da
+
+    matrix = interactions(7, shape=(45, 35))
+    # Ids as large as the shape, so that the shape is found from the data alone.
+    matrix = (matrix + sp.csr_matrix(([2.0], ([44], [34])), shape=matrix.shape, dtype=np.float32)).tocsr()
+    coo = matrix.tocoo()
+    triples = np.column_stack([coo.row, coo.col, coo.data]).astype(np.float64)
+    options = dict(factors=4, iterations=2, random_state=6)
+    single = recore.ALS(**options).fit(matrix)
+    model = ALS(**options).fit(da.from_array(triples, chunks=(40, 3)), client=client)
+    assert_same_factors(model, single)
+    frame = triples_frame(matrix).rename(columns={"u": "user", "i": "item", "r": "value"})
+    for part, rows in enumerate(np.array_split(np.arange(len(frame)), 3)):
+        frame.iloc[rows].to_parquet(tmp_path / f"part-{part}.parquet")
+    model = ALS(**options).fit(str(tmp_path), client=client)
+    assert_same_factors(model, single)
+
+
+def test_triples_errors_name_the_argument(client):
+    import dask.dataframe as dd
+    import pandas as pd
+
+    def frame(**columns):
+        return dd.from_pandas(pd.DataFrame(columns), npartitions=1)
+
+    model = ALS(factors=2, iterations=1)
+    with pytest.raises(ValueError, match="no column 'value'"):
+        model.fit(frame(user=[0], item=[0]), client=client)
+    with pytest.raises(IndexError, match="negative user ids"):
+        model.fit(frame(user=[-1], item=[0], value=[1.0]), client=client)
+    with pytest.raises(IndexError, match=r"item ids >= 2 \(shape\[1\]\)"):
+        model.fit(frame(user=[0], item=[5], value=[1.0]), client=client, shape=(1, 2))
+    with pytest.raises(ValueError, match="negative values"):
+        model.fit(frame(user=[0], item=[0], value=[-1.0]), client=client)
+    with pytest.raises(TypeError, match="item ids must be integers"):
+        model.fit(frame(user=[0], item=[0.5], value=[1.0]), client=client)
+
+
+def test_argument_errors(client):
+    matrix = interactions(8)
+    with pytest.raises(ValueError, match="no Dask client: pass client= or create one"):
+        ALS(iterations=1).fit(matrix)
+    with pytest.raises(TypeError, match="client must be a dask.distributed.Client"):
+        ALS(iterations=1).fit(matrix, client="tcp://nowhere")
+    with pytest.raises(ValueError, match="gram must be one of"):
+        ALS(gram="somewhere")
+    with pytest.raises(ValueError, match="num_shards must be >= 1"):
+        ALS(num_shards=0)
+    with pytest.raises(ValueError, match="max_recoveries must be >= 0"):
+        ALS(max_recoveries=-1)
+    with pytest.raises(ValueError, match="factors must be >= 1"):  # recore.ALS's own checks
+        ALS(factors=0)
+    with pytest.raises(ValueError, match="output must be one of"):
+        ALS(iterations=1).fit(matrix, client=client, output="cupy")
+    with pytest.raises(TypeError, match="user_items must be"):
+        ALS(iterations=1).fit({"not": "a matrix"}, client=client)
+    with pytest.raises(ValueError, match="negative values"):
+        ALS(iterations=1).fit(-matrix, client=client)
+
+
+def test_gpu_arrays_are_refused_clearly():
+    class OnGpu:
+        __cuda_array_interface__ = {}
+
+    with pytest.raises(RuntimeError, match="CUDA engine is not available"):
+        solve_shard(sp.csr_matrix((1, 1), dtype=np.float32), OnGpu(), None, np.zeros((1, 1), np.float32), {})
+    with pytest.raises(RuntimeError, match="CUDA engine is not available"):
+        gram_piece(OnGpu(), 0)
+
+
+# -- distributed top-k ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_topk_equals_single_machine(client, case):
+    rng = np.random.default_rng(100 + case)
+    n_users, n_items = int(rng.integers(1, 31)), int(rng.integers(1, 26))
+    k = [1, 3, n_items, n_items + 5][case % 4]  # up to beyond the catalog
+    num_shards, batch_size = int(rng.integers(1, 5)), int(rng.choice([1, 4, 4096]))
+    density, ties, seed = float(rng.choice([0.0, 0.3, 0.9])), bool(case % 2), case
+    rng = np.random.default_rng(seed)
+    users = rng.standard_normal((n_users, 4)).astype(np.float32)
+    items = rng.standard_normal((n_items, 4)).astype(np.float32)
+    if ties:  # whole numbers give many equal scores, across shards too
+        users, items = np.round(users), np.round(items)
+    seen = sp.random(n_users, n_items, density=density, format="csr", dtype=np.float32, random_state=rng)
+    ids, scores = recommend_all(users, items, k, user_items=seen, client=client, num_shards=num_shards,
+                                batch_size=batch_size)  # fmt: skip
+    expected_ids, expected_scores = recore.topk(users, items, k, exclude=seen)
+    np.testing.assert_array_equal(ids, expected_ids)
+    np.testing.assert_array_equal(scores, expected_scores)
+    assert ids.dtype == expected_ids.dtype
+    for row in range(n_users):  # exclusion honoured across shards
+        assert not set(ids[row][ids[row] >= 0]) & set(seen[row].indices)
+
+
+def test_topk_of_a_fitted_model_and_of_dask_user_factors(client):
+    matrix = recore.datasets.synthetic(300, 120, 4000, random_state=2)
+    model = ALS(factors=6, iterations=2, random_state=3).fit(matrix, client=client, output="dask")
+    single = recore.ALS(factors=6, iterations=2, random_state=3).fit(matrix)
+    expected = single.recommend_all(matrix, k=10)
+    found = model.recommend_all(matrix, k=10, client=client, num_shards=3)
+    np.testing.assert_array_equal(found[0], expected[0])
+    np.testing.assert_array_equal(found[1], expected[1])
+
+
+def test_merge_keeps_recores_order():
+    first = (np.array([[3, 1, -1]]), np.array([[2.0, 1.0, -np.inf]], np.float32))
+    second = (np.array([[0, 7, -1]]), np.array([[2.0, 1.0, -np.inf]], np.float32))
+    ids, scores = merge_topk([second, first], 5)
+    np.testing.assert_array_equal(ids, [[0, 3, 1, 7, -1]])
+    np.testing.assert_array_equal(scores, np.array([[2, 2, 1, 1, -np.inf]], np.float32))
+
+
+def test_topk_argument_errors(client):
+    users, items = np.ones((3, 2), np.float32), np.ones((4, 2), np.float32)
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        recommend_all(users, items, 0, client=client)
+    with pytest.raises(ValueError, match="user_factors has 3 columns"):
+        recommend_all(np.ones((3, 3), np.float32), items, 1, client=client)
+    with pytest.raises(ValueError, match="item_factors contains NaN"):
+        recommend_all(users, np.full((4, 2), np.nan, np.float32), 1, client=client)
+    with pytest.raises(ValueError, match=r"user_items must have shape \(3, 4\)"):
+        recommend_all(users, items, 1, user_items=sp.csr_matrix((3, 5)), client=client)
+    with pytest.raises(ValueError, match="no Dask client"):
+        recommend_all(users, items, 1)
+
+
+# -- a worker killed mid-fit --------------------------------------------------------------------------
+
+
+def kill_one_worker(client) -> None:
+    """SIGKILL one worker process, then wait until the scheduler has seen it go."""
+    pids = client.run(os.getpid)
+    address = sorted(pids)[0]
+    os.kill(pids[address], signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while address in client.scheduler_info()["workers"]:
+        if time.monotonic() > deadline:
+            raise AssertionError("the scheduler never noticed the killed worker")
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def expendable_client():
+    # Its own cluster: workers are killed here, and their nannies restart them.
+    with local_cluster() as cluster, distributed.Client(cluster, set_as_default=False) as client:
+        yield client
+
+
+@pytest.mark.parametrize("gram", ["driver", "workers"])
+def test_worker_killed_mid_fit_recovers_with_the_same_factors(expendable_client, gram):
+    expendable_client.wait_for_workers(2, timeout=60)  # the nanny restarts a killed one
+    matrix = recore.datasets.synthetic(500, 200, 8000, random_state=3)
+    options = dict(factors=6, iterations=4, regularization=0.05, random_state=9)
+    # With gram="workers" the reference is an undisturbed distributed fit: the pieces are
+    # summed in shard order whatever worker holds each shard.
+    reference = (
+        recore.ALS(**options).fit(matrix)
+        if gram == "driver"
+        else ALS(gram=gram, num_shards=2, **options).fit(matrix, client=expendable_client)
+    )
+
+    def kill_after_first(iteration, elapsed, loss):
+        if iteration == 0:
+            kill_one_worker(expendable_client)
+
+    model = ALS(gram=gram, num_shards=2, **options).fit(matrix, client=expendable_client, callback=kill_after_first)
+    assert model.recoveries_ >= 1
+    assert_same_factors(model, reference)
+
+
+def test_worker_killed_without_recoveries_fails_clearly(expendable_client):
+    expendable_client.wait_for_workers(2, timeout=60)
+    matrix = interactions(10)
+    model = ALS(factors=3, iterations=3, random_state=0, max_recoveries=0)
+
+    def kill_after_first(iteration, elapsed, loss):
+        if iteration == 0:
+            kill_one_worker(expendable_client)
+
+    with pytest.raises(WorkerLostError, match="max_recoveries=0"):
+        model.fit(matrix, client=expendable_client, callback=kill_after_first)
+    assert not hasattr(model, "user_factors_")  # no half-fitted factors left behind
