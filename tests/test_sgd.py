@@ -39,7 +39,7 @@ def padded(matrix):
 )
 def test_two_epochs_match_the_reference_in_the_same_order(seed, biases, schedule, factors):
     """One thread, one block: recore visits the ratings in CSR order (user, then item), cut
-    into runs visited round-robin (grouped updates must not change the result); two epochs
+    into runs visited round-robin; two epochs
     cover the first epoch of the two-speed schedule and a normal one."""
     ratings, _ = planted_ratings(seed, users=12, items=9, density=0.5)
     options = dict(

@@ -30,7 +30,7 @@ def _padded(n: int) -> int:
     return (n + _PAD - 1) // _PAD * _PAD
 
 
-# Runs per block in the visiting order, and the engine's group size (kGroup in sgd_kernels.cpp).
+# Runs per block in the visiting order.
 _RUNS = 4
 
 
@@ -41,8 +41,8 @@ def _interleaved_runs(starts: np.ndarray, runs: int = _RUNS) -> np.ndarray:
     of ``ceil(length / runs)`` ratings, and the runs are visited round-robin: run 0's first
     rating, run 1's first, ..., run 0's second, and so on. Each run still walks its users in
     order (their rows stay in cache), while consecutive updates mostly touch different users
-    and items, so the engine predicts them together instead of waiting for one update to
-    finish before the next can start. Returns ``perm`` with ``perm[visit] = position``.
+    and items, so the processor can overlap them instead of waiting for one update's stores
+    before the next can read. Returns ``perm`` with ``perm[visit] = position``.
     """
     lengths = np.diff(starts)
     block_of = np.repeat(np.arange(len(lengths)), lengths)
@@ -86,11 +86,11 @@ class SGD(Recommender, Estimator):
     (``biases=False`` drops mu and the biases), one rating at a time. Ratings are cut into a
     grid of blocks over shuffled user and item ids; threads take blocks whose user band and
     item band no other thread holds, so no two threads touch the same factor row and the
-    factors need no locks (FPSGD, Zhuang et al. 2013). Blocks are visited band by band of
-    the side with more rows (each band's blocks in a random order, the bands in a random
-    order, anew every epoch), so that band's rows stay in cache. Within a block ratings go by
-    user, then item, cut into four runs visited in turn (consecutive updates then touch
-    different rows and the engine computes them together).
+    factors need no locks (FPSGD, Zhuang et al. 2013). Blocks are taken in a random order,
+    anew every epoch; one thread takes them band by band of the side with more rows (each
+    band's blocks in a random order), so that band's rows stay in cache. Within a block
+    ratings go by user, then item, cut into four runs visited in turn, so that consecutive
+    updates touch different rows and need not wait for each other.
 
     ``loss="bpr"`` fits implicit feedback with Bayesian Personalized Ranking (Rendle et al.
     2009): per epoch, as many (user, positive, negative) triples as there are stored
@@ -349,7 +349,13 @@ class SGD(Recommender, Estimator):
         by_items = n_items > n_users
 
         def epoch() -> float:
-            block_order = _block_order(rng, blocks, by_items)
+            # One thread walks band by band (measured faster: the band stays in cache); with
+            # more, a free order keeps every thread supplied with blocks to the end of the epoch
+            # (band-by-band orders measured slower there).
+            if threads == 1:
+                block_order = _block_order(rng, blocks, by_items)
+            else:
+                block_order = rng.permutation(blocks * blocks).astype(np.int32)
             squared_error = _core.sgd_squared_epoch(
                 users, items, values, starts, block_order, blocks,
                 state["user_factors"], state["item_factors"], self.factors,

@@ -32,16 +32,7 @@ inline FloatVector load(const float* p) {
   return v;
 }
 inline void store(float* p, FloatVector v) { __builtin_memcpy(p, &v, sizeof(v)); }
-// Every lane x, as one broadcast (adding x to a zero vector would cost an add).
-inline FloatVector splat(float x) {
-#if defined(__AVX512F__)
-  return (FloatVector)_mm512_set1_ps(x);
-#elif defined(__AVX__)
-  return (FloatVector)_mm256_set1_ps(x);
-#else
-  return (FloatVector)_mm_set1_ps(x);
-#endif
-}
+inline FloatVector splat(float x) { return FloatVector{} + x; }
 
 inline float horizontal_sum(FloatVector v) {
 #if defined(__AVX512F__)
@@ -70,13 +61,6 @@ inline float prediction(const SgdModel& m, int64_t u, int64_t i) {
   return value;
 }
 
-// The squared-loss path is compiled for the common padded widths (STRIDE floats per row, so
-// the loops over a row unroll fully) and once for any width (STRIDE = 0: m.stride).
-template <int64_t STRIDE>
-inline int64_t row_stride(const SgdModel& m) {
-  return STRIDE ? STRIDE : m.stride;
-}
-
 // Updates p[first, last) and q[first, last) with the given rates; returns the squared
 // gradient sums of each (when ADAPTIVE).
 template <bool ADAPTIVE>
@@ -101,55 +85,14 @@ inline void update_part(float* p, float* q, int64_t first, int64_t last, FloatVe
   }
 }
 
-// The prediction mu + b_u + b_i + p_u . q_i of one rating.
-template <bool BIASES, int64_t STRIDE>
-inline float squared_prediction(const SgdModel& m, int64_t u, int64_t i) {
-  const int64_t stride = row_stride<STRIDE>(m);
-  float predicted = m.global_mean + padded_dot(m.user_factors + u * stride, m.item_factors + i * stride, stride);
+// One squared-loss update; returns the error before it. ADAPTIVE and BIASES are the model's
+// schedule and bias switches, fixed for a whole epoch.
+template <bool ADAPTIVE, bool BIASES>
+inline float squared_update(const SgdModel& m, const SgdRates& rates, int64_t u, int64_t i, float r, bool slow_only) {
+  float* p = m.user_factors + u * m.stride;
+  float* q = m.item_factors + i * m.stride;
+  float predicted = m.global_mean + padded_dot(p, q, m.stride);
   if (BIASES) predicted += m.user_biases[u] + m.item_biases[i];
-  return predicted;
-}
-
-// The predictions of kGroup ratings at once: kGroup independent dot products in one loop, so
-// their latency chains overlap instead of following one another.
-constexpr int64_t kGroup = 4;
-
-template <bool BIASES, int64_t STRIDE>
-inline void group_predictions(const SgdModel& m, const int32_t* users, const int32_t* items, float* predicted) {
-  const int64_t stride = row_stride<STRIDE>(m);
-  const float* p[kGroup];
-  const float* q[kGroup];
-  for (int64_t g = 0; g < kGroup; ++g) {
-    p[g] = m.user_factors + users[g] * stride;
-    q[g] = m.item_factors + items[g] * stride;
-  }
-  FloatVector acc[kGroup] = {};
-  for (int64_t j = 0; j < stride; j += kLanes)
-    for (int64_t g = 0; g < kGroup; ++g) acc[g] += load(p[g] + j) * load(q[g] + j);
-  for (int64_t g = 0; g < kGroup; ++g) {
-    predicted[g] = m.global_mean + horizontal_sum(acc[g]);
-    if (BIASES) predicted[g] += m.user_biases[users[g]] + m.item_biases[items[g]];
-  }
-}
-
-// Whether kGroup consecutive ratings touch kGroup different users and kGroup different items:
-// then no update of the group changes what another reads, and updating them from predictions
-// made together gives bitwise what updating them one after another gives.
-inline bool independent(const int32_t* users, const int32_t* items) {
-  bool clash = false;  // one branch for the whole group, not one per pair
-  for (int64_t a = 0; a < kGroup; ++a)
-    for (int64_t b = a + 1; b < kGroup; ++b) clash |= (users[a] == users[b]) | (items[a] == items[b]);
-  return !clash;
-}
-
-// One squared-loss update from its prediction; returns the error. ADAPTIVE and BIASES are the
-// model's schedule and bias switches, fixed for a whole epoch.
-template <bool ADAPTIVE, bool BIASES, int64_t STRIDE>
-inline float squared_update(const SgdModel& m, const SgdRates& rates, int64_t u, int64_t i, float r, float predicted,
-                            bool slow_only) {
-  const int64_t stride = row_stride<STRIDE>(m);
-  float* p = m.user_factors + u * stride;
-  float* q = m.item_factors + i * stride;
   const float e = r - predicted;
   const FloatVector error = splat(e), lambda = splat(rates.regularization);
   const float eta = rates.learning_rate;
@@ -159,7 +102,7 @@ inline float squared_update(const SgdModel& m, const SgdRates& rates, int64_t u,
   float* item_sums = ADAPTIVE ? m.item_rate_sums + (split ? 2 * i : i) : nullptr;
   const float eta_u = ADAPTIVE ? eta / square_root(user_sums[0]) : eta;
   const float eta_i = ADAPTIVE ? eta / square_root(item_sums[0]) : eta;
-  const int64_t slow_end = split ? m.slow_factors : stride;
+  const int64_t slow_end = split ? m.slow_factors : m.stride;
   float user_sum = 0.0f, item_sum = 0.0f;
   update_part<ADAPTIVE>(p, q, 0, slow_end, error, lambda, eta_u, eta_i, user_sum, item_sum);
   if (BIASES) {
@@ -179,91 +122,44 @@ inline float squared_update(const SgdModel& m, const SgdRates& rates, int64_t u,
   if (slow_only) return e;
   const float eta_u_fast = eta / square_root(user_sums[1]);
   const float eta_i_fast = eta / square_root(item_sums[1]);
-  update_part<true>(p, q, slow_end, stride, error, lambda, eta_u_fast, eta_i_fast, user_sum, item_sum);
+  update_part<true>(p, q, slow_end, m.stride, error, lambda, eta_u_fast, eta_i_fast, user_sum, item_sum);
   const float fast = static_cast<float>(m.factors - m.slow_factors);
   user_sums[1] += user_sum / fast;
   item_sums[1] += item_sum / fast;
   return e;
 }
 
-// Asks for the factor rows of ratings [first, last) (the next group's, while this one updates).
-template <int64_t STRIDE>
-inline void prefetch_rows(const RatingGrid& grid, const SgdModel& m, int64_t first, int64_t last) {
-  const int64_t stride = row_stride<STRIDE>(m);
-  for (int64_t k = first; k < last; ++k) {
-    const float* item = m.item_factors + grid.items[k] * stride;
-    const float* user = m.user_factors + grid.users[k] * stride;
-    for (int64_t j = 0; j < stride; j += 16) {
-      __builtin_prefetch(item + j, 1);
-      __builtin_prefetch(user + j, 1);
-    }
-  }
-}
-
-// Squared-loss updates of ratings [first, last) of the grid, in order; returns their squared
-// errors. The grid interleaves several runs of each block (see RatingGrid), so consecutive
-// ratings mostly belong to different users and items: such groups are predicted together.
-template <bool ADAPTIVE, bool BIASES, int64_t STRIDE>
-double squared_updates(const RatingGrid& shared_grid, const SgdModel& shared_model, const SgdRates& shared_rates,
-                       int64_t first, int64_t last, bool slow_only) {
-  // Private copies: the factor stores cannot alias them, so their fields stay in registers
-  // instead of being read again after every store.
-  const RatingGrid grid = shared_grid;
-  const SgdModel m = shared_model;
-  const SgdRates rates = shared_rates;
-  constexpr int64_t ahead = 2 * kGroup;
+// Squared-loss updates of ratings [first, last) of the grid; returns their squared errors.
+template <bool ADAPTIVE, bool BIASES>
+double squared_updates(const RatingGrid& grid, const SgdModel& m, const SgdRates& rates, int64_t first,
+                       int64_t last, bool slow_only) {
+  // The item rows of a block are scattered: ask for a later rating's rows while this one is
+  // updated (the user rows mostly repeat, ratings being sorted by user).
+  constexpr int64_t ahead = 4;
   double sum = 0.0;
-  int64_t k = first;
-  for (; k + kGroup <= last; k += kGroup) {
-    if (k + ahead + kGroup <= last) prefetch_rows<STRIDE>(grid, m, k + ahead, k + ahead + kGroup);
-    const int32_t* users = grid.users + k;
-    const int32_t* items = grid.items + k;
-    const float* values = grid.values + k;
-    if (independent(users, items)) {
-      float predicted[kGroup];
-      group_predictions<BIASES, STRIDE>(m, users, items, predicted);
-      for (int64_t g = 0; g < kGroup; ++g) {
-        const float e =
-            squared_update<ADAPTIVE, BIASES, STRIDE>(m, rates, users[g], items[g], values[g], predicted[g], slow_only);
-        sum += double(e) * double(e);
-      }
-    } else {
-      for (int64_t g = 0; g < kGroup; ++g) {
-        const float predicted = squared_prediction<BIASES, STRIDE>(m, users[g], items[g]);
-        const float e =
-            squared_update<ADAPTIVE, BIASES, STRIDE>(m, rates, users[g], items[g], values[g], predicted, slow_only);
-        sum += double(e) * double(e);
+  for (int64_t k = first; k < last; ++k) {
+    if (k + ahead < last) {
+      const float* next_item = m.item_factors + grid.items[k + ahead] * m.stride;
+      const float* next_user = m.user_factors + grid.users[k + ahead] * m.stride;
+      for (int64_t j = 0; j < m.stride; j += 16) {
+        __builtin_prefetch(next_item + j, 1);
+        __builtin_prefetch(next_user + j, 1);
       }
     }
-  }
-  for (; k < last; ++k) {
-    const float predicted = squared_prediction<BIASES, STRIDE>(m, grid.users[k], grid.items[k]);
-    const float e = squared_update<ADAPTIVE, BIASES, STRIDE>(m, rates, grid.users[k], grid.items[k], grid.values[k],
-                                                             predicted, slow_only);
+    const float e =
+        squared_update<ADAPTIVE, BIASES>(m, rates, grid.users[k], grid.items[k], grid.values[k], slow_only);
     sum += double(e) * double(e);
   }
   return sum;
 }
 
-template <bool ADAPTIVE, bool BIASES>
-double squared_updates_any_width(const RatingGrid& grid, const SgdModel& m, const SgdRates& rates, int64_t first,
-                                 int64_t last, bool slow_only) {
-  switch (m.stride) {
-    case 16: return squared_updates<ADAPTIVE, BIASES, 16>(grid, m, rates, first, last, slow_only);
-    case 32: return squared_updates<ADAPTIVE, BIASES, 32>(grid, m, rates, first, last, slow_only);
-    case 64: return squared_updates<ADAPTIVE, BIASES, 64>(grid, m, rates, first, last, slow_only);
-    case 128: return squared_updates<ADAPTIVE, BIASES, 128>(grid, m, rates, first, last, slow_only);
-    default: return squared_updates<ADAPTIVE, BIASES, 0>(grid, m, rates, first, last, slow_only);
-  }
-}
-
 inline double squared_block(const RatingGrid& grid, const SgdModel& m, const SgdRates& rates, int64_t first,
                             int64_t last, bool slow_only) {
   const bool adaptive = m.user_rate_sums != nullptr, biases = m.user_biases != nullptr;
-  if (adaptive) return biases ? squared_updates_any_width<true, true>(grid, m, rates, first, last, slow_only)
-                              : squared_updates_any_width<true, false>(grid, m, rates, first, last, slow_only);
-  return biases ? squared_updates_any_width<false, true>(grid, m, rates, first, last, slow_only)
-                : squared_updates_any_width<false, false>(grid, m, rates, first, last, slow_only);
+  if (adaptive) return biases ? squared_updates<true, true>(grid, m, rates, first, last, slow_only)
+                              : squared_updates<true, false>(grid, m, rates, first, last, slow_only);
+  return biases ? squared_updates<false, true>(grid, m, rates, first, last, slow_only)
+                : squared_updates<false, false>(grid, m, rates, first, last, slow_only);
 }
 
 // One BPR update for (u, i, j); returns whether x > 0 before it.
