@@ -27,21 +27,6 @@ inline void check(cudaError_t status, const char* what, const char* file, int li
 
 inline cudaStream_t as_stream(std::uintptr_t stream) { return reinterpret_cast<cudaStream_t>(stream); }
 
-// Makes `device` current for the lifetime of the guard and restores the caller's device.
-class DeviceGuard {
- public:
-  explicit DeviceGuard(int device) {
-    RECORE_CUDA_CHECK(cudaGetDevice(&previous_));
-    if (device != previous_) RECORE_CUDA_CHECK(cudaSetDevice(device));
-  }
-  ~DeviceGuard() { cudaSetDevice(previous_); }
-  DeviceGuard(const DeviceGuard&) = delete;
-  DeviceGuard& operator=(const DeviceGuard&) = delete;
-
- private:
-  int previous_ = 0;
-};
-
 // Scratch memory for one engine call on the current device, grown on demand and kept for
 // the next call. The lease holds the device's lock until the call has synchronized its
 // stream, so two calls never share scratch memory.

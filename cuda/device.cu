@@ -17,6 +17,13 @@ void throw_cuda_error(cudaError_t status, const char* what, const char* file, in
                   " (in " + what + ", " + file + ":" + std::to_string(line) + ")");
 }
 
+DeviceScope::DeviceScope(int device) {
+  RECORE_CUDA_CHECK(cudaGetDevice(&previous_));
+  if (device != previous_) RECORE_CUDA_CHECK(cudaSetDevice(device));
+}
+
+DeviceScope::~DeviceScope() { cudaSetDevice(previous_); }
+
 int device_count() {
   int count = 0;
   RECORE_CUDA_CHECK(cudaGetDeviceCount(&count));

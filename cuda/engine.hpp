@@ -21,6 +21,19 @@ class CudaError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Makes `device` current for the lifetime of the scope and restores the caller's device
+// (for code that does not include the CUDA headers).
+class DeviceScope {
+ public:
+  explicit DeviceScope(int device);
+  ~DeviceScope();
+  DeviceScope(const DeviceScope&) = delete;
+  DeviceScope& operator=(const DeviceScope&) = delete;
+
+ private:
+  int previous_ = 0;
+};
+
 // Devices visible to the runtime; throws CudaError when there is no driver or device.
 int device_count();
 // The runtime's version (e.g. 13000), and the driver's (0 without a driver).

@@ -39,7 +39,7 @@ void init_als(py::module_& m) {
   m.def(
       "gram_matrix",
       [](int device, std::uintptr_t stream, std::uintptr_t factors, int64_t n, int64_t f, std::uintptr_t gram) {
-        DeviceGuard guard(device);
+        DeviceScope scope(device);
         auto in = matrix(factors, n, f, device, "factors");
         auto out = matrix(gram, f, f, device, "gram");
         py::gil_scoped_release release;
@@ -52,7 +52,7 @@ void init_als(py::module_& m) {
          std::uintptr_t indices, std::uintptr_t data, std::uintptr_t fixed, std::uintptr_t gram,
          std::uintptr_t target, int64_t f, const std::string& feedback, const std::string& confidence,
          const std::string& solver, double regularization, double alpha, int cg_steps, bool weighted) {
-        DeviceGuard guard(device);
+        DeviceScope scope(device);
         const AlsOptions options = als_options(feedback, confidence, solver, regularization, alpha, cg_steps, weighted);
         auto fixed_view = const_view(matrix(fixed, cols, f, device, "fixed_factors"));
         auto target_view = matrix(target, rows, f, device, "target_factors");
@@ -77,7 +77,7 @@ void init_als(py::module_& m) {
          std::uintptr_t indices, std::uintptr_t data, std::uintptr_t users, std::uintptr_t items,
          std::uintptr_t gram, int64_t f, const std::string& feedback, const std::string& confidence,
          double regularization, double alpha, bool weighted) {
-        DeviceGuard guard(device);
+        DeviceScope scope(device);
         const AlsOptions options = als_options(feedback, confidence, "cg", regularization, alpha, 1, weighted);
         auto user_view = const_view(matrix(users, rows, f, device, "user_factors"));
         auto item_view = const_view(matrix(items, cols, f, device, "item_factors"));

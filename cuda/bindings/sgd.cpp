@@ -56,7 +56,7 @@ void init_sgd(py::module_& m) {
          int64_t factors, int64_t stride, std::uintptr_t user_biases, std::uintptr_t item_biases, double global_mean,
          std::uintptr_t user_rate_sums, std::uintptr_t item_rate_sums, int64_t slow_factors, bool slow_only,
          double learning_rate, double regularization, double bias_regularization, uint64_t seed) {
-        DeviceGuard guard(device);
+        DeviceScope scope(device);
         SgdModel model = model_of(device, user_factors, n_users, item_factors, n_items, factors, stride, user_biases,
                                   item_biases, global_mean, user_rate_sums, item_rate_sums, slow_factors);
         const SgdRates rates = rates_of(learning_rate, regularization, bias_regularization);
@@ -78,7 +78,7 @@ void init_sgd(py::module_& m) {
          std::uintptr_t item_factors, int64_t n_items, int64_t factors, int64_t stride, std::uintptr_t item_biases,
          std::uintptr_t user_rate_sums, std::uintptr_t item_rate_sums, double learning_rate, double regularization,
          double bias_regularization) {
-        DeviceGuard guard(device);
+        DeviceScope scope(device);
         SgdModel model = model_of(device, user_factors, n_users, item_factors, n_items, factors, stride, 0,
                                   item_biases, 0.0, user_rate_sums, item_rate_sums, 0);
         const SgdRates rates = rates_of(learning_rate, regularization, bias_regularization);
@@ -98,7 +98,7 @@ void init_sgd(py::module_& m) {
          int64_t count, std::uintptr_t user_factors, int64_t n_users, std::uintptr_t item_factors, int64_t n_items,
          int64_t factors, int64_t stride, std::uintptr_t user_biases, std::uintptr_t item_biases,
          double global_mean) {
-        DeviceGuard guard(device);
+        DeviceScope scope(device);
         SgdModel model = model_of(device, user_factors, n_users, item_factors, n_items, factors, stride, user_biases,
                                   item_biases, global_mean, 0, 0, 0);
         auto* u = device_pointer<const int32_t>(users, count, device, "users");

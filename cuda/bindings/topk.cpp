@@ -33,7 +33,7 @@ void init_topk(py::module_& m) {
          int64_t n_items, int64_t f, int64_t k, std::uintptr_t exclude_indptr, std::uintptr_t exclude_indices,
          int64_t exclude_nnz, bool exclude_wide, std::uintptr_t denied, std::uintptr_t item_ids,
          int64_t catalog_size, bool bfloat16, std::uintptr_t ids, bool wide_ids, std::uintptr_t scores) {
-        DeviceGuard guard(device);
+        DeviceScope scope(device);
         if (k < 1) throw py::value_error("k must be >= 1, got " + std::to_string(k));
         MatrixView<const float> q{device_pointer<const float>(queries, n_queries * f, device, "queries"), n_queries,
                                   f, f};
