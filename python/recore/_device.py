@@ -174,6 +174,17 @@ def require_array(obj, name: str, dtype, ndim: int, *, writable: bool = False, s
     return array
 
 
+def as_cupy(obj):
+    """A cupy view of a GPU array (no copy): through __cuda_array_interface__, else DLPack."""
+    import cupy
+
+    if isinstance(obj, cupy.ndarray):
+        return obj
+    if has_cuda_interface(obj):
+        return cupy.asarray(obj)
+    return cupy.from_dlpack(obj)
+
+
 def current_stream() -> int:
     """The caller's current cupy stream (0: the legacy default stream)."""
     import cupy

@@ -70,6 +70,7 @@ def device_csr(matrix, name: str = "user_items", *, allow_negative: bool = True)
         if csr is matrix:
             csr = csr.copy()  # canonicalised in place below: never the caller's arrays
         csr.sum_duplicates()
+        csr.sort_indices()
         data = csr.data.astype(np.float32, copy=False)
         if data.size and not bool(cp.isfinite(data).all()):
             raise ValueError(f"{name} contains NaN or infinite values")

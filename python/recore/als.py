@@ -78,8 +78,8 @@ class ALS(Recommender, Estimator):
         current GPU whatever the data (host data is copied there once) and raises
         RuntimeError when the CUDA engine is unavailable (see :mod:`recore.cuda`). A GPU fit
         uses float32 and keeps the factors as cupy arrays; see :meth:`to_device`. The
-        hyperparameters mean the same on both devices; GPU results are not bitwise
-        reproducible (the CPU engine's are).
+        hyperparameters mean the same on both devices; GPU results are deterministic on a
+        given GPU and agree with the CPU's to float32 rounding.
 
     Attributes
     ----------

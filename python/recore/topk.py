@@ -192,19 +192,19 @@ def _gpu_topk(queries, items, k, *, metric, exclude, allow, deny, precision, che
     check_finite = check_bool(check_finite, "check_finite")
     if allow is not None:
         raise ValueError("allow is not supported for GPU arrays: gather the allowed item rows instead")
-    single = _device.describe(queries, "queries").shape.__len__() == 1
+    single = len(_device.describe(queries, "queries").shape) == 1
+    queries, items = _device.as_cupy(queries), _device.as_cupy(items)
     if single:
-        queries = cp.asarray(queries)[None, :]
+        queries = queries[None, :]
     _device.require_array(queries, "queries", np.float32, 2)
     _device.require_array(items, "items", np.float32, 2)
     if check_finite:
         for name, value in (("queries", queries), ("items", items)):
-            if not bool(cp.isfinite(cp.asarray(value)).all()):
+            if not bool(cp.isfinite(value).all()):
                 raise ValueError(f"{name} must not contain NaN or infinity")
     if metric == "cosine":
 
         def unit(rows):
-            rows = cp.asarray(rows)
             norms = cp.sqrt(cp.einsum("ij,ij->i", rows, rows, dtype=cp.float64))
             scale = cp.where(norms > 0, 1.0 / cp.where(norms > 0, norms, 1.0), 0.0).astype(cp.float32)
             return cp.ascontiguousarray(rows * scale[:, None])
