@@ -559,6 +559,7 @@ hyperparameters = st.fixed_dictionaries(
         "num_threads": st.integers(0, 8),
         "random_state": st.one_of(st.none(), st.integers(0, 2**32)),
         "calculate_training_loss": st.booleans(),
+        "device": st.sampled_from(["auto", "cpu"]),
     }
 )
 

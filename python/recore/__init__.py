@@ -6,7 +6,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from recore import datasets, evaluation, kernels
+from recore import cuda, datasets, evaluation, kernels
 from recore._core import available_cpu_targets, cpu_target, set_cpu_target
 from recore._persistence import ModelFileError
 from recore._persistence import load_model as load
@@ -28,6 +28,7 @@ __all__ = [
     "SGD",
     "available_cpu_targets",
     "bfloat16_supported",
+    "cuda",
     "cpu_target",
     "datasets",
     "evaluation",

@@ -50,9 +50,43 @@ class Estimator(abc.ABC):
     def _check_params(self) -> None:
         """Raises TypeError / ValueError naming the first invalid hyperparameter."""
 
-    def _check_fitted(self) -> None:
+    def _check_fitted(self, *, on_host: bool = True) -> None:
         if not all(hasattr(self, name) for name in self._fitted_attributes):
             raise ValueError(f"this {type(self).__name__} is not fitted yet: call fit() first")
+        if on_host and self.fitted_device_ == "cuda":
+            raise RuntimeError(
+                f"this {type(self).__name__}'s factors live on the GPU (fitted with device='cuda'): "
+                "call to_device('cpu') first, or search them with recore.topk on cupy arrays"
+            )
+
+    @property
+    def fitted_device_(self) -> str:
+        """Where the fitted factors live: ``"cpu"`` (numpy) or ``"cuda"`` (cupy)."""
+        from recore import _device
+
+        values = [getattr(self, name, None) for name in self._fitted_attributes]
+        return "cuda" if any(_device.is_gpu_array(value) for value in values) else "cpu"
+
+    def to_device(self, device: str):
+        """Moves the fitted arrays to ``"cpu"`` (numpy) or ``"cuda"`` (cupy, the current GPU);
+        returns self. Moving to where they are does nothing."""
+        from recore import _device, _gpu
+
+        check = ("cpu", "cuda")
+        if not isinstance(device, str) or device not in check:
+            raise ValueError(f"device must be one of {check}, got {device!r}")
+        self._check_fitted(on_host=False)
+        if device == "cuda":
+            from recore import cuda
+
+            cuda.require("device")
+        move = _gpu.to_gpu if device == "cuda" else _gpu.to_host
+        for name in self._fitted_attributes:
+            value = getattr(self, name)
+            if isinstance(value, np.ndarray) or _device.is_gpu_array(value):
+                setattr(self, name, move(value))
+        self.__dict__.pop("_serving_cache", None)
+        return self
 
     # -- model files ------------------------------------------------------------------------
 
@@ -63,8 +97,10 @@ class Estimator(abc.ABC):
         _persistence.save_model(self, path)
 
     def _fitted_state(self) -> dict:
-        self._check_fitted()
-        return {name: np.asarray(getattr(self, name)) for name in self._fitted_attributes}
+        from recore import _gpu
+
+        self._check_fitted(on_host=False)
+        return {name: np.asarray(_gpu.to_host(getattr(self, name))) for name in self._fitted_attributes}
 
     def _restore_fitted_state(self, state: dict) -> None:
         missing = [name for name in self._fitted_attributes if name not in state]

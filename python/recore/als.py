@@ -8,7 +8,7 @@ from typing import Callable
 
 import numpy as np
 
-from recore import kernels
+from recore import _device, kernels
 from recore._estimator import Estimator
 from recore._recommend import Recommender
 from recore._threads import engine_threads
@@ -72,6 +72,14 @@ class ALS(Recommender, Estimator):
     calculate_training_loss : bool, default False
         Compute the full training objective after each iteration (reported to the
         callback and the progress bar, kept in ``loss_history_``).
+    device : {"auto", "cpu", "cuda"}, default "auto"
+        Where to train. ``"auto"`` follows the data: host (numpy / scipy) data trains on the
+        CPU, GPU data (a ``cupyx.scipy.sparse`` matrix) on the GPU. ``"cuda"`` trains on the
+        current GPU whatever the data (host data is copied there once) and raises
+        RuntimeError when the CUDA engine is unavailable (see :mod:`recore.cuda`). A GPU fit
+        uses float32 and keeps the factors as cupy arrays; see :meth:`to_device`. The
+        hyperparameters mean the same on both devices; GPU results are deterministic on a
+        given GPU and agree with the CPU's to float32 rounding.
 
     Attributes
     ----------
@@ -96,6 +104,7 @@ class ALS(Recommender, Estimator):
         num_threads: int = 0,
         random_state=None,
         calculate_training_loss: bool = False,
+        device: str = "auto",
     ):
         self.factors = factors
         self.regularization = regularization
@@ -110,6 +119,7 @@ class ALS(Recommender, Estimator):
         self.num_threads = num_threads
         self.random_state = random_state
         self.calculate_training_loss = calculate_training_loss
+        self.device = device
         self._check_params()
 
     def _check_params(self) -> None:
@@ -126,6 +136,7 @@ class ALS(Recommender, Estimator):
         check_int(self.num_threads, "num_threads", 0)
         check_random_state(self.random_state)  # type check only; the generator is made in fit
         check_bool(self.calculate_training_loss, "calculate_training_loss")
+        check_choice(self.device, "device", _device.DEVICES)
 
     # -- fitting --------------------------------------------------------------------------
 
@@ -153,6 +164,8 @@ class ALS(Recommender, Estimator):
             raise TypeError(f"callback must be callable, got {type(callback).__name__}")
         dtype = check_float_dtype(self.dtype)
         implicit = self.feedback == "implicit"
+        if _device.resolve_device(self.device, user_items, names=("user_items",)) == "cuda":
+            return self._fit_cuda(user_items, dtype, callback, progress)
         user_items = as_user_items(user_items, dtype, allow_negative=not implicit)
         self._check_magnitudes(user_items, dtype)
         item_users = transpose_csr(user_items)
@@ -197,6 +210,72 @@ class ALS(Recommender, Estimator):
             raise ValueError(
                 "training overflowed: user_items and the hyperparameters give factors beyond the range of "
                 f"{dtype}; rescale the values or use dtype='float64'"
+            )
+        self._set_fitted(user_factors, item_factors, history)
+        return self
+
+    def _fit_cuda(self, user_items, dtype, callback, progress) -> ALS:
+        """fit on the GPU: the same iterations, initial factors and objective as on the CPU."""
+        from tqdm.auto import tqdm
+
+        from recore import _gpu
+
+        if dtype != np.float32:
+            raise ValueError(f"the CUDA engine trains in float32: dtype must be 'float32' with device='cuda', got {dtype}")
+        import cupy as cp
+
+        implicit = self.feedback == "implicit"
+        rows = _gpu.device_csr(user_items, "user_items", allow_negative=not implicit)
+        if rows.nnz:
+            largest = float(cp.abs(rows.data).max())
+            if implicit:
+                largest = max(largest, float(self.alpha) * largest + 1.0)
+            if largest > self._MAGNITUDE_LIMITS[np.dtype(np.float32)]:
+                raise ValueError(
+                    f"user_items values (times alpha for implicit feedback) up to {largest:.3g} overflow float32 "
+                    "arithmetic; rescale them"
+                )
+        columns = rows.transpose()
+        n_users, n_items = rows.shape
+        users_host, items_host = self._initial_factors(n_users, n_items, np.float32)
+        user_factors, item_factors = cp.asarray(users_host), cp.asarray(items_host)
+        history = []
+        users_before, items_before = cp.empty_like(user_factors), cp.empty_like(item_factors)
+        in_iteration = False
+        objective = self._objective()
+        del objective["num_threads"]
+        try:
+            with tqdm(total=self.iterations, disable=not progress, unit="it", desc="ALS (cuda)") as bar:
+                for iteration in range(self.iterations):
+                    start = time.perf_counter()
+                    cp.copyto(users_before, user_factors)
+                    cp.copyto(items_before, item_factors)
+                    in_iteration = True
+                    for fixed, target, matrix in ((item_factors, user_factors, rows), (user_factors, item_factors, columns)):
+                        gram = _gpu.gram_matrix(fixed) if implicit else None
+                        _gpu.als_half_step(
+                            matrix, fixed, gram, target, solver=self.solver, cg_steps=self.cg_steps, **objective
+                        )
+                    in_iteration = False
+                    elapsed = time.perf_counter() - start
+                    loss = None
+                    if self.calculate_training_loss:
+                        loss = _gpu.als_loss(rows, user_factors, item_factors, **objective)
+                        history.append(loss)
+                        bar.set_postfix(loss=f"{loss:.6g}")
+                    bar.update(1)
+                    if callback is not None:
+                        callback(iteration, elapsed, loss)
+        except KeyboardInterrupt:
+            if in_iteration:
+                cp.copyto(user_factors, users_before)
+                cp.copyto(item_factors, items_before)
+            self._set_fitted(user_factors, item_factors, history)
+            raise
+        if not (bool(cp.isfinite(user_factors).all()) and bool(cp.isfinite(item_factors).all())):
+            raise ValueError(
+                "training overflowed: user_items and the hyperparameters give factors beyond the range of float32; "
+                "rescale the values"
             )
         self._set_fitted(user_factors, item_factors, history)
         return self

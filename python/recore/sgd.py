@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 import scipy.sparse as sp
 
-from recore import _core
+from recore import _core, _device
 from recore._estimator import Estimator
 from recore._recommend import Recommender
 from recore._threads import engine_threads
@@ -137,6 +137,13 @@ class SGD(Recommender, Estimator):
         and keep the best epoch's model; 0 never stops early.
     num_threads : int, default 0 (all cores)
     random_state : None, int or numpy.random.Generator
+    device : {"auto", "cpu", "cuda"}, default "auto"
+        Where to train: ``"auto"`` follows the data (a ``cupyx.scipy.sparse`` matrix trains on
+        the GPU), ``"cuda"`` trains on the current GPU (RuntimeError when the CUDA engine is
+        unavailable). On the GPU, updates run batch-Hogwild (a warp per update, runs of
+        consecutive ratings of the grid order per warp), with the same losses, schedules and
+        hyperparameters; the grid is built on the host once. Factors stay cupy arrays (see
+        :meth:`to_device`).
 
     Attributes
     ----------
@@ -168,6 +175,7 @@ class SGD(Recommender, Estimator):
         early_stopping: int = 0,
         num_threads: int = 0,
         random_state=None,
+        device: str = "auto",
     ):
         self.factors = factors
         self.loss = loss
@@ -183,6 +191,7 @@ class SGD(Recommender, Estimator):
         self.early_stopping = early_stopping
         self.num_threads = num_threads
         self.random_state = random_state
+        self.device = device
         self._check_params()
 
     def _check_params(self) -> None:
@@ -201,6 +210,7 @@ class SGD(Recommender, Estimator):
         check_int(self.early_stopping, "early_stopping", 0)
         check_int(self.num_threads, "num_threads", 0)
         check_random_state(self.random_state)
+        check_choice(self.device, "device", _device.DEVICES)
 
     # -- fitting ------------------------------------------------------------------------------
 
@@ -225,7 +235,15 @@ class SGD(Recommender, Estimator):
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable, got {type(callback).__name__}")
         squared = self.loss == "squared"
-        matrix = as_user_items(user_items, np.float32, allow_negative=squared)
+        on_gpu = _device.resolve_device(self.device, user_items, validation, names=("user_items", "validation")) == "cuda"
+        if on_gpu:
+            from recore import _gpu
+
+            matrix = _gpu.host_csr(user_items, "user_items", allow_negative=squared)
+            if validation is not None and _device.is_gpu_sparse(validation):
+                validation = validation.get()
+        else:
+            matrix = as_user_items(user_items, np.float32, allow_negative=squared)
         if matrix.nnz and float(np.abs(matrix.data).max()) > 1e15:
             raise ValueError("user_items values beyond 1e15 overflow float32 arithmetic; rescale them")
         n_users, n_items = matrix.shape
@@ -245,9 +263,21 @@ class SGD(Recommender, Estimator):
 
         from tqdm.auto import tqdm
 
-        run_epoch = (
-            self._squared_epochs(matrix, rng, threads, state) if squared else self._bpr_epochs(matrix, rng, state)
-        )
+        if on_gpu:
+            from recore import _sgd_cuda
+
+            state = _sgd_cuda.to_device_state(state)
+            run_epoch = (
+                _sgd_cuda.squared_epochs(self, matrix, rng, threads, state)
+                if squared
+                else _sgd_cuda.bpr_epochs(self, matrix, rng, state)
+            )
+            if held_out is not None:
+                held_out = _sgd_cuda.device_triples(held_out)
+        else:
+            run_epoch = (
+                self._squared_epochs(matrix, rng, threads, state) if squared else self._bpr_epochs(matrix, rng, state)
+            )
         best = (np.inf, None)
         stale = 0
         try:
@@ -395,6 +425,10 @@ class SGD(Recommender, Estimator):
 
     def _rmse(self, triples, state) -> float:
         users, items, values = triples
+        if _device.is_gpu_array(state["user_factors"]):
+            from recore import _sgd_cuda
+
+            return _sgd_cuda.rmse(self, triples, state)
         return _core.sgd_rmse(
             users, items, values, state["user_factors"], state["item_factors"], self.factors,
             state["user_biases"] if self.biases else None, state["item_biases"] if self.biases else None,
@@ -403,16 +437,19 @@ class SGD(Recommender, Estimator):
 
     @staticmethod
     def _snapshot(state: dict) -> dict:
-        return {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in state.items()}
+        return {k: (v.copy() if isinstance(v, np.ndarray) or _device.is_gpu_array(v) else v) for k, v in state.items()}
 
     def _set_fitted(self, state: dict, f: int, history: dict) -> None:
-        self.user_factors_ = np.ascontiguousarray(state["user_factors"][:, :f])
-        self.item_factors_ = np.ascontiguousarray(state["item_factors"][:, :f])
+        xp = np
+        if _device.is_gpu_array(state["user_factors"]):
+            import cupy as xp
+        self.user_factors_ = xp.ascontiguousarray(state["user_factors"][:, :f])
+        self.item_factors_ = xp.ascontiguousarray(state["item_factors"][:, :f])
         squared = self.loss == "squared"
         self.user_biases_ = (
-            state["user_biases"].copy() if squared and self.biases else np.zeros_like(state["user_biases"])
+            state["user_biases"].copy() if squared and self.biases else xp.zeros_like(state["user_biases"])
         )
-        self.item_biases_ = state["item_biases"].copy() if self.biases else np.zeros_like(state["item_biases"])
+        self.item_biases_ = state["item_biases"].copy() if self.biases else xp.zeros_like(state["item_biases"])
         self.global_bias_ = float(state["global_mean"])
         self.epochs_completed_ = int(state["epochs_done"][0])
         self.history_ = history

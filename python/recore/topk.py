@@ -147,7 +147,18 @@ def topk(
     scores : ndarray (n_queries, k), float32
         Sorted by score, descending; equal scores by id, ascending. Each score is the dot
         product summed in factor order in float32, the same whatever the batch or threads.
+
+    GPU arrays (cupy, torch.cuda, anything with ``__cuda_array_interface__`` or a CUDA
+    ``__dlpack__``) for ``queries`` and ``items`` search on the GPU and return cupy arrays,
+    with the same ids and scores as the CPU engine; ``exclude`` may then be a
+    ``cupyx.scipy.sparse`` or scipy matrix, ``allow`` is not supported, and ``num_threads``
+    is ignored.
     """
+    from recore import _device
+
+    if _device.on_gpu(queries) or _device.on_gpu(items):
+        return _gpu_topk(queries, items, k, metric=metric, exclude=exclude, allow=allow, deny=deny,
+                         precision=precision, check_finite=check_finite)  # fmt: skip
     items = _factor_matrix(items, "items")
     check_choice(metric, "metric", ("dot", "cosine"))
     index = ItemIndex(items, metric=metric, check_finite=check_finite)
@@ -162,6 +173,45 @@ def topk(
         num_threads=num_threads,
         check_finite=check_finite,
     )
+
+
+def _gpu_topk(queries, items, k, *, metric, exclude, allow, deny, precision, check_finite):
+    from recore import _device, _gpu, cuda
+
+    for name, value in (("queries", queries), ("items", items)):
+        if not _device.is_gpu_array(value):
+            raise TypeError(
+                f"queries and items must both be GPU arrays or both numpy arrays; {name} is {type(value).__name__}"
+            )
+    cuda.require("device")
+    import cupy as cp
+
+    k = check_int(k, "k", minimum=1)
+    check_choice(metric, "metric", ("dot", "cosine"))
+    precision = check_choice(precision, "precision", ("float32", "bfloat16"))
+    check_finite = check_bool(check_finite, "check_finite")
+    if allow is not None:
+        raise ValueError("allow is not supported for GPU arrays: gather the allowed item rows instead")
+    single = len(_device.describe(queries, "queries").shape) == 1
+    queries, items = _device.as_cupy(queries), _device.as_cupy(items)
+    if single:
+        queries = queries[None, :]
+    _device.require_array(queries, "queries", np.float32, 2)
+    _device.require_array(items, "items", np.float32, 2)
+    if check_finite:
+        for name, value in (("queries", queries), ("items", items)):
+            if not bool(cp.isfinite(value).all()):
+                raise ValueError(f"{name} must not contain NaN or infinity")
+    if metric == "cosine":
+
+        def unit(rows):
+            norms = cp.sqrt(cp.einsum("ij,ij->i", rows, rows, dtype=cp.float64))
+            scale = cp.where(norms > 0, 1.0 / cp.where(norms > 0, norms, 1.0), 0.0).astype(cp.float32)
+            return cp.ascontiguousarray(rows * scale[:, None])
+
+        queries, items = unit(queries), unit(items)
+    ids, scores = _gpu.topk(queries, items, k, exclude=exclude, deny=deny, precision=precision)
+    return (ids[0], scores[0]) if single else (ids, scores)
 
 
 class ItemIndex:
