@@ -53,16 +53,11 @@ def squared_epochs(model, matrix, rng, threads: int, state: dict):
     import cupy as cp
 
     n_users, n_items = matrix.shape
-    blocks = model.blocks or max(20, 2 * threads + 2)
-    coo = matrix.tocoo()
-    users, items = coo.row.astype(np.int32), coo.col.astype(np.int32)
-    user_band = (rng.permutation(n_users).astype(np.int64) * blocks // max(n_users, 1))[users]
-    item_band = (rng.permutation(n_items).astype(np.int64) * blocks // max(n_items, 1))[items]
-    order = np.lexsort((items, users, user_band * blocks + item_band))
-    d_users = cp.asarray(users[order])
-    d_items = cp.asarray(items[order])
-    d_values = cp.asarray(coo.data[order].astype(np.float32))
-    count = len(order)
+    _, users, items, values, _ = model._rating_grid(matrix, rng, threads)
+    d_users = cp.asarray(users)
+    d_items = cp.asarray(items)
+    d_values = cp.asarray(values)
+    count = len(values)
     slow_factors = model._slow_factors()
 
     def epoch() -> float:

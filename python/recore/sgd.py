@@ -356,8 +356,10 @@ class SGD(Recommender, Estimator):
         epoch and keep their own rate sums (LIBMF's two-speed schedule); 0 below 17 factors."""
         return 16 if self.loss == "squared" and self.schedule == "adaptive" and self.factors > 16 else 0
 
-    def _squared_epochs(self, matrix, rng, threads: int, state: dict):
-        """The rating grid (made once), and a function running one epoch over it."""
+    def _rating_grid(self, matrix, rng, threads: int):
+        """The grid side and the ratings in visiting order: (blocks, users, items, values,
+        starts), block ``b``'s ratings at ``[starts[b], starts[b + 1])``. The CPU and the
+        GPU engines train over the same grid."""
         n_users, n_items = matrix.shape
         # A fine grid spreads each user's ratings over the epoch (a user's ratings in one
         # block are consecutive), which SGD needs as much as the threads need free blocks.
@@ -371,7 +373,12 @@ class SGD(Recommender, Estimator):
         starts = np.zeros(blocks * blocks + 1, dtype=np.int64)
         np.cumsum(np.bincount(block, minlength=blocks * blocks), out=starts[1:])
         order = order[_interleaved_runs(starts)]
-        users, items, values = users[order], items[order], coo.data[order].astype(np.float32)
+        return blocks, users[order], items[order], coo.data[order].astype(np.float32), starts
+
+    def _squared_epochs(self, matrix, rng, threads: int, state: dict):
+        """The rating grid (made once), and a function running one epoch over it."""
+        n_users, n_items = matrix.shape
+        blocks, users, items, values, starts = self._rating_grid(matrix, rng, threads)
         count = max(len(values), 1)
         biases = self.biases
         slow_factors = self._slow_factors()
