@@ -8,38 +8,11 @@
 #include <string>
 #include <vector>
 
+#include "als_options.hpp"
 #include "buffers.hpp"
 
 namespace recore::bindings {
 namespace {
-
-AlsOptions parse_options(const std::string& feedback, const std::string& confidence, const std::string& solver,
-                         double regularization, double alpha, int cg_steps, bool weighted_regularization,
-                         int num_threads) {
-  AlsOptions o;
-  if (feedback == "implicit") o.feedback = Feedback::implicit;
-  else if (feedback == "explicit") o.feedback = Feedback::explicit_ratings;
-  else throw py::value_error("feedback must be 'implicit' or 'explicit', got '" + feedback + "'");
-  if (confidence == "linear") o.confidence = Confidence::linear;
-  else if (confidence == "scaled") o.confidence = Confidence::scaled;
-  else throw py::value_error("confidence must be 'linear' or 'scaled', got '" + confidence + "'");
-  if (solver == "cg") o.solver = Solver::conjugate_gradient;
-  else if (solver == "cholesky") o.solver = Solver::cholesky;
-  else throw py::value_error("solver must be 'cg' or 'cholesky', got '" + solver + "'");
-  if (!(regularization >= 0) || !std::isfinite(regularization))
-    throw py::value_error("regularization must be a finite number >= 0, got " + std::to_string(regularization));
-  if (!(alpha >= 0) || !std::isfinite(alpha))
-    throw py::value_error("alpha must be a finite number >= 0, got " + std::to_string(alpha));
-  if (o.solver == Solver::conjugate_gradient && cg_steps < 1)
-    throw py::value_error("cg_steps must be >= 1, got " + std::to_string(cg_steps));
-  if (num_threads < 0) throw py::value_error("num_threads must be >= 0, got " + std::to_string(num_threads));
-  o.regularization = regularization;
-  o.alpha = alpha;
-  o.cg_steps = cg_steps;
-  o.weighted_regularization = weighted_regularization;
-  o.num_threads = num_threads;
-  return o;
-}
 
 bool overlap(const void* a, int64_t a_bytes, const void* b, int64_t b_bytes) {
   const char* x = static_cast<const char*>(a);
@@ -138,7 +111,7 @@ void init_als(py::module_& m) {
       [](py::handle user_items, py::handle fixed_factors, py::handle fixed_gram, py::handle target_factors,
          double regularization, double alpha, const std::string& feedback, const std::string& confidence,
          const std::string& solver, int cg_steps, bool weighted_regularization, int num_threads) {
-        auto options = parse_options(feedback, confidence, solver, regularization, alpha, cg_steps,
+        auto options = parse_als_options(feedback, confidence, solver, regularization, alpha, cg_steps,
                                      weighted_regularization, num_threads);
         auto parts = csr_parts(user_items, "user_items");
         by_dtype<Solve>(parts, fixed_factors, fixed_gram, target_factors, options);
@@ -171,7 +144,7 @@ void init_als(py::module_& m) {
       [](py::handle user_items, py::handle user_factors, py::handle item_factors, double regularization,
          double alpha, const std::string& feedback, const std::string& confidence, bool weighted_regularization,
          int num_threads) {
-        auto options = parse_options(feedback, confidence, "cg", regularization, alpha, 1, weighted_regularization,
+        auto options = parse_als_options(feedback, confidence, "cg", regularization, alpha, 1, weighted_regularization,
                                      num_threads);
         auto parts = csr_parts(user_items, "user_items");
         return by_dtype<Loss>(parts, user_factors, item_factors, options);

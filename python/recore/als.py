@@ -172,29 +172,42 @@ class ALS(Recommender, Estimator):
         n_users, n_items = user_items.shape
 
         user_factors, item_factors = self._initial_factors(n_users, n_items, dtype)
+
+        def half_steps():
+            self._half_step(user_items, item_factors, user_factors)
+            self._half_step(item_users, user_factors, item_factors)
+
+        with engine_threads():
+            self._iterate(
+                np, user_factors, item_factors, half_steps, lambda: self._loss(user_items, user_factors, item_factors),
+                callback, progress, "ALS", f"{dtype}; rescale the values or use dtype='float64'",
+            )  # fmt: skip
+        return self
+
+    def _iterate(self, xp, user_factors, item_factors, half_steps, loss_now, callback, progress, label, overflow_hint):
+        """The iterations of a fit, on either device (``xp``: numpy or cupy): both half-steps,
+        the loss, progress and callback, then the fitted state."""
+        from tqdm.auto import tqdm
+
         history = []
         # Both factor matrices as they were before the current iteration: on Ctrl-C inside an
         # iteration they are put back, so the model always holds the factors of the last
         # completed iteration.
-        users_before, items_before = np.empty_like(user_factors), np.empty_like(item_factors)
+        users_before, items_before = xp.empty_like(user_factors), xp.empty_like(item_factors)
         in_iteration = False
-
-        from tqdm.auto import tqdm
-
         try:
-            with engine_threads(), tqdm(total=self.iterations, disable=not progress, unit="it", desc="ALS") as bar:
+            with tqdm(total=self.iterations, disable=not progress, unit="it", desc=label) as bar:
                 for iteration in range(self.iterations):
                     start = time.perf_counter()
-                    np.copyto(users_before, user_factors)
-                    np.copyto(items_before, item_factors)
+                    xp.copyto(users_before, user_factors)
+                    xp.copyto(items_before, item_factors)
                     in_iteration = True
-                    self._half_step(user_items, item_factors, user_factors)
-                    self._half_step(item_users, user_factors, item_factors)
+                    half_steps()
                     in_iteration = False
                     elapsed = time.perf_counter() - start
                     loss = None
                     if self.calculate_training_loss:
-                        loss = self._loss(user_items, user_factors, item_factors)
+                        loss = loss_now()
                         history.append(loss)
                         bar.set_postfix(loss=f"{loss:.6g}")
                     bar.update(1)
@@ -202,22 +215,19 @@ class ALS(Recommender, Estimator):
                         callback(iteration, elapsed, loss)
         except KeyboardInterrupt:
             if in_iteration:
-                np.copyto(user_factors, users_before)
-                np.copyto(item_factors, items_before)
+                xp.copyto(user_factors, users_before)
+                xp.copyto(item_factors, items_before)
             self._set_fitted(user_factors, item_factors, history)
             raise
-        if not (np.isfinite(user_factors).all() and np.isfinite(item_factors).all()):
+        if not (bool(xp.isfinite(user_factors).all()) and bool(xp.isfinite(item_factors).all())):
             raise ValueError(
                 "training overflowed: user_items and the hyperparameters give factors beyond the range of "
-                f"{dtype}; rescale the values or use dtype='float64'"
+                + overflow_hint
             )
         self._set_fitted(user_factors, item_factors, history)
-        return self
 
     def _fit_cuda(self, user_items, dtype, callback, progress) -> ALS:
         """fit on the GPU: the same iterations, initial factors and objective as on the CPU."""
-        from tqdm.auto import tqdm
-
         from recore import _gpu
 
         if dtype != np.float32:
@@ -227,57 +237,24 @@ class ALS(Recommender, Estimator):
         implicit = self.feedback == "implicit"
         rows = _gpu.device_csr(user_items, "user_items", allow_negative=not implicit)
         if rows.nnz:
-            largest = float(cp.abs(rows.data).max())
-            if implicit:
-                largest = max(largest, float(self.alpha) * largest + 1.0)
-            if largest > self._MAGNITUDE_LIMITS[np.dtype(np.float32)]:
-                raise ValueError(
-                    f"user_items values (times alpha for implicit feedback) up to {largest:.3g} overflow float32 "
-                    "arithmetic; rescale them"
-                )
+            self._check_largest_value(float(cp.abs(rows.data).max()), np.float32, remedy="rescale them")
         columns = rows.transpose()
         n_users, n_items = rows.shape
         users_host, items_host = self._initial_factors(n_users, n_items, np.float32)
         user_factors, item_factors = cp.asarray(users_host), cp.asarray(items_host)
-        history = []
-        users_before, items_before = cp.empty_like(user_factors), cp.empty_like(item_factors)
-        in_iteration = False
         objective = self._objective()
         del objective["num_threads"]
-        try:
-            with tqdm(total=self.iterations, disable=not progress, unit="it", desc="ALS (cuda)") as bar:
-                for iteration in range(self.iterations):
-                    start = time.perf_counter()
-                    cp.copyto(users_before, user_factors)
-                    cp.copyto(items_before, item_factors)
-                    in_iteration = True
-                    for fixed, target, matrix in ((item_factors, user_factors, rows), (user_factors, item_factors, columns)):
-                        gram = _gpu.gram_matrix(fixed) if implicit else None
-                        _gpu.als_half_step(
-                            matrix, fixed, gram, target, solver=self.solver, cg_steps=self.cg_steps, **objective
-                        )
-                    in_iteration = False
-                    elapsed = time.perf_counter() - start
-                    loss = None
-                    if self.calculate_training_loss:
-                        loss = _gpu.als_loss(rows, user_factors, item_factors, **objective)
-                        history.append(loss)
-                        bar.set_postfix(loss=f"{loss:.6g}")
-                    bar.update(1)
-                    if callback is not None:
-                        callback(iteration, elapsed, loss)
-        except KeyboardInterrupt:
-            if in_iteration:
-                cp.copyto(user_factors, users_before)
-                cp.copyto(item_factors, items_before)
-            self._set_fitted(user_factors, item_factors, history)
-            raise
-        if not (bool(cp.isfinite(user_factors).all()) and bool(cp.isfinite(item_factors).all())):
-            raise ValueError(
-                "training overflowed: user_items and the hyperparameters give factors beyond the range of float32; "
-                "rescale the values"
-            )
-        self._set_fitted(user_factors, item_factors, history)
+
+        def half_steps():
+            for fixed, target, matrix in ((item_factors, user_factors, rows), (user_factors, item_factors, columns)):
+                gram = _gpu.gram_matrix(fixed) if implicit else None
+                _gpu.als_half_step(matrix, fixed, gram, target, solver=self.solver, cg_steps=self.cg_steps, **objective)
+
+        self._iterate(
+            cp, user_factors, item_factors, half_steps,
+            lambda: _gpu.als_loss(rows, user_factors, item_factors, **objective),
+            callback, progress, "ALS (cuda)", "float32; rescale the values",
+        )  # fmt: skip
         return self
 
     # Values (or confidences) beyond these overflow the normal equations, whose entries
@@ -289,15 +266,16 @@ class ALS(Recommender, Estimator):
             return
         self._check_largest_value(float(np.abs(user_items.data).max()), dtype)
 
-    def _check_largest_value(self, largest: float, dtype) -> None:
+    def _check_largest_value(self, largest: float, dtype, remedy: str = "rescale them or use dtype='float64'") -> None:
         """Raises ValueError when values up to ``largest`` would overflow the arithmetic
-        (shared with the distributed fit, which learns the largest value shard by shard)."""
+        (shared with the GPU fit and the distributed fit, which learns the largest value
+        shard by shard)."""
         if self.feedback == "implicit":
             largest = max(largest, float(self.alpha) * largest + 1.0)
         if largest > self._MAGNITUDE_LIMITS[np.dtype(dtype)]:
             raise ValueError(
-                f"user_items values (times alpha for implicit feedback) up to {largest:.3g} overflow {dtype} "
-                "arithmetic; rescale them or use dtype='float64'"
+                f"user_items values (times alpha for implicit feedback) up to {largest:.3g} overflow "
+                f"{np.dtype(dtype)} arithmetic; {remedy}"
             )
 
     def _set_fitted(self, user_factors, item_factors, history) -> None:

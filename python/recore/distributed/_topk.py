@@ -21,13 +21,18 @@ _DEFAULT_BATCH = 4096
 _BATCHES_IN_FLIGHT = 4
 
 
-def _as_factors(array, name: str) -> np.ndarray:
-    if not isinstance(array, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array, got {type(array).__name__}")
+def _check_matrix(array, name: str) -> None:
+    """A 2-D array of real numbers (numpy or dask: both have ndim and dtype)."""
     if array.ndim != 2:
         raise ValueError(f"{name} must be 2-dimensional, got {array.ndim} dimensions")
     if array.dtype.kind not in "fiu":
         raise TypeError(f"{name} must hold real numbers, got dtype {array.dtype}")
+
+
+def _as_factors(array, name: str) -> np.ndarray:
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(array).__name__}")
+    _check_matrix(array, name)
     factors = np.ascontiguousarray(array, dtype=np.float32)
     if not _core.all_finite(factors):
         raise ValueError(f"{name} contains NaN or infinity")
@@ -103,10 +108,7 @@ def _check_user_factors(user_factors, width: int):
 
         if not isinstance(user_factors, da.Array):
             raise TypeError(f"user_factors must be a numpy or dask array, got {type(user_factors).__name__}")
-        if user_factors.ndim != 2:
-            raise ValueError(f"user_factors must be 2-dimensional, got {user_factors.ndim} dimensions")
-        if user_factors.dtype.kind not in "fiu":
-            raise TypeError(f"user_factors must hold real numbers, got dtype {user_factors.dtype}")
+        _check_matrix(user_factors, "user_factors")
         # One block of columns per block of users; float32 C-contiguous blocks like the numpy path.
         factors = user_factors.rechunk({1: -1}).map_blocks(
             lambda block: np.ascontiguousarray(block, dtype=np.float32), dtype=np.float32
