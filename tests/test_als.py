@@ -301,6 +301,84 @@ def test_gram_matrix_matches_numpy(dtype):
         np.testing.assert_allclose(gram, expected, rtol=0, atol=tolerance * max(np.abs(expected).max(), 1))
 
 
+def test_gram_chunk_bounds():
+    # One chunk per 512 rows (rounded up), at most 64, or 16 beyond 256 factors; chunk c is rows
+    # n * c // chunks to n * (c + 1) // chunks.
+    np.testing.assert_array_equal(kernels.gram_chunk_bounds(0, 3), [0, 0])
+    np.testing.assert_array_equal(kernels.gram_chunk_bounds(512, 3), [0, 512])
+    np.testing.assert_array_equal(kernels.gram_chunk_bounds(1100, 8), [0, 366, 733, 1100])
+    for n, f, chunks in [(513, 1, 2), (10**6, 256, 64), (10**6, 257, 16), (2**62, 8, 64)]:
+        bounds = kernels.gram_chunk_bounds(n, f)
+        assert bounds.dtype == np.int64 and len(bounds) == chunks + 1
+        np.testing.assert_array_equal(bounds, [n // chunks * c + n % chunks * c // chunks for c in range(chunks + 1)])
+    with pytest.raises(ValueError, match="n_rows must be >= 0"):
+        kernels.gram_chunk_bounds(-1, 3)
+
+
+@given(
+    rows=st.integers(0, 2600),
+    factors=st.integers(1, 12),
+    dtype=dtypes,
+    seed=seeds,
+    cuts=st.lists(st.integers(0, 64), max_size=5),
+)
+def test_folded_partials_of_a_chunk_aligned_split_equal_gram_matrix(rows, factors, dtype, seed, cuts):
+    # What recore.distributed relies on: pieces of the rows cut on gram_chunk_bounds, each
+    # turned into its chunks' partials where it lives, folded in order, give gram_matrix's
+    # result bit for bit.
+    matrix = random_factors(np.random.default_rng(seed), rows, factors, dtype)
+    chunk_bounds = kernels.gram_chunk_bounds(rows, factors)
+    chunks = len(chunk_bounds) - 1
+    cuts = sorted({0, chunks, *(cut % (chunks + 1) for cut in cuts)})
+    partials = []
+    for first, last in zip(cuts, cuts[1:]):
+        begin, end = chunk_bounds[first], chunk_bounds[last]
+        piece = np.ascontiguousarray(matrix[begin:end])
+        partials.append(kernels.gram_partials(piece, chunk_bounds[first : last + 1] - begin))
+    partials = np.concatenate(partials)
+    assert partials.shape == (chunks, factors, factors) and partials.dtype == dtype
+    for c in range(chunks):  # each partial is its chunk's Gram matrix
+        rows_of_chunk = matrix[chunk_bounds[c] : chunk_bounds[c + 1]].astype(np.float64)
+        np.testing.assert_allclose(partials[c], rows_of_chunk.T @ rows_of_chunk, rtol=1e-4, atol=1e-4 * rows)
+    gram = kernels.gram_fold(partials)
+    assert gram.dtype == dtype and gram.shape == (factors, factors)
+    assert gram.tobytes() == kernels.gram_matrix(matrix).tobytes()
+
+
+def test_gram_pieces_of_other_splits_round_differently():
+    # The chunk-aligned fold above is needed: the Gram matrices of a split at other rows, added
+    # up, differ from gram_matrix's (which is why the folded test can fail).
+    matrix = random_factors(np.random.default_rng(3), 1300, 8, np.float32)
+    pieces = [kernels.gram_matrix(np.ascontiguousarray(matrix[b : b + 650])) for b in (0, 650)]
+    summed = (pieces[0].astype(np.float64) + pieces[1]).astype(np.float32)
+    assert summed.tobytes() != kernels.gram_matrix(matrix).tobytes()
+    unaligned = kernels.gram_fold(kernels.gram_partials(matrix, [0, 400, 900, 1300]))
+    assert unaligned.tobytes() != kernels.gram_matrix(matrix).tobytes()
+
+
+def test_gram_partials_and_fold_check_their_arguments():
+    factors = np.ones((10, 3), np.float32)
+    with pytest.raises(ValueError, match="chunk_bounds must be non-decreasing"):
+        kernels.gram_partials(factors, [0, 6, 4, 10])
+    with pytest.raises(ValueError, match=r"chunk_bounds must lie within \[0, factors.shape\[0\]\] = \[0, 10\]"):
+        kernels.gram_partials(factors, [0, 11])
+    with pytest.raises(ValueError, match="chunk_bounds must have at least one entry"):
+        kernels.gram_partials(factors, [])
+    with pytest.raises(TypeError, match="chunk_bounds must hold integers"):
+        kernels.gram_partials(factors, [0.0, 10.0])
+    with pytest.raises(TypeError, match="factors must have dtype float32 or float64"):
+        kernels.gram_partials(factors.astype(np.int32), [0, 10])
+    assert kernels.gram_partials(factors, [4]).shape == (0, 3, 3)
+    np.testing.assert_array_equal(kernels.gram_partials(factors, [0, 3, 3, 10]).sum(axis=0), np.full((3, 3), 10))
+    with pytest.raises(ValueError, match="partials must be 3-dimensional"):
+        kernels.gram_fold(np.ones((3, 3), np.float32))
+    with pytest.raises(ValueError, match=r"partials must have shape \(chunks, factors, factors\)"):
+        kernels.gram_fold(np.ones((2, 3, 4), np.float32))
+    with pytest.raises(TypeError, match="partials must have dtype float32 or float64"):
+        kernels.gram_fold(np.ones((2, 3, 3), np.int64))
+    np.testing.assert_array_equal(kernels.gram_fold(np.zeros((0, 2, 2), np.float64)), np.zeros((2, 2)))
+
+
 # -- threads ---------------------------------------------------------------------------------
 
 

@@ -1,11 +1,13 @@
 """recore.distributed on a local Dask cluster of 2 worker processes, against single-machine
 recore (itself tested against the numpy references): ALS factors, all-users top-k, inputs
-from Dask collections and Parquet, argument checks, and a worker killed mid-fit."""
+from Dask collections and Parquet, argument checks, and workers killed mid-fit (between
+iterations, and in the middle of a running task)."""
 
 from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 
 import numpy as np
@@ -15,7 +17,9 @@ import scipy.sparse as sp
 
 distributed = pytest.importorskip("dask.distributed")
 from recore.distributed import ALS, WorkerLostError, merge_topk, recommend_all  # noqa: E402
-from recore.distributed._cluster import gram_piece, solve_shard  # noqa: E402
+from recore import kernels  # noqa: E402
+from recore.distributed._cluster import gram_partials, solve_shard  # noqa: E402
+from recore.distributed._inputs import shard_bounds  # noqa: E402
 
 
 def local_cluster():
@@ -64,25 +68,71 @@ def test_factors_bitwise_equal_to_single_machine(client, case):
         dtype=str(rng.choice(["float32", "float64"])), random_state=int(rng.integers(2**31)),
     )  # fmt: skip
     num_shards = [None, 1, 3, 5][case % 4]
+    # "driver" cuts shards at any row; "workers" on Gram chunks (one below 512 rows).
+    gram = ["workers", "driver"][case // 2 % 2]
     single = recore.ALS(**options).fit(matrix)
-    spread = ALS(num_shards=num_shards, **options).fit(matrix, client=client)
+    spread = ALS(num_shards=num_shards, gram=gram, **options).fit(matrix, client=client)
     assert_same_factors(spread, single)
     assert spread.recoveries_ == 0
 
 
-def test_gram_from_worker_pieces_is_close(client):
-    # Summed per shard, the Gram matrix rounds differently from the single-machine kernel's:
-    # close, not bitwise.
-    # One iteration of exact solves: the difference is the Gram matrix's rounding alone (more
-    # iterations, and conjugate-gradient steps, amplify it).
-    matrix = recore.datasets.synthetic(400, 200, 6000, random_state=1)
-    options = dict(factors=8, iterations=1, regularization=0.05, random_state=4, solver="cholesky")
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("num_shards", [2, 3])
+def test_gram_from_worker_pieces_is_bitwise(client, dtype, num_shards):
+    # 1300 users and 1100 items: three Gram chunks a side, so that every shard sends the
+    # partials of one or more chunks and the driver folds pieces from both workers.
+    matrix = recore.datasets.synthetic(1300, 1100, 15000, random_state=1)
+    options = dict(factors=8, iterations=3, regularization=0.05, random_state=4, dtype=dtype)
     single = recore.ALS(**options).fit(matrix)
-    spread = ALS(gram="workers", num_shards=3, **options).fit(matrix, client=client)
-    scale = np.abs(single.user_factors_).max()
-    np.testing.assert_allclose(spread.user_factors_, single.user_factors_, rtol=0, atol=1e-5 * scale)
-    np.testing.assert_allclose(spread.item_factors_, single.item_factors_, rtol=0, atol=1e-5 * scale)
-    assert not np.array_equal(spread.item_factors_, single.item_factors_)  # the pieces did differ
+    with distributed.get_task_stream(client=client) as tasks:
+        spread = ALS(gram="workers", num_shards=num_shards, **options).fit(matrix, client=client)
+    assert_same_factors(spread, single)
+    assert any(str(task["key"]).startswith("gram_partials") for task in tasks.data)  # the pieces were used
+    # Pieces summed at the shards' own bounds would not do: the chunk-aligned fold is needed.
+    items = single.item_factors_
+    bounds = shard_bounds(sp.csr_matrix(matrix.T).indptr, num_shards, None)
+    per_shard = sum(kernels.gram_matrix(np.ascontiguousarray(items[a:b])).astype(np.float64)
+                    for a, b in zip(bounds, bounds[1:]))  # fmt: skip
+    assert per_shard.astype(items.dtype).tobytes() != kernels.gram_matrix(items).tobytes()
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_shards_lie_on_gram_chunks(seed):
+    rng = np.random.default_rng(seed)
+    n_rows = int(rng.choice([0, 1, 600, 1100, 5000, 40000]))
+    factors, num_shards = int(rng.choice([4, 64, 300])), int(rng.integers(1, 20))
+    counts = rng.poisson(float(rng.choice([0.0, 0.5, 20.0])), n_rows) * (rng.random(n_rows) < 0.7)
+    indptr = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+    chunk_bounds = kernels.gram_chunk_bounds(n_rows, factors)
+    bounds = shard_bounds(indptr, num_shards, factors)
+    # Fewer shards, never empty ones, when there are fewer chunks than asked for.
+    assert len(bounds) - 1 == min(num_shards, len(chunk_bounds) - 1)
+    assert bounds[0] == 0 and bounds[-1] == n_rows
+    assert np.isin(bounds, chunk_bounds).all()
+    if n_rows:
+        assert (np.diff(bounds) > 0).all()
+    # Each cut is one of the two chunk bounds around the entry-balanced cut, unless that would
+    # leave this shard or one after it without a chunk.
+    total = indptr[-1]
+    weight = indptr[chunk_bounds] if total else chunk_bounds
+    for shard in range(1, len(bounds) - 1):
+        target = shard * weight[-1] / (len(bounds) - 1)
+        at = int(np.searchsorted(chunk_bounds, bounds[shard]))
+        lower = int(np.searchsorted(weight, target, side="left"))
+        previous = int(np.searchsorted(chunk_bounds, bounds[shard - 1]))
+        last_possible = len(chunk_bounds) - 1 - (len(bounds) - 1 - shard)
+        assert at in (lower - 1, lower, previous + 1, last_possible)
+
+
+def test_shards_on_gram_chunks_example():
+    # 2000 rows, 4 chunks of 500; most entries in the first chunk.
+    counts = np.ones(2000, np.int64)
+    counts[:500] = 7
+    indptr = np.concatenate(([0], np.cumsum(counts)))
+    np.testing.assert_array_equal(shard_bounds(indptr, 2, 8), [0, 500, 2000])
+    np.testing.assert_array_equal(shard_bounds(indptr, 3, 8), [0, 500, 1000, 2000])
+    np.testing.assert_array_equal(shard_bounds(indptr, 9, 8), [0, 500, 1000, 1500, 2000])
+    np.testing.assert_array_equal(shard_bounds(indptr, 3, None), [0, 239, 477, 2000])  # entry-balanced
 
 
 def test_training_loss_matches_single_machine(client):
@@ -159,6 +209,19 @@ def test_dask_array_and_parquet_inputs(client, tmp_path):
     assert_same_factors(model, single)
 
 
+def test_triples_sharded_on_gram_chunks(client):
+    # The workers cut the shards of triples on the Gram chunks too (three chunks a side here).
+    import dask.array as da
+
+    matrix = recore.datasets.synthetic(1300, 1100, 12000, random_state=8)
+    coo = matrix.tocoo()
+    triples = np.column_stack([coo.row, coo.col, coo.data]).astype(np.float64)
+    options = dict(factors=5, iterations=2, random_state=3)
+    model = ALS(num_shards=3, **options).fit(da.from_array(triples, chunks=(5000, 3)), client=client,
+                                             shape=matrix.shape)  # fmt: skip
+    assert_same_factors(model, recore.ALS(**options).fit(matrix))
+
+
 def test_triples_errors_name_the_argument(client):
     import dask.dataframe as dd
     import pandas as pd
@@ -208,7 +271,7 @@ def test_gpu_arrays_are_refused_clearly():
     with pytest.raises(RuntimeError, match="CUDA engine is not available"):
         solve_shard(sp.csr_matrix((1, 1), dtype=np.float32), OnGpu(), None, np.zeros((1, 1), np.float32), {})
     with pytest.raises(RuntimeError, match="CUDA engine is not available"):
-        gram_piece(OnGpu(), 0)
+        gram_partials(OnGpu(), [0, 1], 0)
 
 
 # -- distributed top-k ------------------------------------------------------------------------------
@@ -272,16 +335,20 @@ def test_topk_argument_errors(client):
 # -- a worker killed mid-fit --------------------------------------------------------------------------
 
 
-def kill_one_worker(client) -> None:
-    """SIGKILL one worker process, then wait until the scheduler has seen it go."""
-    pids = client.run(os.getpid)
-    address = sorted(pids)[0]
-    os.kill(pids[address], signal.SIGKILL)
+def wait_until_removed(client, address) -> None:
     deadline = time.monotonic() + 30
     while address in client.scheduler_info()["workers"]:
         if time.monotonic() > deadline:
             raise AssertionError("the scheduler never noticed the killed worker")
         time.sleep(0.05)
+
+
+def kill_one_worker(client) -> None:
+    """SIGKILL one worker process, then wait until the scheduler has seen it go."""
+    pids = client.run(os.getpid)
+    address = sorted(pids)[0]
+    os.kill(pids[address], signal.SIGKILL)
+    wait_until_removed(client, address)
 
 
 @pytest.fixture(scope="module")
@@ -294,15 +361,10 @@ def expendable_client():
 @pytest.mark.parametrize("gram", ["driver", "workers"])
 def test_worker_killed_mid_fit_recovers_with_the_same_factors(expendable_client, gram):
     expendable_client.wait_for_workers(2, timeout=60)  # the nanny restarts a killed one
-    matrix = recore.datasets.synthetic(500, 200, 8000, random_state=3)
+    # 1100 users: rebuilt user shards must keep their bounds on the Gram chunks.
+    matrix = recore.datasets.synthetic(1100, 200, 8000, random_state=3)
     options = dict(factors=6, iterations=4, regularization=0.05, random_state=9)
-    # With gram="workers" the reference is an undisturbed distributed fit: the pieces are
-    # summed in shard order whatever worker holds each shard.
-    reference = (
-        recore.ALS(**options).fit(matrix)
-        if gram == "driver"
-        else ALS(gram=gram, num_shards=2, **options).fit(matrix, client=expendable_client)
-    )
+    reference = recore.ALS(**options).fit(matrix)
 
     def kill_after_first(iteration, elapsed, loss):
         if iteration == 0:
@@ -324,4 +386,99 @@ def test_worker_killed_without_recoveries_fails_clearly(expendable_client):
 
     with pytest.raises(WorkerLostError, match="max_recoveries=0"):
         model.fit(matrix, client=expendable_client, callback=kill_after_first)
+    assert not hasattr(model, "user_factors_")  # no half-fitted factors left behind
+
+
+# Each shard's half-step takes about 0.3 s on one thread (and longer on a loaded machine):
+# exact solves of 256 factors for 2,000 rows.
+SLOW_MATRIX_SHAPE = (4000, 4000, 80000)
+SLOW_OPTIONS = dict(factors=256, iterations=2, solver="cholesky", regularization=0.05, random_state=11)
+
+
+def executing_solves(dask_worker) -> list:
+    """The solve tasks this worker is running now (run on every worker by client.run)."""
+    return [str(task.key) for task in dask_worker.state.executing if str(task.key).startswith("solve_shard")]
+
+
+def fit_killing_a_worker_mid_task(client, model, matrix):
+    """Fits ``model`` in a thread and SIGKILLs a worker while it is running a solve task.
+
+    Returns the fit's exception (None when it finished) and whether the kill caught the task
+    running: the scheduler's remove-worker event lists the tasks the worker was processing when
+    it went, which a task that had just finished would not be among.
+    """
+    client.wait_for_workers(2, timeout=60)  # the nanny restarts a killed one
+    pids = client.run(os.getpid)
+    outcome = {}
+
+    def fit():
+        try:
+            model.fit(matrix, client=client)
+        except BaseException as error:  # handed to the test thread
+            outcome["error"] = error
+
+    thread = threading.Thread(target=fit, daemon=True)
+    thread.start()
+    victim, solving, killed_at = None, [], None
+    deadline = time.monotonic() + 60
+    while thread.is_alive() and time.monotonic() < deadline:
+        running = client.run(executing_solves)
+        victim = next((address for address, keys in sorted(running.items()) if keys), None)
+        if victim is not None:
+            killed_at = time.time()
+            os.kill(pids[victim], signal.SIGKILL)
+            solving = running[victim]
+            break
+        time.sleep(0.01)
+    if victim is not None:
+        wait_until_removed(client, victim)
+    thread.join(timeout=120)
+    assert not thread.is_alive(), "the fit did not finish after the worker was killed"
+    caught = False
+    if victim is not None:
+        removed_while = client.run_on_scheduler(processing_when_removed, address=victim, since=killed_at - 1)
+        caught = any(set(solving) & set(keys) for keys in removed_while)
+    return outcome.get("error"), caught
+
+
+def processing_when_removed(dask_scheduler, address, since) -> list:
+    """For each removal of the worker at ``address`` since then, the tasks it was processing
+    (run on the scheduler, whose own events hold them)."""
+    return [
+        [str(key) for key in event["processing-tasks"]]
+        for timestamp, event in dask_scheduler.get_events(address)
+        if timestamp >= since and event.get("action") == "remove-worker"
+    ]
+
+
+@pytest.fixture(scope="module")
+def slow_fit_case():
+    matrix = recore.datasets.synthetic(*SLOW_MATRIX_SHAPE, random_state=5)
+    return matrix, recore.ALS(**SLOW_OPTIONS).fit(matrix)
+
+
+def test_worker_killed_during_a_task_recovers_with_the_same_factors(expendable_client, slow_fit_case):
+    matrix, reference = slow_fit_case
+    for _attempt in range(3):  # a kill that missed the task (it had just finished) is tried again
+        model = ALS(num_shards=2, **SLOW_OPTIONS)
+        error, caught = fit_killing_a_worker_mid_task(expendable_client, model, matrix)
+        if error is not None:
+            raise error
+        if caught:
+            break
+    assert caught, "no kill landed while a solve task ran"
+    assert model.recoveries_ >= 1
+    assert_same_factors(model, reference)
+
+
+def test_worker_killed_during_a_task_without_recoveries_fails_clearly(expendable_client, slow_fit_case):
+    matrix, _ = slow_fit_case
+    for _attempt in range(3):
+        model = ALS(num_shards=2, max_recoveries=0, **SLOW_OPTIONS)
+        error, caught = fit_killing_a_worker_mid_task(expendable_client, model, matrix)
+        if caught:
+            break
+    assert caught, "no kill landed while a solve task ran"
+    assert isinstance(error, WorkerLostError), repr(error)
+    assert "max_recoveries=0" in str(error) and "no factors were kept" in str(error)
     assert not hasattr(model, "user_factors_")  # no half-fitted factors left behind

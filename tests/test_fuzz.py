@@ -273,6 +273,28 @@ def test_gram_matrix(factors, num_threads):
     assert_handled(lambda: kernels.gram_matrix(factors, num_threads=num_threads), ["factors", "num_threads"])
 
 
+@given(n_rows=st.one_of(st.integers(-2, 2**63 - 1), junk), factors=st.one_of(st.integers(-2, 1000), junk))
+def test_gram_chunk_bounds(n_rows, factors):
+    assert_handled(lambda: kernels.gram_chunk_bounds(n_rows, factors), ["n_rows", "factors"])
+
+
+@given(
+    factors=arrays((5, FACTORS)),
+    chunk_bounds=st.one_of(junk, st.lists(st.integers(-3, 8), max_size=4), arrays((3,))),
+    num_threads=threads,
+)
+def test_gram_partials(factors, chunk_bounds, num_threads):
+    assert_handled(
+        lambda: kernels.gram_partials(factors, chunk_bounds, num_threads=num_threads),
+        ["factors", "chunk_bounds", "num_threads"],
+    )
+
+
+@given(partials=st.one_of(junk, arrays((2, FACTORS, FACTORS)), arrays((FACTORS, FACTORS))))
+def test_gram_fold(partials):
+    assert_handled(lambda: kernels.gram_fold(partials), ["partials"])
+
+
 @given(
     matrix=interaction_matrices(),
     users=arrays((N_USERS, FACTORS)),

@@ -1,4 +1,5 @@
-// Python bindings of the ALS engine: recore._core.als_solve, gram_matrix, als_loss.
+// Python bindings of the ALS engine: recore._core.als_solve, gram_matrix, gram_chunk_bounds,
+// gram_partials, gram_fold, als_loss.
 #include "recore/als.hpp"
 
 #include <pybind11/numpy.h>
@@ -57,6 +58,43 @@ py::array_t<T> gram_of(py::handle factors_obj, int num_threads) {
   MatrixView<T> gram{out.mutable_data(), factors.cols, factors.cols, factors.cols};
   py::gil_scoped_release release;
   gram_matrix<T>(factors, gram, num_threads);
+  return out;
+}
+
+// Chunk bounds for gram_partials: int64, 1-D, non-decreasing within [0, rows].
+const int64_t* chunk_bounds_of(const py::array& bounds, int64_t rows) {
+  require_dtype<int64_t>(bounds, "chunk_bounds");
+  require_layout(bounds, "chunk_bounds", 1, false);
+  if (bounds.shape(0) < 1) throw py::value_error("chunk_bounds must have at least one entry");
+  const int64_t* b = static_cast<const int64_t*>(bounds.data());
+  const int64_t n = bounds.shape(0);
+  if (b[0] < 0 || b[n - 1] > rows)
+    throw py::value_error("chunk_bounds must lie within [0, factors.shape[0]] = [0, " + std::to_string(rows) + "]");
+  for (int64_t c = 1; c < n; ++c)
+    if (b[c] < b[c - 1]) throw py::value_error("chunk_bounds must be non-decreasing");
+  return b;
+}
+
+template <typename T>
+py::array_t<T> partials_of(py::handle factors_obj, const py::array& bounds, int num_threads) {
+  auto factors = matrix<const T>(factors_obj, "factors", false);
+  const int64_t* b = chunk_bounds_of(bounds, factors.rows);
+  const int64_t chunks = bounds.shape(0) - 1, f = factors.cols;
+  py::array_t<T> out({chunks, f, f});
+  T* partials = out.mutable_data();
+  py::gil_scoped_release release;
+  gram_partials<T>(factors, b, chunks, partials, num_threads);
+  return out;
+}
+
+template <typename T>
+py::array_t<T> fold_of(const py::array& partials) {
+  const int64_t chunks = partials.shape(0), f = partials.shape(1);
+  py::array_t<T> out({f, f});
+  MatrixView<T> gram{out.mutable_data(), f, f, f};
+  const T* values = static_cast<const T*>(partials.data());
+  py::gil_scoped_release release;
+  gram_fold<T>(values, chunks, gram);
   return out;
 }
 
@@ -138,6 +176,47 @@ void init_als(py::module_& m) {
       },
       py::arg("factors"), py::kw_only(), py::arg("num_threads") = 0,
       "factors^T factors, identical bit for bit whatever num_threads is.");
+
+  m.def(
+      "gram_chunk_bounds",
+      [](int64_t rows, int64_t factors) {
+        if (rows < 0) throw py::value_error("n_rows must be >= 0");
+        if (factors < 0) throw py::value_error("factors must be >= 0");
+        const int64_t chunks = gram_chunk_count(rows, factors);
+        py::array_t<int64_t> out(chunks + 1);
+        int64_t* bounds = out.mutable_data();
+        for (int64_t c = 0; c <= chunks; ++c) bounds[c] = gram_chunk_begin(rows, chunks, c);
+        return out;
+      },
+      py::arg("n_rows"), py::arg("factors"), "The row bounds of the chunks gram_matrix sums separately.");
+
+  m.def(
+      "gram_partials",
+      [](py::handle factors, py::handle chunk_bounds, int num_threads) -> py::array {
+        if (num_threads < 0) throw py::value_error("num_threads must be >= 0");
+        py::array a = require_array(factors, "factors");
+        py::array bounds = require_array(chunk_bounds, "chunk_bounds");
+        if (has_dtype<float>(a)) return partials_of<float>(factors, bounds, num_threads);
+        if (has_dtype<double>(a)) return partials_of<double>(factors, bounds, num_threads);
+        throw py::type_error("factors must have dtype float32 or float64, got " + dtype_name(a));
+      },
+      py::arg("factors"), py::arg("chunk_bounds"), py::kw_only(), py::arg("num_threads") = 0,
+      "The Gram matrix of each chunk of rows, as gram_matrix sums them.");
+
+  m.def(
+      "gram_fold",
+      [](py::handle partials) -> py::array {
+        py::array a = require_array(partials, "partials");
+        require_layout(a, "partials", 3, false);
+        if (a.shape(1) != a.shape(2))
+          throw py::value_error("partials must have shape (chunks, factors, factors), got (" +
+                                std::to_string(a.shape(0)) + ", " + std::to_string(a.shape(1)) + ", " +
+                                std::to_string(a.shape(2)) + ")");
+        if (has_dtype<float>(a)) return fold_of<float>(a);
+        if (has_dtype<double>(a)) return fold_of<double>(a);
+        throw py::type_error("partials must have dtype float32 or float64, got " + dtype_name(a));
+      },
+      py::arg("partials"), "The chunks' Gram matrices summed in float64 in order, rounded once.");
 
   m.def(
       "als_loss",

@@ -63,35 +63,91 @@ void set_gather_limit_for_testing(int64_t rows) { gather_limit_override.store(ro
 void set_block_rows_for_testing(int64_t rows) { block_rows_override.store(rows); }
 
 
+int64_t gram_chunk_count(int64_t rows, int64_t factors) {
+  if (rows < 0 || factors < 0) throw std::invalid_argument("rows and factors must be >= 0");
+  // Chunks of at least 512 rows; fewer of them for wide factors, whose partials are large.
+  // (factors <= 256 is the same as a padded width <= 256 for float and for double.)
+  const int64_t max_chunks = factors <= 256 ? 64 : 16;
+  return std::max<int64_t>(1, std::min<int64_t>(max_chunks, (rows + 511) / 512));
+}
+
+namespace {
+
+// Each chunk's Gram matrix, upper triangle, in the kernels' padded layout (chunks x fp x fp).
 template <typename T>
-void gram_matrix(MatrixView<const T> factors, MatrixView<T> gram, int num_threads) {
+AlignedBuffer<T> padded_gram_partials(MatrixView<const T> factors, const int64_t* bounds, int64_t chunks,
+                                      int num_threads) {
   check_matrix(factors, "factors");
-  const int64_t f = factors.cols;
-  if (gram.rows != f || gram.cols != f) throw std::invalid_argument("gram must be factors x factors");
-  const int64_t fp = padded<T>(f);
+  if (chunks < 0 || !bounds) throw std::invalid_argument("chunk bounds are missing");
+  if (bounds[0] < 0 || bounds[chunks] > factors.rows)
+    throw std::invalid_argument("chunk bounds must lie within the factor rows");
+  for (int64_t c = 0; c < chunks; ++c)
+    if (bounds[c + 1] < bounds[c]) throw std::invalid_argument("chunk bounds must be non-decreasing");
+  const int64_t f = factors.cols, fp = padded<T>(f);
   GramArgs<T> a;
   a.factors = factors;
   a.padded_factors = fp;
   a.threads = resolve_threads(num_threads);
-  // The partition into chunks depends on the shape alone, never on the thread count.
-  const int64_t max_chunks = fp <= 256 ? 64 : 16;
-  a.chunks = std::max<int64_t>(1, std::min<int64_t>(max_chunks, (factors.rows + 511) / 512));
+  a.chunks = chunks;
+  a.chunk_bounds = bounds;
   a.workspace_per_thread = kGramBlockRows * fp;
-  AlignedBuffer<T> partials(a.chunks * fp * fp), workspace(a.threads * a.workspace_per_thread);
+  AlignedBuffer<T> partials(chunks * fp * fp), workspace(a.threads * a.workspace_per_thread);
   a.partials = partials.get();
   a.workspace = workspace.get();
-  if (factors.rows > 0 && f > 0) {
+  if (factors.rows > 0 && f > 0 && chunks > 0) {
     RECORE_RUN(a, gram_matrix<T>);
   }
-  // The kernels fill the upper triangle.
+  return partials;
+}
+
+// The one summation of partials: chunk c's entry (i, j) at partials[c * chunk_size + i * row_stride + j].
+template <typename T>
+void fold_partials(const T* partials, int64_t chunks, int64_t chunk_size, int64_t row_stride, MatrixView<T> gram) {
+  const int64_t f = gram.cols;
   for (int64_t i = 0; i < f; ++i) {
     for (int64_t j = i; j < f; ++j) {
       double sum = 0;
-      for (int64_t c = 0; c < a.chunks; ++c) sum += a.partials[c * fp * fp + i * fp + j];
+      for (int64_t c = 0; c < chunks; ++c) sum += partials[c * chunk_size + i * row_stride + j];
       gram.row(i)[j] = static_cast<T>(sum);
       gram.row(j)[i] = static_cast<T>(sum);
     }
   }
+}
+
+}  // namespace
+
+template <typename T>
+void gram_matrix(MatrixView<const T> factors, MatrixView<T> gram, int num_threads) {
+  check_matrix(factors, "factors");
+  const int64_t n = factors.rows, f = factors.cols, fp = padded<T>(f);
+  if (gram.rows != f || gram.cols != f) throw std::invalid_argument("gram must be factors x factors");
+  const int64_t chunks = gram_chunk_count(n, f);
+  std::vector<int64_t> bounds(chunks + 1);
+  for (int64_t c = 0; c <= chunks; ++c) bounds[c] = gram_chunk_begin(n, chunks, c);
+  AlignedBuffer<T> partials = padded_gram_partials(factors, bounds.data(), chunks, num_threads);
+  fold_partials(partials.get(), chunks, fp * fp, fp, gram);
+}
+
+template <typename T>
+void gram_partials(MatrixView<const T> factors, const int64_t* bounds, int64_t chunks, T* partials, int num_threads) {
+  const int64_t f = factors.cols, fp = padded<T>(f);
+  AlignedBuffer<T> padded_partials = padded_gram_partials(factors, bounds, chunks, num_threads);
+  for (int64_t c = 0; c < chunks; ++c) {
+    const T* from = padded_partials.get() + c * fp * fp;
+    T* to = partials + c * f * f;
+    for (int64_t i = 0; i < f; ++i) {
+      for (int64_t j = i; j < f; ++j) {
+        to[i * f + j] = from[i * fp + j];
+        to[j * f + i] = from[i * fp + j];
+      }
+    }
+  }
+}
+
+template <typename T>
+void gram_fold(const T* partials, int64_t chunks, MatrixView<T> gram) {
+  if (chunks < 0 || gram.rows != gram.cols) throw std::invalid_argument("gram must be square");
+  fold_partials(partials, chunks, gram.cols * gram.cols, gram.cols, gram);
 }
 
 template <typename T, typename I>
@@ -217,5 +273,9 @@ RECORE_INSTANTIATE(double, int32_t)
 RECORE_INSTANTIATE(double, int64_t)
 template void gram_matrix<float>(MatrixView<const float>, MatrixView<float>, int);
 template void gram_matrix<double>(MatrixView<const double>, MatrixView<double>, int);
+template void gram_partials<float>(MatrixView<const float>, const int64_t*, int64_t, float*, int);
+template void gram_partials<double>(MatrixView<const double>, const int64_t*, int64_t, double*, int);
+template void gram_fold<float>(const float*, int64_t, MatrixView<float>);
+template void gram_fold<double>(const double*, int64_t, MatrixView<double>);
 
 }  // namespace recore

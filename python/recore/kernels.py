@@ -18,7 +18,10 @@ from recore import _core
 __all__ = [
     "als_half_step",
     "als_loss",
+    "gram_chunk_bounds",
+    "gram_fold",
     "gram_matrix",
+    "gram_partials",
     "sgd_bpr_epoch",
     "sgd_bpr_triples",
     "sgd_rmse",
@@ -41,6 +44,63 @@ def gram_matrix(factors: np.ndarray, *, num_threads: int = 0) -> np.ndarray:
     ndarray of shape (f, f), the dtype of ``factors``
     """
     return _core.gram_matrix(factors, num_threads=num_threads)
+
+
+def gram_chunk_bounds(n_rows: int, factors: int) -> np.ndarray:
+    """Row bounds of the chunks :func:`gram_matrix` sums separately.
+
+    :func:`gram_matrix` cuts the rows of an ``(n_rows, factors)`` matrix into a fixed number
+    of contiguous chunks (one per 512 rows, at most 64, or 16 for more than 256 factors),
+    sums each chunk's Gram matrix in the factors' dtype, and adds the chunks' sums in
+    float64 in chunk order. Chunk ``c`` holds rows ``bounds[c]:bounds[c + 1]``. The
+    partition depends on the shape alone, so code holding the rows in pieces (the shards of
+    :mod:`recore.distributed`) can cut them on these bounds and get the same Gram matrix,
+    bit for bit, from :func:`gram_partials` and :func:`gram_fold`.
+
+    Returns
+    -------
+    ndarray of int64, shape (chunks + 1,), from 0 to ``n_rows``
+    """
+    return _core.gram_chunk_bounds(n_rows, factors)
+
+
+def gram_partials(factors: np.ndarray, chunk_bounds, *, num_threads: int = 0) -> np.ndarray:
+    """Return the Gram matrix of each chunk of rows of ``factors``, summed as
+    :func:`gram_matrix` sums its own chunks.
+
+    Parameters
+    ----------
+    factors : ndarray of shape (n, f), float32 or float64, C-contiguous
+    chunk_bounds : sequence of int, length chunks + 1
+        Row bounds within ``factors``, non-decreasing within ``[0, n]``: chunk ``c`` is rows
+        ``chunk_bounds[c]:chunk_bounds[c + 1]``.
+    num_threads : int, default 0
+        Threads to use (one chunk per thread at a time); the result is bitwise identical for
+        any value.
+
+    Returns
+    -------
+    ndarray of shape (chunks, f, f), the dtype of ``factors``
+        ``partials[c] = factors[b[c]:b[c + 1]].T @ factors[b[c]:b[c + 1]]``, accumulated in
+        the dtype of ``factors`` from the chunk's first row on. With the bounds of
+        :func:`gram_chunk_bounds`, ``gram_fold(gram_partials(factors, bounds))`` is
+        ``gram_matrix(factors)`` bit for bit; and so is the fold of the partials of pieces of
+        ``factors`` cut on those bounds, stacked in row order.
+    """
+    bounds = np.asarray(chunk_bounds)
+    if bounds.dtype.kind not in "iu":
+        if bounds.size:
+            raise TypeError(f"chunk_bounds must hold integers, got dtype {bounds.dtype}")
+        bounds = np.empty(bounds.shape, np.int64)  # numpy makes [] float64
+    return _core.gram_partials(factors, np.ascontiguousarray(bounds, dtype=np.int64), num_threads=num_threads)
+
+
+def gram_fold(partials: np.ndarray) -> np.ndarray:
+    """Return the sum of the chunks' Gram matrices ``partials`` (chunks, f, f), added in
+    float64 in chunk order and rounded once to their dtype: the last step of
+    :func:`gram_matrix` (see :func:`gram_partials`). The upper triangle of each partial is
+    read; the result is symmetric."""
+    return _core.gram_fold(partials)
 
 
 def als_half_step(

@@ -31,9 +31,33 @@ struct AlsOptions {
   int num_threads = 0;                   // 0: OpenMP's default
 };
 
-// Writes gram = factors^T factors (f x f, row-major). Bitwise identical for any num_threads.
+// Writes gram = factors^T factors (f x f, row-major). Bitwise identical for any num_threads:
+// the rows are cut into the fixed chunks below, each chunk summed in T, and the chunks'
+// sums added in double in chunk order (gram_partials, then gram_fold).
 template <typename T>
 void gram_matrix(MatrixView<const T> factors, MatrixView<T> gram, int num_threads);
+
+// The Gram matrix's partition of `rows` factor rows of width `factors`: this many chunks, chunk c
+// holding rows [gram_chunk_begin(rows, chunks, c), gram_chunk_begin(rows, chunks, c + 1)). It
+// depends on the shape alone (neither the dtype nor the thread count), so that code summing the
+// Gram matrix of a matrix split elsewhere (per shard, on other machines) can follow it exactly.
+int64_t gram_chunk_count(int64_t rows, int64_t factors);
+// floor(rows * chunk / chunks), without overflowing for any rows.
+inline int64_t gram_chunk_begin(int64_t rows, int64_t chunks, int64_t chunk) {
+  return rows / chunks * chunk + rows % chunks * chunk / chunks;
+}
+
+// partials[c] (f x f, row-major, c < chunks) = the Gram matrix of factor rows
+// [bounds[c], bounds[c + 1]), accumulated in T from the chunk's first row on, as gram_matrix
+// does for each of its chunks; bounds (chunks + 1 values) must be non-decreasing within
+// [0, rows]. Bitwise identical for any num_threads.
+template <typename T>
+void gram_partials(MatrixView<const T> factors, const int64_t* bounds, int64_t chunks, T* partials, int num_threads);
+
+// gram (f x f) = the sum of partials[0 .. chunks) (each f x f, row-major; the upper triangle is
+// read), added in double in that order and rounded to T once, then mirrored: gram_matrix's last step.
+template <typename T>
+void gram_fold(const T* partials, int64_t chunks, MatrixView<T> gram);
 
 // Updates target (rows(user_items) x f) in place from fixed (cols(user_items) x f).
 // fixed_gram is fixed^T fixed (f x f); it is read for implicit feedback only and may be

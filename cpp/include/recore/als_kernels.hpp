@@ -45,8 +45,9 @@ template <typename T>
 struct GramArgs {
   MatrixView<const T> factors;
   int64_t padded_factors = 0;
-  int64_t chunks = 0;               // fixed partition of rows: thread count never changes results
-  T* partials = nullptr;            // chunks x fp x fp
+  int64_t chunks = 0;
+  const int64_t* chunk_bounds = nullptr;  // chunks + 1 rows: chunk c is [bounds[c], bounds[c + 1])
+  T* partials = nullptr;            // chunks x fp x fp, upper triangle filled
   T* workspace = nullptr;           // threads x workspace_per_thread
   int64_t workspace_per_thread = 0;
   int threads = 1;

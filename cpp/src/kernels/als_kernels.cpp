@@ -607,13 +607,13 @@ void als_solve(const AlsSolveArgs<T, I>& a) {
 
 template <typename T>
 void gram_matrix(const GramArgs<T>& a) {
-  const int64_t n = a.factors.rows, f = a.factors.cols, fp = a.padded_factors;
+  const int64_t f = a.factors.cols, fp = a.padded_factors;
 #pragma omp parallel for num_threads(a.threads) schedule(dynamic, 1)
   for (int64_t c = 0; c < a.chunks; ++c) {
     T* block = a.workspace + thread_index() * a.workspace_per_thread;
     T* partial = a.partials + c * fp * fp;
     fill_zero(partial, fp * fp);
-    const int64_t begin = n * c / a.chunks, end = n * (c + 1) / a.chunks;
+    const int64_t begin = a.chunk_bounds[c], end = a.chunk_bounds[c + 1];
     for (int64_t b = begin; b < end; b += kGramBlockRows) {
       const int64_t m = smaller(kGramBlockRows, end - b);
       for (int64_t k = 0; k < m; ++k) copy(a.factors.row(b + k), block + k * fp, f);

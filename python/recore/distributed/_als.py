@@ -25,8 +25,9 @@ class DistributedALS(_SingleMachineALS):
     :func:`recore.kernels.als_half_step`, and the updated shard stays on that worker. The
     hyperparameters, their checks, the initial factors and the results are those of
     :class:`recore.ALS` with the same ``random_state``: every row's solve is the same
-    computation on the same numbers, so with the default ``gram="driver"`` the factors are
-    bitwise equal to the single-machine ones, for any number of workers, shards or threads.
+    computation on the same numbers, and the Gram matrix is summed over the same chunks in
+    the same order, so the factors are bitwise equal to the single-machine ones, for any
+    number of workers, shards or threads.
 
     Parameters
     ----------
@@ -37,17 +38,22 @@ weighted_regularization, dtype, random_state, calculate_training_loss
         Threads per worker for each shard's kernel; 0 uses the worker's own thread count
         (``nthreads``), so that workers sharing a machine do not oversubscribe it.
     num_shards : int or None, default None
-        Row shards per side; None makes one per worker. Shards are cut at equal numbers of
-        entries. The factors do not depend on it with ``gram="driver"``.
-    gram : {"driver", "workers"}, default "driver"
-        Where the Gram matrix of the fixed factors is formed. ``"driver"``: the driver, which
-        relays the fixed factors anyway, computes it with :func:`recore.kernels.gram_matrix`
-        on the whole matrix, as :class:`recore.ALS` does: bitwise equal factors.
-        ``"workers"``: each worker computes its shard's piece right after solving it and the
-        driver sums the pieces in shard order in float64, which spreads that work (n x f^2
-        multiply-adds per half-step) but rounds differently from the single-machine kernel's
-        fixed 512-row partition: about 1e-7 relative in the Gram matrix, which 15 iterations
-        amplify to about 1e-5 relative in the factors (measured; see the README).
+        Row shards per side; None makes one per worker. Shards are cut at about equal
+        numbers of entries. With ``gram="workers"`` and implicit feedback the cuts lie on the
+        bounds of the chunks :func:`recore.kernels.gram_matrix` sums over (see
+        :func:`recore.kernels.gram_chunk_bounds`: one chunk per 512 rows, at most 64, or 16
+        beyond 256 factors), so a side has at most as many shards as chunks: fewer than
+        asked for below 512 rows per shard. The factors do not depend on it.
+    gram : {"workers", "driver"}, default "workers"
+        Where the Gram matrix of the fixed factors is formed (implicit feedback).
+        ``"workers"``: each worker computes the per-chunk pieces
+        (:func:`recore.kernels.gram_partials`) of its shard right after solving it, and the
+        driver adds all chunks' pieces in chunk order in float64
+        (:func:`recore.kernels.gram_fold`), exactly as the single-machine kernel does, which
+        spreads that work (n x f^2 multiply-adds per half-step) over the workers.
+        ``"driver"``: the driver, which relays the fixed factors anyway, computes it with
+        :func:`recore.kernels.gram_matrix` on the whole matrix, and shards are cut at
+        entry-balanced rows regardless of chunks. Both give the same factors, bitwise.
     max_recoveries : int, default 3
         Times a fit may recover from lost workers: the half-iteration under way is redone
         from the driver's copy of the factors, with the lost shards rebuilt on the workers
@@ -78,7 +84,7 @@ weighted_regularization, dtype, random_state, calculate_training_loss
         random_state=None,
         calculate_training_loss: bool = False,
         num_shards: int | None = None,
-        gram: str = "driver",
+        gram: str = "workers",
         max_recoveries: int = 3,
     ):
         self.num_shards = num_shards
@@ -95,7 +101,7 @@ weighted_regularization, dtype, random_state, calculate_training_loss
         super()._check_params()
         if self.num_shards is not None:
             check_int(self.num_shards, "num_shards", 1)
-        check_choice(self.gram, "gram", ("driver", "workers"))
+        check_choice(self.gram, "gram", ("workers", "driver"))
         check_int(self.max_recoveries, "max_recoveries", 0)
 
     def fit(
@@ -150,20 +156,24 @@ weighted_regularization, dtype, random_state, calculate_training_loss
         workers = _cluster.live_workers(client)
         num_shards = _cluster.check_num_shards(self.num_shards, len(workers))
 
+        # Shards cut on the Gram matrix's chunk bounds when the workers sum its pieces.
+        gram_factors = self.factors if implicit and self.gram == "workers" else None
+
         def placement(n):
             return {shard: workers[shard % len(workers)] for shard in range(n)}
 
         if _inputs.is_dask_collection(user_items) or _inputs.is_parquet_source(user_items):
             data = _inputs.from_triples(
                 client, user_items, dtype, implicit=implicit, columns=columns, shape=shape,
-                num_shards=num_shards, placement=placement,
+                num_shards=num_shards, placement=placement, gram_factors=gram_factors,
             )  # fmt: skip
         else:
             if shape is not None:
                 raise ValueError("shape is for triples; a matrix has its own")
             data = _inputs.from_matrix(
-                client, user_items, dtype, implicit=implicit, num_shards=num_shards, placement=placement
-            )
+                client, user_items, dtype, implicit=implicit, num_shards=num_shards, placement=placement,
+                gram_factors=gram_factors,
+            )  # fmt: skip
         self._check_largest_value(data.largest, dtype)
         user_factors, item_factors = self._initial_factors(data.n_users, data.n_items, dtype)
         run = _Run(self, client, data, placement(num_shards), user_factors, item_factors)
@@ -245,7 +255,18 @@ class _Run:
             "users": self._scatter_factors(users, data.user_items.bounds),
             "items": self._scatter_factors(items, data.item_users.bounds),
         }
-        # Gram pieces of each side's current shards (computed where the shards live).
+        self.workers_gram = self.implicit and model.gram == "workers"
+        # Per shard, the Gram chunk bounds it covers, counted from its first row.
+        self.shard_chunks = {}
+        if self.workers_gram:
+            for side, shards in (("users", data.user_items), ("items", data.item_users)):
+                chunk_bounds = kernels.gram_chunk_bounds(shards.n_rows, model.factors)
+                self.shard_chunks[side] = [
+                    _cluster.chunks_within(chunk_bounds, int(shards.bounds[s]), int(shards.bounds[s + 1]))
+                    for s in range(shards.num_shards)
+                ]
+        # Per-chunk Gram pieces of each side's current factors, in chunk order (computed where
+        # the shards live).
         self.gram_pieces = {"users": None, "items": None}
 
     # -- placing data ---------------------------------------------------------------------
@@ -288,12 +309,10 @@ class _Run:
         if not self.implicit:
             return None
         pieces = self.gram_pieces[fixed_side]
-        if self.model.gram == "driver" or pieces is None:
+        if pieces is None:  # gram="driver", or the first half-step
             return kernels.gram_matrix(fixed, num_threads=self.model.num_threads)
-        total = np.zeros(pieces[0].shape, np.float64)
-        for piece in pieces:  # in shard order, whatever the placement
-            total += piece
-        return total.astype(fixed.dtype)
+        # Every chunk's piece, in chunk order whatever the placement: gram_matrix's own sum.
+        return kernels.gram_fold(pieces)
 
     def _half_step_once(self, target: str) -> None:
         client = self.client
@@ -316,11 +335,12 @@ class _Run:
             for s, (rows, factors) in enumerate(zip(shards.futures, self.factor_shards[target]))
         ]
         pieces = []
-        if self.implicit and self.model.gram == "workers":
+        if self.workers_gram:
             pieces = [
                 client.submit(
-                    _cluster.gram_piece,
+                    _cluster.gram_partials,
                     shard,
+                    self.shard_chunks[target][s],
                     self.model.num_threads,
                     workers=[self.placement[s]],
                     allow_other_workers=True,
@@ -329,7 +349,7 @@ class _Run:
                 for s, shard in enumerate(solved)
             ]
         blocks = client.gather(solved)
-        gathered_pieces = client.gather(pieces) if pieces else None
+        gathered_pieces = np.concatenate(client.gather(pieces)) if pieces else None
         # Committed only once every shard is back: a lost worker leaves the last state whole.
         updated = np.concatenate(blocks) if blocks else np.empty((0, fixed.shape[1]), fixed.dtype)
         if target == "users":
@@ -356,7 +376,9 @@ class _Run:
             "users": self._scatter_factors(self.users, self.data.user_items.bounds),
             "items": self._scatter_factors(self.items, self.data.item_users.bounds),
         }
-        # Pieces already gathered are numbers on the driver and stay valid.
+        # A rebuilt shard holds the same rows as the lost one (its side's bounds never change),
+        # so it covers the same Gram chunks; pieces already gathered are numbers on the driver
+        # and stay valid.
 
     # -- results ------------------------------------------------------------------------------
 

@@ -59,6 +59,42 @@ def balanced_bounds(indptr: np.ndarray, num_shards: int) -> np.ndarray:
     return np.concatenate(([0], np.clip(inner, 0, n_rows), [n_rows])).astype(np.int64)
 
 
+def gram_aligned_bounds(indptr: np.ndarray, num_shards: int, chunk_bounds: np.ndarray) -> np.ndarray:
+    """Row boundaries of contiguous shards made of whole chunks (rows
+    ``chunk_bounds[c]:chunk_bounds[c + 1]``), holding about equal numbers of entries: each cut
+    is the chunk boundary nearest, in entries, to the entry-balanced cut.
+
+    There are ``min(num_shards, chunks)`` shards and none is without rows (every chunk has
+    rows when there are any), so a matrix of fewer chunks than ``num_shards`` gets fewer
+    shards rather than empty ones.
+    """
+    chunk_bounds = np.asarray(chunk_bounds, dtype=np.int64)
+    chunks = len(chunk_bounds) - 1
+    shards = min(num_shards, chunks)
+    # Entries before each chunk boundary; rows when there are no entries at all.
+    weight = np.asarray(indptr, dtype=np.int64)[chunk_bounds]
+    if weight[-1] == 0:
+        weight = chunk_bounds
+    total = int(weight[-1])
+    cuts = [0]
+    for shard in range(1, shards):
+        target = shard * total / shards
+        above = int(np.searchsorted(weight, target, side="left"))
+        nearest = above if above == 0 or weight[above] - target < target - weight[above - 1] else above - 1
+        # At least one chunk for this shard and for each of those still to come.
+        cuts.append(min(max(nearest, cuts[-1] + 1), chunks - (shards - shard)))
+    cuts.append(chunks)
+    return chunk_bounds[cuts]
+
+
+def chunks_within(chunk_bounds: np.ndarray, begin: int, end: int) -> np.ndarray:
+    """The chunk bounds inside rows ``begin:end`` (themselves chunk bounds), counted from ``begin``."""
+    inside = chunk_bounds[(chunk_bounds >= begin) & (chunk_bounds <= end)]
+    if len(inside) == 0 or inside[0] != begin or inside[-1] != end:
+        raise RuntimeError(f"shard rows {begin}:{end} do not start and end on Gram chunk bounds")
+    return inside - begin
+
+
 def even_bounds(n: int, num_shards: int) -> np.ndarray:
     """Boundaries of ``num_shards`` contiguous ranges of ``0..n`` as equal as possible."""
     return (np.arange(num_shards + 1, dtype=np.int64) * n) // num_shards
@@ -130,10 +166,12 @@ def solve_shard(rows, fixed, gram, target, options: dict):
     return updated
 
 
-def gram_piece(factors, num_threads: int):
-    """This shard's share ``factors.T @ factors`` of the Gram matrix."""
+def gram_partials(factors, chunk_bounds, num_threads: int):
+    """The Gram matrices of the chunks this shard's factors cover (``chunk_bounds`` counted
+    from the shard's first row), as :func:`recore.kernels.gram_matrix` sums them; the
+    driver folds every shard's in order."""
     _check_host(factors)
-    return kernels.gram_matrix(factors, num_threads=worker_threads(num_threads))
+    return kernels.gram_partials(factors, chunk_bounds, num_threads=worker_threads(num_threads))
 
 
 def shard_loss(rows, user_factors, item_factors, options: dict) -> float:

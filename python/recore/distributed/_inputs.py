@@ -17,8 +17,19 @@ from typing import Callable
 import numpy as np
 import scipy.sparse as sp
 
+from recore import kernels
 from recore._validation import as_user_items, check_int, transpose_csr
-from recore.distributed._cluster import balanced_bounds
+from recore.distributed._cluster import balanced_bounds, gram_aligned_bounds
+
+
+def shard_bounds(indptr: np.ndarray, num_shards: int, gram_factors: int | None) -> np.ndarray:
+    """Row bounds of a side's shards, cut at equal numbers of entries; with ``gram_factors``,
+    only on the bounds of the chunks that :func:`recore.kernels.gram_matrix` sums factors of
+    that width over, so that the workers' per-chunk pieces add up to the same Gram matrix."""
+    if gram_factors is None:
+        return balanced_bounds(indptr, num_shards)
+    chunk_bounds = kernels.gram_chunk_bounds(len(indptr) - 1, gram_factors)
+    return gram_aligned_bounds(indptr, num_shards, chunk_bounds)
 
 
 @dataclass
@@ -88,16 +99,20 @@ def _scattered(client, csr, bounds: np.ndarray) -> Callable[[dict], dict]:
     return rebuild
 
 
-def from_matrix(client, matrix, dtype, *, implicit: bool, num_shards: int, placement) -> DistributedInteractions:
-    """Shards of a scipy matrix (or dense array), cut and scattered by the driver."""
+def from_matrix(
+    client, matrix, dtype, *, implicit: bool, num_shards: int, placement, gram_factors: int | None = None
+) -> DistributedInteractions:
+    """Shards of a scipy matrix (or dense array), cut and scattered by the driver (on Gram
+    chunk bounds with ``gram_factors``, see :func:`shard_bounds`)."""
     user_items = as_user_items(matrix, dtype, allow_negative=not implicit)
     item_users = transpose_csr(user_items)
     sides = []
     for csr in (user_items, item_users):
-        bounds = balanced_bounds(csr.indptr, num_shards)
+        bounds = shard_bounds(csr.indptr, num_shards, gram_factors)
+        count = len(bounds) - 1
         rebuild = _scattered(client, csr, bounds)
-        futures = rebuild(placement(num_shards))
-        shards = [futures[s] for s in range(num_shards)]
+        futures = rebuild(placement(count))
+        shards = [futures[s] for s in range(count)]
         sides.append(ShardedMatrix(csr.shape[0], csr.shape[1], bounds, shards, rebuild))
     largest = float(np.abs(user_items.data).max()) if user_items.nnz else 0.0
     return DistributedInteractions(*user_items.shape, user_items.nnz, largest, *sides)
@@ -221,9 +236,11 @@ def _check_shape(shape):
 
 
 def from_triples(
-    client, source, dtype, *, implicit: bool, columns, shape, num_shards: int, placement
-) -> DistributedInteractions:
-    """Shards built on the workers from a Dask collection (or Parquet files) of triples."""
+    client, source, dtype, *, implicit: bool, columns, shape, num_shards: int, placement,
+    gram_factors: int | None = None,
+) -> DistributedInteractions:  # fmt: skip
+    """Shards built on the workers from a Dask collection (or Parquet files) of triples (on
+    Gram chunk bounds with ``gram_factors``, see :func:`shard_bounds`)."""
     shape = _check_shape(shape)
     delayed_parts = triple_partitions(source, columns)
     parts = client.compute(delayed_parts)
@@ -240,7 +257,8 @@ def from_triples(
     largest = max((s[2] for s in summaries), default=0.0)
 
     def side(counts, n_rows, n_cols, by_items, parts):
-        bounds = balanced_bounds(np.concatenate(([0], np.cumsum(counts))), num_shards)
+        bounds = shard_bounds(np.concatenate(([0], np.cumsum(counts))), num_shards, gram_factors)
+        count = len(bounds) - 1
 
         def build(placement_now: dict, partitions=None) -> dict:
             # On a rebuild the partitions are computed again from their graph.
@@ -257,8 +275,8 @@ def from_triples(
                 )
             return built
 
-        futures = build(placement(num_shards), parts)
-        return ShardedMatrix(n_rows, n_cols, bounds, [futures[s] for s in range(num_shards)], build)
+        futures = build(placement(count), parts)
+        return ShardedMatrix(n_rows, n_cols, bounds, [futures[s] for s in range(count)], build)
 
     user_items = side(user_counts, n_users, n_items, False, parts)
     item_users = side(item_counts, n_items, n_users, True, parts)
