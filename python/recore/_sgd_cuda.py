@@ -53,7 +53,10 @@ def squared_epochs(model, matrix, rng, threads: int, state: dict):
     import cupy as cp
 
     n_users, n_items = matrix.shape
-    _, users, items, values, _ = model._rating_grid(matrix, rng, threads)
+    _, ranked_users, ranked_items, values, _, user_rank, item_rank = model._rating_grid(matrix, rng, threads)
+    # The GPU keeps its rows in id order: the grid's ranks back to ids.
+    users = np.argsort(user_rank).astype(np.int32)[ranked_users]
+    items = np.argsort(item_rank).astype(np.int32)[ranked_items]
     d_users = cp.asarray(users)
     d_items = cp.asarray(items)
     d_values = cp.asarray(values)

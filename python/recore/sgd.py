@@ -79,6 +79,42 @@ def _block_order(rng: np.random.Generator, blocks: int, by_items: bool) -> np.nd
     return order.ravel().astype(np.int32)
 
 
+# Per-row training state: each array holds one row (or, for split rate sums, two values) per
+# user or item.
+_USER_ROWS = ("user_factors", "user_biases", "user_rate_sums")
+_ITEM_ROWS = ("item_factors", "item_biases", "item_rate_sums")
+
+
+def _rows_of(value: np.ndarray, n: int) -> np.ndarray:
+    return value.reshape(n, value.size // n if n else 0)
+
+
+def _to_rank_order(state: dict, user_rank: np.ndarray, item_rank: np.ndarray) -> None:
+    """Moves the per-row state into the grid's rank order (row ``rank[u]`` holds user ``u``'s),
+    and records the ranks as ``state["ranks"]`` for :func:`_in_id_order`."""
+    for keys, rank in ((_USER_ROWS, user_rank), (_ITEM_ROWS, item_rank)):
+        for key in keys:
+            if state[key] is None:
+                continue
+            moved = np.empty_like(state[key])
+            _rows_of(moved, len(rank))[rank] = _rows_of(state[key], len(rank))
+            state[key] = moved
+    state["ranks"] = (user_rank, item_rank)
+
+
+def _in_id_order(state: dict) -> dict:
+    """The state with its per-row arrays back in the caller's id order."""
+    if "ranks" not in state:
+        return state
+    user_rank, item_rank = state["ranks"]
+    restored = dict(state)
+    for keys, rank in ((_USER_ROWS, user_rank), (_ITEM_ROWS, item_rank)):
+        for key in keys:
+            if state[key] is not None:
+                restored[key] = _rows_of(state[key], len(rank))[rank].reshape(state[key].shape)
+    return restored
+
+
 class SGD(Recommender, Estimator):
     """Matrix factorization by stochastic gradient descent.
 
@@ -88,9 +124,11 @@ class SGD(Recommender, Estimator):
     item band no other thread holds, so no two threads touch the same factor row and the
     factors need no locks (FPSGD, Zhuang et al. 2013). Blocks are taken in a random order,
     anew every epoch; one thread takes them band by band of the side with more rows (each
-    band's blocks in a random order), so that band's rows stay in cache. Within a block
-    ratings go by user, then item, cut into four runs visited in turn, so that consecutive
-    updates touch different rows and need not wait for each other.
+    band's blocks in a random order), so that band's rows stay in cache. While training, the
+    factor rows are stored in the shuffled order, so each band is one stretch of memory and
+    a block, sorted by user then item, walks its rows forwards; the fitted factors are in id
+    order. Within a block ratings go by user, then item, cut into four runs visited in turn,
+    so that consecutive updates touch different rows and need not wait for each other.
 
     ``loss="bpr"`` fits implicit feedback with Bayesian Personalized Ranking (Rendle et al.
     2009): per epoch, as many (user, positive, negative) triples as there are stored
@@ -278,6 +316,9 @@ class SGD(Recommender, Estimator):
             run_epoch = (
                 self._squared_epochs(matrix, rng, threads, state) if squared else self._bpr_epochs(matrix, rng, state)
             )
+            if held_out is not None and "ranks" in state:  # training rows are in rank order
+                user_rank, item_rank = state["ranks"]
+                held_out = (user_rank[held_out[0]], item_rank[held_out[1]], held_out[2])
         best = (np.inf, None)
         stale = 0
         try:
@@ -358,27 +399,40 @@ class SGD(Recommender, Estimator):
 
     def _rating_grid(self, matrix, rng, threads: int):
         """The grid side and the ratings in visiting order: (blocks, users, items, values,
-        starts), block ``b``'s ratings at ``[starts[b], starts[b + 1])``. The CPU and the
-        GPU engines train over the same grid."""
+        starts, user_rank, item_rank), block ``b``'s ratings at ``[starts[b], starts[b + 1])``.
+
+        Users and items are shuffled: ``user_rank[u]`` is user ``u``'s place in the shuffled
+        order, and user band ``k`` holds the users ranked ``[k n / blocks, (k + 1) n / blocks)``.
+        The ids returned are ranks, not the caller's ids: training stores the factor rows in
+        rank order, so that each band is one contiguous stretch of memory and a block, sorted
+        by user rank then item rank, walks its rows forwards. With ``blocks=1`` the ranks are
+        the ids themselves (one block needs no shuffle). The CPU and the GPU engines train
+        over the same grid.
+        """
         n_users, n_items = matrix.shape
         # A fine grid spreads each user's ratings over the epoch (a user's ratings in one
         # block are consecutive), which SGD needs as much as the threads need free blocks.
         blocks = self.blocks or max(20, 2 * threads + 2)
         coo = matrix.tocoo()
-        users, items = coo.row.astype(np.int32), coo.col.astype(np.int32)
-        user_band = (rng.permutation(n_users).astype(np.int64) * blocks // max(n_users, 1))[users]
-        item_band = (rng.permutation(n_items).astype(np.int64) * blocks // max(n_items, 1))[items]
+        if blocks == 1:
+            user_rank, item_rank = np.arange(n_users, dtype=np.int32), np.arange(n_items, dtype=np.int32)
+        else:
+            user_rank, item_rank = rng.permutation(n_users).astype(np.int32), rng.permutation(n_items).astype(np.int32)
+        users, items = user_rank[coo.row], item_rank[coo.col]
+        user_band = users.astype(np.int64) * blocks // max(n_users, 1)
+        item_band = items.astype(np.int64) * blocks // max(n_items, 1)
         block = user_band * blocks + item_band
         order = np.lexsort((items, users, block))  # by block, then user, then item
         starts = np.zeros(blocks * blocks + 1, dtype=np.int64)
         np.cumsum(np.bincount(block, minlength=blocks * blocks), out=starts[1:])
         order = order[_interleaved_runs(starts)]
-        return blocks, users[order], items[order], coo.data[order].astype(np.float32), starts
+        return blocks, users[order], items[order], coo.data[order].astype(np.float32), starts, user_rank, item_rank
 
     def _squared_epochs(self, matrix, rng, threads: int, state: dict):
         """The rating grid (made once), and a function running one epoch over it."""
         n_users, n_items = matrix.shape
-        blocks, users, items, values, starts = self._rating_grid(matrix, rng, threads)
+        blocks, users, items, values, starts, user_rank, item_rank = self._rating_grid(matrix, rng, threads)
+        _to_rank_order(state, user_rank, item_rank)
         count = max(len(values), 1)
         biases = self.biases
         slow_factors = self._slow_factors()
@@ -447,6 +501,7 @@ class SGD(Recommender, Estimator):
         return {k: (v.copy() if isinstance(v, np.ndarray) or _device.is_gpu_array(v) else v) for k, v in state.items()}
 
     def _set_fitted(self, state: dict, f: int, history: dict) -> None:
+        state = _in_id_order(state)
         xp = np
         if _device.is_gpu_array(state["user_factors"]):
             import cupy as xp
