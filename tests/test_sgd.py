@@ -8,6 +8,7 @@ import pytest
 import recore
 import scipy.sparse as sp
 import sgd_reference
+from conftest import using_cpu_target
 from hypothesis import given
 from hypothesis import strategies as st
 from recore import kernels
@@ -31,23 +32,25 @@ def padded(matrix):
     return out
 
 
+@pytest.mark.parametrize("target", recore.available_cpu_targets())
 @given(
     seed=st.integers(0, 2**32 - 1),
     biases=st.booleans(),
     schedule=st.sampled_from(["adaptive", "constant"]),
-    factors=st.integers(1, 40),
+    factors=st.integers(1, 70),
 )
-def test_two_epochs_match_the_reference_in_the_same_order(seed, biases, schedule, factors):
+def test_two_epochs_match_the_reference_in_the_same_order(target, seed, biases, schedule, factors):
     """One thread, one block: recore visits the ratings in CSR order (user, then item), cut
-    into runs visited round-robin; two epochs
-    cover the first epoch of the two-speed schedule and a normal one."""
+    into runs visited round-robin; two epochs cover the first epoch of the two-speed
+    schedule and a normal one. Every SIMD copy of the kernel this CPU runs is checked."""
     ratings, _ = planted_ratings(seed, users=12, items=9, density=0.5)
     options = dict(
         factors=factors, biases=biases, schedule=schedule, learning_rate=0.05, regularization=0.07,
         bias_regularization=0.03, init_scale=0.3, num_threads=1, blocks=1, random_state=seed,
     )  # fmt: skip
     start = recore.SGD(epochs=0, **options).fit(ratings)
-    model = recore.SGD(epochs=2, **options).fit(ratings)
+    with using_cpu_target(target):
+        model = recore.SGD(epochs=2, **options).fit(ratings)
     p, q = start.user_factors_.astype(np.float64), start.item_factors_.astype(np.float64)
     bu, bi = np.zeros(12), np.zeros(9)
     adaptive = schedule == "adaptive"

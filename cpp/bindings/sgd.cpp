@@ -12,6 +12,10 @@
 
 #include "buffers.hpp"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 namespace recore::bindings {
 namespace {
 
@@ -31,13 +35,20 @@ T* optional_vector(py::handle obj, const std::string& name, int64_t length) {
   return obj.is_none() ? nullptr : vector<T>(obj, name, length, true);
 }
 
-// Every id in [0, bound), checked with the GIL released.
-void check_ids(const int32_t* ids, int64_t count, int64_t bound, const std::string& name) {
-  bool bad = false;
+// Every id in [0, bound), checked with the GIL released, on the caller's threads (0: all
+// cores): a team larger than asked for would keep spinning beside a one-thread epoch.
+void check_ids(const int32_t* ids, int64_t count, int64_t bound, const std::string& name, int num_threads) {
+  // One unsigned comparison per id, without branches (so it vectorizes): a negative id is
+  // 2^31 or more as uint32, and no int32 id reaches 2^31.
+  const uint32_t limit = static_cast<uint32_t>(bound < (int64_t(1) << 31) ? bound : (int64_t(1) << 31));
+  unsigned bad = 0;
   {
     py::gil_scoped_release release;
-#pragma omp parallel for reduction(|| : bad) schedule(static)
-    for (int64_t k = 0; k < count; ++k) bad = bad || ids[k] < 0 || ids[k] >= bound;
+#ifdef _OPENMP
+    const int team = num_threads > 0 ? num_threads : omp_get_max_threads();
+#pragma omp parallel for num_threads(team) if (team > 1) reduction(| : bad) schedule(static)
+#endif
+    for (int64_t k = 0; k < count; ++k) bad |= static_cast<unsigned>(static_cast<uint32_t>(ids[k]) >= limit);
   }
   if (bad) throw py::index_error(name + " has ids outside [0, " + std::to_string(bound) + ")");
 }
@@ -112,9 +123,9 @@ void init_sgd(py::module_& m) {
         grid.block_starts = vector<int64_t>(block_starts, "block_starts", blocks * blocks + 1, false);
         grid.blocks = blocks;
         const int32_t* order = vector<int32_t>(block_order, "block_order", blocks * blocks, false);
-        check_ids(grid.users, count, model.users, "users");
-        check_ids(grid.items, count, model.items, "items");
-        check_ids(order, blocks * blocks, blocks * blocks, "block_order");
+        check_ids(grid.users, count, model.users, "users", num_threads);
+        check_ids(grid.items, count, model.items, "items", num_threads);
+        check_ids(order, blocks * blocks, blocks * blocks, "block_order", num_threads);
         if (grid.block_starts[0] != 0 || grid.block_starts[blocks * blocks] != count)
           throw py::value_error("block_starts must rise from 0 to the number of ratings");
         for (int64_t b = 0; b < blocks * blocks; ++b)
@@ -150,9 +161,9 @@ void init_sgd(py::module_& m) {
         const int32_t* u = vector<int32_t>(users, "users", count, false);
         const int32_t* i = vector<int32_t>(positives, "positives", count, false);
         const int32_t* j = vector<int32_t>(negatives, "negatives", count, false);
-        check_ids(u, count, model.users, "users");
-        check_ids(i, count, model.items, "positives");
-        check_ids(j, count, model.items, "negatives");
+        check_ids(u, count, model.users, "users", 1);
+        check_ids(i, count, model.items, "positives", 1);
+        check_ids(j, count, model.items, "negatives", 1);
         py::gil_scoped_release release;
         return sgd_bpr_triples(u, i, j, count, model, rates);
       },
@@ -180,7 +191,7 @@ void init_sgd(py::module_& m) {
         if (indptr[0] != 0 || indptr[model.users] != nnz) throw py::value_error("indptr must rise from 0 to nnz");
         for (int64_t r = 0; r < model.users; ++r)
           if (indptr[r + 1] < indptr[r]) throw py::value_error("indptr must not decrease");
-        check_ids(idx, nnz, model.items, "indices");
+        check_ids(idx, nnz, model.items, "indices", num_threads);
         bool sorted = true;
         {
           py::gil_scoped_release release;
@@ -213,8 +224,8 @@ void init_sgd(py::module_& m) {
         const int32_t* u = vector<int32_t>(users, "users", count, false);
         const int32_t* i = vector<int32_t>(items, "items", count, false);
         const float* r = vector<float>(values, "values", count, false);
-        check_ids(u, count, model.users, "users");
-        check_ids(i, count, model.items, "items");
+        check_ids(u, count, model.users, "users", num_threads);
+        check_ids(i, count, model.items, "items", num_threads);
         py::gil_scoped_release release;
         return sgd_rmse(u, i, r, count, model, num_threads);
       },

@@ -32,7 +32,17 @@ inline FloatVector load(const float* p) {
   return v;
 }
 inline void store(float* p, FloatVector v) { __builtin_memcpy(p, &v, sizeof(v)); }
-inline FloatVector splat(float x) { return FloatVector{} + x; }
+// A broadcast (FloatVector{} + x would cost an addition of zero, which the compiler must keep
+// for x = -0, on the critical path of every update).
+inline FloatVector splat(float x) {
+#if defined(__AVX512F__)
+  return (FloatVector)_mm512_set1_ps(x);
+#elif defined(__AVX__)
+  return (FloatVector)_mm256_set1_ps(x);
+#else
+  return (FloatVector)_mm_set1_ps(x);
+#endif
+}
 
 inline float horizontal_sum(FloatVector v) {
 #if defined(__AVX512F__)
@@ -47,11 +57,25 @@ inline float horizontal_sum(FloatVector v) {
 #endif
 }
 
-// p . q over padded rows (stride a multiple of the vector width).
+// p . q over padded rows (stride a multiple of the vector width). Four partial sums: the
+// prediction starts every update's chain of dependent steps, and one sum would make it as
+// long as the row (f / lanes multiply-adds, one after the other).
 inline float padded_dot(const float* p, const float* q, int64_t stride) {
-  FloatVector acc = FloatVector{};
-  for (int64_t j = 0; j < stride; j += kLanes) acc += load(p + j) * load(q + j);
-  return horizontal_sum(acc);
+  FloatVector a0 = FloatVector{}, a1 = FloatVector{}, a2 = FloatVector{}, a3 = FloatVector{};
+  int64_t j = 0;
+  for (; j + 4 * kLanes <= stride; j += 4 * kLanes) {
+    a0 += load(p + j) * load(q + j);
+    a1 += load(p + j + kLanes) * load(q + j + kLanes);
+    a2 += load(p + j + 2 * kLanes) * load(q + j + 2 * kLanes);
+    a3 += load(p + j + 3 * kLanes) * load(q + j + 3 * kLanes);
+  }
+  if (j + 2 * kLanes <= stride) {  // short rows (32 floats in 16 lanes): still two chains
+    a0 += load(p + j) * load(q + j);
+    a1 += load(p + j + kLanes) * load(q + j + kLanes);
+    j += 2 * kLanes;
+  }
+  if (j < stride) a0 += load(p + j) * load(q + j);
+  return horizontal_sum((a0 + a1) + (a2 + a3));
 }
 
 inline float prediction(const SgdModel& m, int64_t u, int64_t i) {
@@ -61,13 +85,68 @@ inline float prediction(const SgdModel& m, int64_t u, int64_t i) {
   return value;
 }
 
-// Updates p[first, last) and q[first, last) with the given rates; returns the squared
-// gradient sums of each (when ADAPTIVE).
+// Reduces a vector to four lanes by adding halves, as horizontal_sum does first.
+inline __m128 quarter(FloatVector v) {
+#if defined(__AVX512F__)
+  const __m256 low = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd((__m512)v), 0));
+  const __m256 high = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd((__m512)v), 1));
+  const __m256 half = _mm256_add_ps(high, low);
+  return _mm_add_ps(_mm256_extractf128_ps(half, 1), _mm256_castps256_ps128(half));
+#elif defined(__AVX__)
+  return _mm_add_ps(_mm256_castps256_ps128((__m256)v), _mm256_extractf128_ps((__m256)v, 1));
+#else
+  return (__m128)v;
+#endif
+}
+
+// The horizontal sums of four vectors in the lanes of one: lane k is bitwise
+// horizontal_sum of the k-th (the same additions in the same order), for a third of the
+// instructions.
+inline __m128 four_sums(FloatVector a, FloatVector b, FloatVector c, FloatVector d) {
+  const __m128 qa = quarter(a), qb = quarter(b), qc = quarter(c), qd = quarter(d);
+  // [a0 + a2, b0 + b2, a1 + a3, b1 + b3], and the same of c and d.
+  const __m128 ab = _mm_add_ps(_mm_unpacklo_ps(qa, qb), _mm_unpackhi_ps(qa, qb));
+  const __m128 cd = _mm_add_ps(_mm_unpacklo_ps(qc, qd), _mm_unpackhi_ps(qc, qd));
+  return _mm_add_ps(_mm_movelh_ps(ab, cd), _mm_movehl_ps(cd, ab));
+}
+
+inline float lane(__m128 v, int k) {
+  float lanes[4];
+  _mm_storeu_ps(lanes, v);
+  return lanes[k];
+}
+
+// What a block's updates read of the model, held in locals: the factor stores could alias
+// SgdModel's fields, and every field would be reloaded after every store.
+struct SquaredStep {
+  float* user_factors;
+  float* item_factors;
+  float* user_biases;
+  float* item_biases;
+  float* user_sums;
+  float* item_sums;
+  int64_t stride;
+  int64_t slow_end;  // the slow dimensions are [0, slow_end) (all of them without split rates)
+  float global_mean, eta, lambda, bias_lambda;
+  __m128 dimensions;  // per lane of the packed sums: the dimensions each sum averages over
+};
+
+inline SquaredStep squared_step(const SgdModel& m, const SgdRates& rates) {
+  const bool split = m.user_rate_sums && m.slow_factors > 0;
+  const float slow = static_cast<float>(split ? m.slow_factors : m.factors);
+  const float fast = split ? static_cast<float>(m.factors - m.slow_factors) : 1.0f;
+  return SquaredStep{m.user_factors, m.item_factors, m.user_biases, m.item_biases, m.user_rate_sums,
+                     m.item_rate_sums, m.stride, split ? m.slow_factors : m.stride, m.global_mean,
+                     rates.learning_rate, rates.regularization, rates.bias_regularization,
+                     _mm_setr_ps(slow, fast, slow, fast)};
+}
+
+// p[first, last) and q[first, last) take a step at the given rates; the squared gradients
+// are added to user_gradient and item_gradient (when ADAPTIVE).
 template <bool ADAPTIVE>
 inline void update_part(float* p, float* q, int64_t first, int64_t last, FloatVector error, FloatVector lambda,
-                        float eta_u, float eta_i, float& user_sum, float& item_sum) {
+                        float eta_u, float eta_i, FloatVector& user_gradient, FloatVector& item_gradient) {
   const FloatVector rate_u = splat(eta_u), rate_i = splat(eta_i);
-  FloatVector user_gradient = FloatVector{}, item_gradient = FloatVector{};
   for (int64_t j = first; j < last; j += kLanes) {
     const FloatVector pj = load(p + j), qj = load(q + j);
     const FloatVector gp = lambda * pj - error * qj;
@@ -79,75 +158,81 @@ inline void update_part(float* p, float* q, int64_t first, int64_t last, FloatVe
       item_gradient += gq * gq;
     }
   }
-  if (ADAPTIVE) {
-    user_sum = horizontal_sum(user_gradient);
-    item_sum = horizontal_sum(item_gradient);
-  }
 }
 
-// One squared-loss update; returns the error before it. ADAPTIVE and BIASES are the model's
-// schedule and bias switches, fixed for a whole epoch.
-template <bool ADAPTIVE, bool BIASES>
-inline float squared_update(const SgdModel& m, const SgdRates& rates, int64_t u, int64_t i, float r, bool slow_only) {
-  float* p = m.user_factors + u * m.stride;
-  float* q = m.item_factors + i * m.stride;
-  float predicted = m.global_mean + padded_dot(p, q, m.stride);
-  if (BIASES) predicted += m.user_biases[u] + m.item_biases[i];
+// One squared-loss update; returns the error before it. ADAPTIVE, BIASES and SPLIT (two rate
+// sums per row, see SgdModel::slow_factors) are fixed for a whole epoch.
+template <bool ADAPTIVE, bool BIASES, bool SPLIT>
+inline float squared_update(const SquaredStep& s, int64_t u, int64_t i, float r, bool slow_only) {
+  float* p = s.user_factors + u * s.stride;
+  float* q = s.item_factors + i * s.stride;
+  float predicted = s.global_mean + padded_dot(p, q, s.stride);
+  if (BIASES) predicted += s.user_biases[u] + s.item_biases[i];
   const float e = r - predicted;
-  const FloatVector error = splat(e), lambda = splat(rates.regularization);
-  const float eta = rates.learning_rate;
-  // With split rates each row has two sums: [slow, fast].
-  const bool split = ADAPTIVE && m.slow_factors > 0;
-  float* user_sums = ADAPTIVE ? m.user_rate_sums + (split ? 2 * u : u) : nullptr;
-  float* item_sums = ADAPTIVE ? m.item_rate_sums + (split ? 2 * i : i) : nullptr;
-  const float eta_u = ADAPTIVE ? eta / square_root(user_sums[0]) : eta;
-  const float eta_i = ADAPTIVE ? eta / square_root(item_sums[0]) : eta;
-  const int64_t slow_end = split ? m.slow_factors : m.stride;
-  float user_sum = 0.0f, item_sum = 0.0f;
-  update_part<ADAPTIVE>(p, q, 0, slow_end, error, lambda, eta_u, eta_i, user_sum, item_sum);
+  const FloatVector error = splat(e), lambda = splat(s.lambda);
+  FloatVector user_slow = FloatVector{}, item_slow = FloatVector{};
+  FloatVector user_fast = FloatVector{}, item_fast = FloatVector{};
+  float eta_u = s.eta, eta_i = s.eta;
+  float* user_sums = nullptr;
+  float* item_sums = nullptr;
+  __m128 sums = _mm_setzero_ps(), row_rates = _mm_setzero_ps();
+  if (ADAPTIVE) {
+    // The four rates eta / sqrt(G), packed [user slow, user fast, item slow, item fast]:
+    // one square root and one division for all of them (the divider is the bottleneck
+    // otherwise). Without split rates the fast lanes are idle.
+    user_sums = s.user_sums + (SPLIT ? 2 * u : u);
+    item_sums = s.item_sums + (SPLIT ? 2 * i : i);
+    sums = SPLIT ? _mm_loadh_pi(_mm_loadl_pi(_mm_setzero_ps(), reinterpret_cast<const __m64*>(user_sums)),
+                                reinterpret_cast<const __m64*>(item_sums))
+                 : _mm_setr_ps(user_sums[0], 1.0f, item_sums[0], 1.0f);
+    row_rates = _mm_div_ps(_mm_set1_ps(s.eta), _mm_sqrt_ps(sums));
+    eta_u = lane(row_rates, 0);
+    eta_i = lane(row_rates, 2);
+  }
+  update_part<ADAPTIVE>(p, q, 0, s.slow_end, error, lambda, eta_u, eta_i, user_slow, item_slow);
   if (BIASES) {
-    m.user_biases[u] -= eta_u * (rates.bias_regularization * m.user_biases[u] - e);
-    m.item_biases[i] -= eta_i * (rates.bias_regularization * m.item_biases[i] - e);
+    s.user_biases[u] -= eta_u * (s.bias_lambda * s.user_biases[u] - e);
+    s.item_biases[i] -= eta_i * (s.bias_lambda * s.item_biases[i] - e);
   }
   if (!ADAPTIVE) return e;
-  if (!split) {
-    const float f = static_cast<float>(m.factors);
-    user_sums[0] += user_sum / f;
-    item_sums[0] += item_sum / f;
-    return e;
+  if (SPLIT && !slow_only)
+    update_part<true>(p, q, s.slow_end, s.stride, error, lambda, lane(row_rates, 1), lane(row_rates, 3), user_fast,
+                      item_fast);
+  // G += mean squared gradient, each sum over its own dimensions (an idle lane adds 0).
+  const __m128 updated =
+      _mm_add_ps(sums, _mm_div_ps(four_sums(user_slow, user_fast, item_slow, item_fast), s.dimensions));
+  if (SPLIT) {
+    _mm_storel_pi(reinterpret_cast<__m64*>(user_sums), updated);
+    _mm_storeh_pi(reinterpret_cast<__m64*>(item_sums), updated);
+  } else {
+    user_sums[0] = lane(updated, 0);
+    item_sums[0] = lane(updated, 2);
   }
-  const float slow = static_cast<float>(m.slow_factors);
-  user_sums[0] += user_sum / slow;
-  item_sums[0] += item_sum / slow;
-  if (slow_only) return e;
-  const float eta_u_fast = eta / square_root(user_sums[1]);
-  const float eta_i_fast = eta / square_root(item_sums[1]);
-  update_part<true>(p, q, slow_end, m.stride, error, lambda, eta_u_fast, eta_i_fast, user_sum, item_sum);
-  const float fast = static_cast<float>(m.factors - m.slow_factors);
-  user_sums[1] += user_sum / fast;
-  item_sums[1] += item_sum / fast;
   return e;
 }
 
 // Squared-loss updates of ratings [first, last) of the grid; returns their squared errors.
-template <bool ADAPTIVE, bool BIASES>
+template <bool ADAPTIVE, bool BIASES, bool SPLIT>
 double squared_updates(const RatingGrid& grid, const SgdModel& m, const SgdRates& rates, int64_t first,
                        int64_t last, bool slow_only) {
+  const SquaredStep s = squared_step(m, rates);
+  const int32_t* users = grid.users;
+  const int32_t* items = grid.items;
+  const float* values = grid.values;
   // The item rows of a block are scattered: ask for a later rating's rows while this one is
   // updated (the user rows mostly repeat, ratings being sorted by user).
   constexpr int64_t ahead = 4;
   double sum = 0.0;
   for (int64_t k = first; k < last; ++k) {
     if (k + ahead < last) {
-      const float* next_item = m.item_factors + grid.items[k + ahead] * m.stride;
-      const float* next_user = m.user_factors + grid.users[k + ahead] * m.stride;
-      for (int64_t j = 0; j < m.stride; j += 16) {
+      const float* next_item = s.item_factors + items[k + ahead] * s.stride;
+      const float* next_user = s.user_factors + users[k + ahead] * s.stride;
+      for (int64_t j = 0; j < s.stride; j += 16) {
         __builtin_prefetch(next_item + j, 1);
         __builtin_prefetch(next_user + j, 1);
       }
     }
-    const float e =
-        squared_update<ADAPTIVE, BIASES>(m, rates, grid.users[k], grid.items[k], grid.values[k], slow_only);
+    const float e = squared_update<ADAPTIVE, BIASES, SPLIT>(s, users[k], items[k], values[k], slow_only);
     sum += double(e) * double(e);
   }
   return sum;
@@ -156,10 +241,13 @@ double squared_updates(const RatingGrid& grid, const SgdModel& m, const SgdRates
 inline double squared_block(const RatingGrid& grid, const SgdModel& m, const SgdRates& rates, int64_t first,
                             int64_t last, bool slow_only) {
   const bool adaptive = m.user_rate_sums != nullptr, biases = m.user_biases != nullptr;
-  if (adaptive) return biases ? squared_updates<true, true>(grid, m, rates, first, last, slow_only)
-                              : squared_updates<true, false>(grid, m, rates, first, last, slow_only);
-  return biases ? squared_updates<false, true>(grid, m, rates, first, last, slow_only)
-                : squared_updates<false, false>(grid, m, rates, first, last, slow_only);
+  if (adaptive && m.slow_factors > 0)
+    return biases ? squared_updates<true, true, true>(grid, m, rates, first, last, slow_only)
+                  : squared_updates<true, false, true>(grid, m, rates, first, last, slow_only);
+  if (adaptive) return biases ? squared_updates<true, true, false>(grid, m, rates, first, last, slow_only)
+                              : squared_updates<true, false, false>(grid, m, rates, first, last, slow_only);
+  return biases ? squared_updates<false, true, false>(grid, m, rates, first, last, slow_only)
+                : squared_updates<false, false, false>(grid, m, rates, first, last, slow_only);
 }
 
 // One BPR update for (u, i, j); returns whether x > 0 before it.
