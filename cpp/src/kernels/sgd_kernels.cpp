@@ -141,81 +141,158 @@ inline SquaredStep squared_step(const SgdModel& m, const SgdRates& rates) {
                      _mm_setr_ps(slow, fast, slow, fast)};
 }
 
-// p[first, last) and q[first, last) take a step at the given rates; the squared gradients
-// are added to user_gradient and item_gradient (when ADAPTIVE).
+// One vector of a row pair takes a step at the given rates (gq from the old p, gp from the
+// old q); the squared gradients are added to user_gradient and item_gradient (when ADAPTIVE).
 template <bool ADAPTIVE>
-inline void update_part(float* p, float* q, int64_t first, int64_t last, FloatVector error, FloatVector lambda,
-                        float eta_u, float eta_i, FloatVector& user_gradient, FloatVector& item_gradient) {
+inline void step(FloatVector& pj, FloatVector& qj, FloatVector error, FloatVector lambda, FloatVector rate_u,
+                 FloatVector rate_i, FloatVector& user_gradient, FloatVector& item_gradient) {
+  const FloatVector gp = lambda * pj - error * qj;
+  const FloatVector gq = lambda * qj - error * pj;
+  pj = pj - rate_u * gp;
+  qj = qj - rate_i * gq;
+  if (ADAPTIVE) {
+    user_gradient += gp * gp;
+    item_gradient += gq * gq;
+  }
+}
+
+// The prediction's dot product of rows held in NV registers each, added in padded_dot's
+// order (so both give bitwise the same value).
+template <int NV>
+inline float register_dot(const FloatVector* pv, const FloatVector* qv) {
+  FloatVector a0 = FloatVector{}, a1 = FloatVector{}, a2 = FloatVector{}, a3 = FloatVector{};
+  int j = 0;
+  for (; j + 4 <= NV; j += 4) {
+    a0 += pv[j] * qv[j];
+    a1 += pv[j + 1] * qv[j + 1];
+    a2 += pv[j + 2] * qv[j + 2];
+    a3 += pv[j + 3] * qv[j + 3];
+  }
+  if (j + 2 <= NV) {
+    a0 += pv[j] * qv[j];
+    a1 += pv[j + 1] * qv[j + 1];
+    j += 2;
+  }
+  if (j < NV) a0 += pv[j] * qv[j];
+  return horizontal_sum((a0 + a1) + (a2 + a3));
+}
+
+// The adaptive schedule's state of a row pair: the four rates eta / sqrt(G), packed
+// [user slow, user fast, item slow, item fast], from one square root and one division for
+// all of them (the divider is the bottleneck otherwise). Without split rates the fast lanes
+// are idle.
+template <bool SPLIT>
+struct RowRates {
+  float* user_sums;
+  float* item_sums;
+  __m128 sums, rates;
+
+  RowRates() : user_sums(nullptr), item_sums(nullptr), sums(_mm_setzero_ps()), rates(_mm_setzero_ps()) {}
+  RowRates(const SquaredStep& s, int64_t u, int64_t i)
+      : user_sums(s.user_sums + (SPLIT ? 2 * u : u)), item_sums(s.item_sums + (SPLIT ? 2 * i : i)) {
+    sums = SPLIT ? _mm_loadh_pi(_mm_loadl_pi(_mm_setzero_ps(), reinterpret_cast<const __m64*>(user_sums)),
+                                reinterpret_cast<const __m64*>(item_sums))
+                 : _mm_setr_ps(user_sums[0], 1.0f, item_sums[0], 1.0f);
+    rates = _mm_div_ps(_mm_set1_ps(s.eta), _mm_sqrt_ps(sums));
+  }
+
+  // G += mean squared gradient, each sum over its own dimensions (an idle lane adds 0).
+  void add(const SquaredStep& s, FloatVector user_slow, FloatVector user_fast, FloatVector item_slow,
+           FloatVector item_fast) const {
+    const __m128 updated =
+        _mm_add_ps(sums, _mm_div_ps(four_sums(user_slow, user_fast, item_slow, item_fast), s.dimensions));
+    if (SPLIT) {
+      _mm_storel_pi(reinterpret_cast<__m64*>(user_sums), updated);
+      _mm_storeh_pi(reinterpret_cast<__m64*>(item_sums), updated);
+    } else {
+      user_sums[0] = lane(updated, 0);
+      item_sums[0] = lane(updated, 2);
+    }
+  }
+};
+
+// The rows' vectors [first, last) in place in memory (any stride).
+template <bool ADAPTIVE>
+inline void step_in_memory(float* p, float* q, int64_t first, int64_t last, FloatVector error, FloatVector lambda,
+                           float eta_u, float eta_i, FloatVector& user_gradient, FloatVector& item_gradient) {
   const FloatVector rate_u = splat(eta_u), rate_i = splat(eta_i);
   for (int64_t j = first; j < last; j += kLanes) {
-    const FloatVector pj = load(p + j), qj = load(q + j);
-    const FloatVector gp = lambda * pj - error * qj;
-    const FloatVector gq = lambda * qj - error * pj;
-    store(p + j, pj - rate_u * gp);
-    store(q + j, qj - rate_i * gq);
-    if (ADAPTIVE) {
-      user_gradient += gp * gp;
-      item_gradient += gq * gq;
-    }
+    FloatVector pj = load(p + j), qj = load(q + j);
+    step<ADAPTIVE>(pj, qj, error, lambda, rate_u, rate_i, user_gradient, item_gradient);
+    store(p + j, pj);
+    store(q + j, qj);
+  }
+}
+
+// The rows' vectors [FIRST, LAST) held in registers, then stored.
+template <bool ADAPTIVE, int FIRST, int LAST>
+inline void step_in_registers(float* p, float* q, FloatVector* pv, FloatVector* qv, FloatVector error,
+                              FloatVector lambda, float eta_u, float eta_i, FloatVector& user_gradient,
+                              FloatVector& item_gradient) {
+  const FloatVector rate_u = splat(eta_u), rate_i = splat(eta_i);
+  for (int j = FIRST; j < LAST; ++j) {
+    step<ADAPTIVE>(pv[j], qv[j], error, lambda, rate_u, rate_i, user_gradient, item_gradient);
+    store(p + j * kLanes, pv[j]);
+    store(q + j * kLanes, qv[j]);
   }
 }
 
 // One squared-loss update; returns the error before it. ADAPTIVE, BIASES and SPLIT (two rate
-// sums per row, see SgdModel::slow_factors) are fixed for a whole epoch.
-template <bool ADAPTIVE, bool BIASES, bool SPLIT>
+// sums per row, see SgdModel::slow_factors) are fixed for a whole epoch. NV > 0: rows of
+// exactly NV vectors, read once into registers for both the prediction and the step (with
+// SPLIT, 16 slow dimensions); NV = 0: any stride, read from memory twice. Both compute the
+// same operations in the same order.
+template <bool ADAPTIVE, bool BIASES, bool SPLIT, int NV>
 inline float squared_update(const SquaredStep& s, int64_t u, int64_t i, float r, bool slow_only) {
   float* p = s.user_factors + u * s.stride;
   float* q = s.item_factors + i * s.stride;
-  float predicted = s.global_mean + padded_dot(p, q, s.stride);
+  FloatVector pv[NV > 0 ? NV : 1], qv[NV > 0 ? NV : 1];
+  float predicted = s.global_mean;
+  if constexpr (NV > 0) {
+    for (int j = 0; j < NV; ++j) {
+      pv[j] = load(p + j * kLanes);
+      qv[j] = load(q + j * kLanes);
+    }
+    predicted += register_dot<NV>(pv, qv);
+  } else {
+    predicted += padded_dot(p, q, s.stride);
+  }
   if (BIASES) predicted += s.user_biases[u] + s.item_biases[i];
   const float e = r - predicted;
   const FloatVector error = splat(e), lambda = splat(s.lambda);
   FloatVector user_slow = FloatVector{}, item_slow = FloatVector{};
   FloatVector user_fast = FloatVector{}, item_fast = FloatVector{};
   float eta_u = s.eta, eta_i = s.eta;
-  float* user_sums = nullptr;
-  float* item_sums = nullptr;
-  __m128 sums = _mm_setzero_ps(), row_rates = _mm_setzero_ps();
+  const RowRates<SPLIT> rates = ADAPTIVE ? RowRates<SPLIT>(s, u, i) : RowRates<SPLIT>();
   if (ADAPTIVE) {
-    // The four rates eta / sqrt(G), packed [user slow, user fast, item slow, item fast]:
-    // one square root and one division for all of them (the divider is the bottleneck
-    // otherwise). Without split rates the fast lanes are idle.
-    user_sums = s.user_sums + (SPLIT ? 2 * u : u);
-    item_sums = s.item_sums + (SPLIT ? 2 * i : i);
-    sums = SPLIT ? _mm_loadh_pi(_mm_loadl_pi(_mm_setzero_ps(), reinterpret_cast<const __m64*>(user_sums)),
-                                reinterpret_cast<const __m64*>(item_sums))
-                 : _mm_setr_ps(user_sums[0], 1.0f, item_sums[0], 1.0f);
-    row_rates = _mm_div_ps(_mm_set1_ps(s.eta), _mm_sqrt_ps(sums));
-    eta_u = lane(row_rates, 0);
-    eta_i = lane(row_rates, 2);
+    eta_u = lane(rates.rates, 0);
+    eta_i = lane(rates.rates, 2);
   }
-  update_part<ADAPTIVE>(p, q, 0, s.slow_end, error, lambda, eta_u, eta_i, user_slow, item_slow);
+  constexpr int slow_vectors = SPLIT ? 16 / kLanes : NV;
+  if constexpr (NV > 0)
+    step_in_registers<ADAPTIVE, 0, slow_vectors>(p, q, pv, qv, error, lambda, eta_u, eta_i, user_slow, item_slow);
+  else
+    step_in_memory<ADAPTIVE>(p, q, 0, s.slow_end, error, lambda, eta_u, eta_i, user_slow, item_slow);
   if (BIASES) {
     s.user_biases[u] -= eta_u * (s.bias_lambda * s.user_biases[u] - e);
     s.item_biases[i] -= eta_i * (s.bias_lambda * s.item_biases[i] - e);
   }
   if (!ADAPTIVE) return e;
-  if (SPLIT && !slow_only)
-    update_part<true>(p, q, s.slow_end, s.stride, error, lambda, lane(row_rates, 1), lane(row_rates, 3), user_fast,
-                      item_fast);
-  // G += mean squared gradient, each sum over its own dimensions (an idle lane adds 0).
-  const __m128 updated =
-      _mm_add_ps(sums, _mm_div_ps(four_sums(user_slow, user_fast, item_slow, item_fast), s.dimensions));
-  if (SPLIT) {
-    _mm_storel_pi(reinterpret_cast<__m64*>(user_sums), updated);
-    _mm_storeh_pi(reinterpret_cast<__m64*>(item_sums), updated);
-  } else {
-    user_sums[0] = lane(updated, 0);
-    item_sums[0] = lane(updated, 2);
+  if (SPLIT && !slow_only) {
+    const float eta_u_fast = lane(rates.rates, 1), eta_i_fast = lane(rates.rates, 3);
+    if constexpr (NV > 0)
+      step_in_registers<true, slow_vectors, NV>(p, q, pv, qv, error, lambda, eta_u_fast, eta_i_fast, user_fast,
+                                                 item_fast);
+    else
+      step_in_memory<true>(p, q, s.slow_end, s.stride, error, lambda, eta_u_fast, eta_i_fast, user_fast, item_fast);
   }
+  rates.add(s, user_slow, user_fast, item_slow, item_fast);
   return e;
 }
 
 // Squared-loss updates of ratings [first, last) of the grid; returns their squared errors.
-template <bool ADAPTIVE, bool BIASES, bool SPLIT>
-double squared_updates(const RatingGrid& grid, const SgdModel& m, const SgdRates& rates, int64_t first,
-                       int64_t last, bool slow_only) {
-  const SquaredStep s = squared_step(m, rates);
+template <bool ADAPTIVE, bool BIASES, bool SPLIT, int NV>
+double squared_updates(const SquaredStep& s, const RatingGrid& grid, int64_t first, int64_t last, bool slow_only) {
   const int32_t* users = grid.users;
   const int32_t* items = grid.items;
   const float* values = grid.values;
@@ -232,22 +309,41 @@ double squared_updates(const RatingGrid& grid, const SgdModel& m, const SgdRates
         __builtin_prefetch(next_user + j, 1);
       }
     }
-    const float e = squared_update<ADAPTIVE, BIASES, SPLIT>(s, users[k], items[k], values[k], slow_only);
+    const float e = squared_update<ADAPTIVE, BIASES, SPLIT, NV>(s, users[k], items[k], values[k], slow_only);
     sum += double(e) * double(e);
   }
   return sum;
 }
 
+// Rows of up to this many vectors are held in registers (half the register file for the
+// pair of rows, so the rest of an update need not spill).
+constexpr int kRegisterVectors = kVectorBytes == 64 ? 8 : 4;
+
+template <bool ADAPTIVE, bool BIASES, bool SPLIT>
+double squared_updates_of_width(const SquaredStep& s, const RatingGrid& grid, int64_t first, int64_t last,
+                                bool slow_only) {
+  const int64_t vectors = s.stride / kLanes;
+  const bool registers = !SPLIT || s.slow_end == 16;
+  if (registers && vectors == 1 && !SPLIT)
+    return squared_updates<ADAPTIVE, BIASES, SPLIT, 1>(s, grid, first, last, slow_only);
+  if (registers && vectors == 2) return squared_updates<ADAPTIVE, BIASES, SPLIT, 2>(s, grid, first, last, slow_only);
+  if (registers && vectors == 4) return squared_updates<ADAPTIVE, BIASES, SPLIT, 4>(s, grid, first, last, slow_only);
+  if (registers && vectors == 8 && kRegisterVectors >= 8)
+    return squared_updates<ADAPTIVE, BIASES, SPLIT, (kRegisterVectors >= 8 ? 8 : 4)>(s, grid, first, last, slow_only);
+  return squared_updates<ADAPTIVE, BIASES, SPLIT, 0>(s, grid, first, last, slow_only);
+}
+
 inline double squared_block(const RatingGrid& grid, const SgdModel& m, const SgdRates& rates, int64_t first,
                             int64_t last, bool slow_only) {
+  const SquaredStep s = squared_step(m, rates);
   const bool adaptive = m.user_rate_sums != nullptr, biases = m.user_biases != nullptr;
   if (adaptive && m.slow_factors > 0)
-    return biases ? squared_updates<true, true, true>(grid, m, rates, first, last, slow_only)
-                  : squared_updates<true, false, true>(grid, m, rates, first, last, slow_only);
-  if (adaptive) return biases ? squared_updates<true, true, false>(grid, m, rates, first, last, slow_only)
-                              : squared_updates<true, false, false>(grid, m, rates, first, last, slow_only);
-  return biases ? squared_updates<false, true, false>(grid, m, rates, first, last, slow_only)
-                : squared_updates<false, false, false>(grid, m, rates, first, last, slow_only);
+    return biases ? squared_updates_of_width<true, true, true>(s, grid, first, last, slow_only)
+                  : squared_updates_of_width<true, false, true>(s, grid, first, last, slow_only);
+  if (adaptive) return biases ? squared_updates_of_width<true, true, false>(s, grid, first, last, slow_only)
+                              : squared_updates_of_width<true, false, false>(s, grid, first, last, slow_only);
+  return biases ? squared_updates_of_width<false, true, false>(s, grid, first, last, slow_only)
+                : squared_updates_of_width<false, false, false>(s, grid, first, last, slow_only);
 }
 
 // One BPR update for (u, i, j); returns whether x > 0 before it.
