@@ -17,6 +17,18 @@ def round_robin_runs(length, runs):
     return np.array(order, dtype=np.int64)
 
 
+def ratings_by_block(matrix, user_rank, item_rank, blocks):
+    """The grid's ratings as ranks, sorted by block, then user rank, then item rank (three
+    sort keys), and the block starts."""
+    coo = matrix.tocoo()
+    users, items = user_rank[coo.row], item_rank[coo.col]
+    n_users, n_items = matrix.shape
+    block = (users.astype(np.int64) * blocks // n_users) * blocks + items.astype(np.int64) * blocks // n_items
+    order = np.lexsort((items, users, block))
+    starts = np.concatenate([[0], np.cumsum(np.bincount(block, minlength=blocks * blocks))])
+    return users[order], items[order], coo.data[order], starts
+
+
 def squared_epoch(
     users, items, values, p, q, bu, bi, mu, gu, gi, *, eta, lam, lam_b, biases, adaptive, slow=0, slow_only=False
 ):

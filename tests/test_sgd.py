@@ -84,6 +84,29 @@ def test_grid_visits_each_block_as_round_robin_runs(lengths, runs):
 
 @given(
     seed=st.integers(0, 2**32 - 1),
+    shape=st.tuples(st.integers(1, 30), st.integers(1, 30)),
+    density=st.floats(0, 1),
+    blocks=st.integers(1, 8),
+    users_in_order=st.booleans(),
+)
+def test_grid_sorts_ratings_by_block_then_user_then_item(seed, shape, density, blocks, users_in_order):
+    from recore.sgd import _ratings_by_block
+
+    rng = np.random.default_rng(seed)
+    matrix = sp.random(*shape, density=density, format="csr", random_state=rng, dtype=np.float32)
+    matrix.sum_duplicates()
+    user_rank = (np.arange(shape[0]) if users_in_order else rng.permutation(shape[0])).astype(np.int32)
+    item_rank = rng.permutation(shape[1]).astype(np.int32)
+    given = matrix.copy()
+    got = _ratings_by_block(matrix, user_rank, item_rank, blocks)
+    for name in ("data", "indices", "indptr"):  # the caller's matrix is left as it was
+        np.testing.assert_array_equal(getattr(matrix, name), getattr(given, name))
+    for actual, expected in zip(got, sgd_reference.ratings_by_block(matrix, user_rank, item_rank, blocks)):
+        np.testing.assert_array_equal(actual, expected)
+
+
+@given(
+    seed=st.integers(0, 2**32 - 1),
     biases=st.booleans(),
     adaptive=st.booleans(),
     factors=st.integers(1, 20),

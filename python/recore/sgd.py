@@ -44,20 +44,18 @@ def _interleaved_runs(starts: np.ndarray, runs: int = _RUNS) -> np.ndarray:
     and items, so the processor can overlap them instead of waiting for one update's stores
     before the next can read. Returns ``perm`` with ``perm[visit] = position``.
     """
-    lengths = np.diff(starts)
-    block_of = np.repeat(np.arange(len(lengths)), lengths)
-    first = starts[:-1][block_of]
-    offset = np.arange(starts[-1], dtype=np.int64) - first
-    block_run_length = np.maximum(-(-lengths // runs), 1)
-    run_length = block_run_length[block_of]
-    run, step = offset // run_length, offset % run_length
-    # Runs 0..full-1 are whole and run `full` holds `rest` ratings: each step below `rest`
-    # visits full + 1 ratings, each step from it on full.
-    full = (lengths // block_run_length)[block_of]
-    rest = (lengths % block_run_length)[block_of]
-    visit = np.where(step < rest, step * (full + 1) + run, rest * (full + 1) + (step - rest) * full + run)
     perm = np.empty(starts[-1], dtype=np.int64)
-    perm[first + visit] = first + offset
+    for first, last in zip(starts[:-1].tolist(), starts[1:].tolist()):
+        length = last - first
+        if length == 0:
+            continue
+        run_length = -(-length // runs)
+        # The block's positions as a (runs, run_length) table padded with -1, read column by
+        # column: each run's first rating, then each run's second, ...
+        table = np.full(runs * run_length, -1, dtype=np.int64)
+        table[:length] = np.arange(first, last)
+        column_wise = table.reshape(runs, run_length).T.ravel()
+        perm[first:last] = column_wise[column_wise >= 0]
     return perm
 
 
@@ -77,6 +75,38 @@ def _block_order(rng: np.random.Generator, blocks: int, by_items: bool) -> np.nd
     else:
         order = outer[:, None] * blocks + inner
     return order.ravel().astype(np.int32)
+
+
+def _ratings_by_block(matrix: sp.csr_matrix, user_rank: np.ndarray, item_rank: np.ndarray, blocks: int):
+    """The ratings of a canonical CSR matrix as ranks, sorted by block, then user rank, then
+    item rank: (users, items, values, starts), block ``b`` at ``[starts[b], starts[b + 1])``.
+
+    Rather than sorting three keys, the rows are taken in rank order and each row's ranks
+    sorted (scipy's per-row sort), which leaves the ratings in (user, item) rank order; a
+    stable sort on the block alone (a radix sort for so few blocks) then groups them.
+    """
+    n_users, n_items = matrix.shape
+    by_rank = matrix if _is_identity(user_rank) else matrix[np.argsort(user_rank)]
+    # A copy of the values: sorting each row moves them, and they may be the caller's.
+    values = by_rank.data.copy() if by_rank is matrix else by_rank.data
+    ranked = sp.csr_matrix((values, item_rank[by_rank.indices], by_rank.indptr), shape=matrix.shape)
+    if not _is_identity(item_rank):
+        ranked.has_sorted_indices = False
+        ranked.sort_indices()
+    users = np.repeat(np.arange(n_users, dtype=np.int32), np.diff(ranked.indptr))
+    items = ranked.indices.astype(np.int32, copy=False)
+    user_band = users.astype(np.int64) * blocks // max(n_users, 1)
+    item_band = items.astype(np.int64) * blocks // max(n_items, 1)
+    block = user_band * blocks + item_band
+    key_type = np.int16 if blocks * blocks <= np.iinfo(np.int16).max else np.int64
+    order = np.argsort(block.astype(key_type), kind="stable")
+    starts = np.zeros(blocks * blocks + 1, dtype=np.int64)
+    np.cumsum(np.bincount(block, minlength=blocks * blocks), out=starts[1:])
+    return users[order], items[order], ranked.data[order].astype(np.float32, copy=False), starts
+
+
+def _is_identity(rank: np.ndarray) -> bool:
+    return bool(np.array_equal(rank, np.arange(len(rank), dtype=rank.dtype)))
 
 
 # Per-row training state: each array holds one row (or, for split rate sums, two values) per
@@ -413,20 +443,13 @@ class SGD(Recommender, Estimator):
         # A fine grid spreads each user's ratings over the epoch (a user's ratings in one
         # block are consecutive), which SGD needs as much as the threads need free blocks.
         blocks = self.blocks or max(20, 2 * threads + 2)
-        coo = matrix.tocoo()
         if blocks == 1:
             user_rank, item_rank = np.arange(n_users, dtype=np.int32), np.arange(n_items, dtype=np.int32)
         else:
             user_rank, item_rank = rng.permutation(n_users).astype(np.int32), rng.permutation(n_items).astype(np.int32)
-        users, items = user_rank[coo.row], item_rank[coo.col]
-        user_band = users.astype(np.int64) * blocks // max(n_users, 1)
-        item_band = items.astype(np.int64) * blocks // max(n_items, 1)
-        block = user_band * blocks + item_band
-        order = np.lexsort((items, users, block))  # by block, then user, then item
-        starts = np.zeros(blocks * blocks + 1, dtype=np.int64)
-        np.cumsum(np.bincount(block, minlength=blocks * blocks), out=starts[1:])
-        order = order[_interleaved_runs(starts)]
-        return blocks, users[order], items[order], coo.data[order].astype(np.float32), starts, user_rank, item_rank
+        users, items, values, starts = _ratings_by_block(matrix, user_rank, item_rank, blocks)
+        order = _interleaved_runs(starts)
+        return blocks, users[order], items[order], values[order], starts, user_rank, item_rank
 
     def _squared_epochs(self, matrix, rng, threads: int, state: dict):
         """The rating grid (made once), and a function running one epoch over it."""
