@@ -323,13 +323,14 @@ template <bool ADAPTIVE, bool BIASES, bool SPLIT>
 double squared_updates_of_width(const SquaredStep& s, const RatingGrid& grid, int64_t first, int64_t last,
                                 bool slow_only) {
   const int64_t vectors = s.stride / kLanes;
+  // The register path has SPLIT's slow dimensions fixed at 16, as recore.SGD sets them.
   const bool registers = !SPLIT || s.slow_end == 16;
   if (registers && vectors == 1 && !SPLIT)
     return squared_updates<ADAPTIVE, BIASES, SPLIT, 1>(s, grid, first, last, slow_only);
   if (registers && vectors == 2) return squared_updates<ADAPTIVE, BIASES, SPLIT, 2>(s, grid, first, last, slow_only);
   if (registers && vectors == 4) return squared_updates<ADAPTIVE, BIASES, SPLIT, 4>(s, grid, first, last, slow_only);
-  if (registers && vectors == 8 && kRegisterVectors >= 8)
-    return squared_updates<ADAPTIVE, BIASES, SPLIT, (kRegisterVectors >= 8 ? 8 : 4)>(s, grid, first, last, slow_only);
+  if constexpr (kRegisterVectors >= 8)
+    if (registers && vectors == 8) return squared_updates<ADAPTIVE, BIASES, SPLIT, 8>(s, grid, first, last, slow_only);
   return squared_updates<ADAPTIVE, BIASES, SPLIT, 0>(s, grid, first, last, slow_only);
 }
 
