@@ -57,6 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--surprise-factors", type=int, default=32)
     parser.add_argument("--surprise-epochs", type=int, default=5)
     parser.add_argument("--surprise-repeats", type=int, default=3, help="alternating runs of each library")
+    parser.add_argument("--cpu-target", help="run recore's kernels for this instruction set (recore.set_cpu_target)")
     parser.add_argument("--json", metavar="PATH", help="also write the results here")
 
 
@@ -174,6 +175,8 @@ def run(arguments: argparse.Namespace) -> int:
         f"{arguments.threads} threads, learning rate {arguments.learning_rate}, regularization "
         f"{arguments.regularization}, no biases, adaptive schedule"
     )
+    if arguments.cpu_target:
+        recore.set_cpu_target(arguments.cpu_target)
     print(f"machine: recore CPU target {recore.cpu_target()}")
     records = []
     libmf = None if arguments.skip_libmf else arguments.libmf
