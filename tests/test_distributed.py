@@ -482,3 +482,34 @@ def test_worker_killed_during_a_task_without_recoveries_fails_clearly(expendable
     assert isinstance(error, WorkerLostError), repr(error)
     assert "max_recoveries=0" in str(error) and "no factors were kept" in str(error)
     assert not hasattr(model, "user_factors_")  # no half-fitted factors left behind
+
+
+def misaligned(array: np.ndarray) -> np.ndarray:
+    """A copy of ``array`` one byte off its element alignment, as Dask's serialization can
+    hand arrays to a worker."""
+    raw = np.zeros(array.nbytes + 1, dtype=np.uint8)
+    out = raw[1:].view(array.dtype).reshape(array.shape)
+    out[...] = array
+    assert not out.flags.aligned
+    return out
+
+
+def test_worker_tasks_take_misaligned_arrays():
+    """Worker functions align what they receive before the engine reads it as typed memory."""
+    from recore.distributed import _cluster
+
+    rng = np.random.default_rng(0)
+    rows = sp.random(40, 30, density=0.2, format="csr", random_state=1, dtype=np.float32)
+    fixed = rng.standard_normal((30, 4)).astype(np.float32)
+    target = rng.standard_normal((40, 4)).astype(np.float32)
+    options = dict(regularization=0.1, alpha=1.0, feedback="implicit", num_threads=1)
+    bounds = np.array([0, 20, 40], dtype=np.int64)
+    odd_rows = sp.csr_matrix((misaligned(rows.data), misaligned(rows.indices), misaligned(rows.indptr)), shape=rows.shape)
+    gram = recore.kernels.gram_matrix(fixed)
+    expected = _cluster.solve_shard(rows, fixed, gram, target, options)
+    got = _cluster.solve_shard(odd_rows, misaligned(fixed), misaligned(gram), misaligned(target), options)
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(
+        _cluster.gram_partials(misaligned(target), misaligned(bounds), 1), _cluster.gram_partials(target, bounds, 1)
+    )
+    assert _cluster._aligned(fixed) is fixed  # aligned input: used as it is

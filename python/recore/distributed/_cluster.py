@@ -4,6 +4,7 @@ workers, recognising a lost worker, and the functions that run on the workers.""
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 
 from recore import _core, kernels
 from recore._validation import check_int
@@ -140,6 +141,28 @@ def _check_host(*arrays) -> None:
         )
 
 
+def _aligned(value):
+    """``value`` with every array aligned to its element type. Arrays that arrive through
+    Dask's serialization can sit at any byte offset in a message frame, and the engine reads
+    them as typed memory; a misaligned one is copied (an aligned one is used as it is)."""
+    if value is None:
+        return None
+    if sp.issparse(value):
+        parts = [_aligned(getattr(value, name)) for name in ("data", "indices", "indptr")]
+        if all(part is getattr(value, name) for part, name in zip(parts, ("data", "indices", "indptr"))):
+            return value
+        return type(value)(tuple(parts), shape=value.shape)
+    if isinstance(value, np.ndarray) and not value.flags.aligned:
+        return value.copy()
+    return value
+
+
+def _on_host(*arrays):
+    """The arrays, checked to be host memory (see _check_host) and aligned (see _aligned)."""
+    _check_host(*(array for array in arrays if array is not None))
+    return tuple(_aligned(array) for array in arrays)
+
+
 def worker_threads(num_threads: int) -> int:
     """``num_threads``, or this worker's own thread count for 0 (so that two workers sharing a
     machine do not both claim every core)."""
@@ -159,7 +182,7 @@ def solve_shard(rows, fixed, gram, target, options: dict):
     """One shard's part of an ALS half-step: its rows of the target factors solved against
     the broadcast fixed factors, by recore's own kernel. Returns new factors: a task's inputs
     are shared, and a retried task must start from the same ones."""
-    _check_host(fixed, target, gram if gram is not None else np.empty(0))
+    rows, fixed, gram, target = _on_host(rows, fixed, gram, target)
     updated = np.array(target, copy=True, order="C")
     options = dict(options, num_threads=worker_threads(options["num_threads"]))
     kernels.als_half_step(rows, fixed, gram, updated, **options)
@@ -170,14 +193,14 @@ def gram_partials(factors, chunk_bounds, num_threads: int):
     """The Gram matrices of the chunks this shard's factors cover (``chunk_bounds`` counted
     from the shard's first row), as :func:`recore.kernels.gram_matrix` sums them; the
     driver folds every shard's in order."""
-    _check_host(factors)
+    factors, chunk_bounds = _on_host(factors, chunk_bounds)
     return kernels.gram_partials(factors, chunk_bounds, num_threads=worker_threads(num_threads))
 
 
 def shard_loss(rows, user_factors, item_factors, options: dict) -> float:
     """The objective over one user shard's rows (its items' regularization counted once per
     shard; the driver corrects for that)."""
-    _check_host(user_factors, item_factors)
+    rows, user_factors, item_factors = _on_host(rows, user_factors, item_factors)
     options = dict(options, num_threads=worker_threads(options["num_threads"]))
     return kernels.als_loss(rows, user_factors, item_factors, **options)
 
@@ -185,7 +208,7 @@ def shard_loss(rows, user_factors, item_factors, options: dict) -> float:
 def shard_topk(queries, items, exclude, first_query: int, first_item: int, k: int, num_threads: int):
     """Top-k of a query batch among one item shard, with the shard's exclusions for those
     queries, ids returned as catalog ids."""
-    _check_host(queries, items)
+    queries, items, exclude = _on_host(queries, items, exclude)
     if not _core.all_finite(queries):  # a dask array's blocks are first seen here
         raise ValueError("user_factors contains NaN or infinity")
     rows = None
