@@ -57,25 +57,32 @@ inline float horizontal_sum(FloatVector v) {
 #endif
 }
 
-// p . q over padded rows (stride a multiple of the vector width). Four partial sums: the
-// prediction starts every update's chain of dependent steps, and one sum would make it as
-// long as the row (f / lanes multiply-adds, one after the other).
-inline float padded_dot(const float* p, const float* q, int64_t stride) {
+// The sum of product(0) + ... + product(vectors - 1), vector products of a row pair, in four
+// partial sums: the prediction starts every update's chain of dependent steps, and one sum
+// would make it as long as the row (f / lanes multiply-adds, one after the other). Rows in
+// memory and rows held in registers both go through here, so both add in the same order.
+template <typename Product>
+inline float four_chain_dot(int64_t vectors, Product product) {
   FloatVector a0 = FloatVector{}, a1 = FloatVector{}, a2 = FloatVector{}, a3 = FloatVector{};
   int64_t j = 0;
-  for (; j + 4 * kLanes <= stride; j += 4 * kLanes) {
-    a0 += load(p + j) * load(q + j);
-    a1 += load(p + j + kLanes) * load(q + j + kLanes);
-    a2 += load(p + j + 2 * kLanes) * load(q + j + 2 * kLanes);
-    a3 += load(p + j + 3 * kLanes) * load(q + j + 3 * kLanes);
+  for (; j + 4 <= vectors; j += 4) {
+    a0 += product(j);
+    a1 += product(j + 1);
+    a2 += product(j + 2);
+    a3 += product(j + 3);
   }
-  if (j + 2 * kLanes <= stride) {  // short rows (32 floats in 16 lanes): still two chains
-    a0 += load(p + j) * load(q + j);
-    a1 += load(p + j + kLanes) * load(q + j + kLanes);
-    j += 2 * kLanes;
+  if (j + 2 <= vectors) {  // short rows (32 floats in 16 lanes): still two chains
+    a0 += product(j);
+    a1 += product(j + 1);
+    j += 2;
   }
-  if (j < stride) a0 += load(p + j) * load(q + j);
+  if (j < vectors) a0 += product(j);
   return horizontal_sum((a0 + a1) + (a2 + a3));
+}
+
+// p . q over padded rows (stride a multiple of the vector width).
+inline float padded_dot(const float* p, const float* q, int64_t stride) {
+  return four_chain_dot(stride / kLanes, [&](int64_t j) { return load(p + j * kLanes) * load(q + j * kLanes); });
 }
 
 inline float prediction(const SgdModel& m, int64_t u, int64_t i) {
@@ -156,27 +163,6 @@ inline void step(FloatVector& pj, FloatVector& qj, FloatVector error, FloatVecto
   }
 }
 
-// The prediction's dot product of rows held in NV registers each, added in padded_dot's
-// order (so both give bitwise the same value).
-template <int NV>
-inline float register_dot(const FloatVector* pv, const FloatVector* qv) {
-  FloatVector a0 = FloatVector{}, a1 = FloatVector{}, a2 = FloatVector{}, a3 = FloatVector{};
-  int j = 0;
-  for (; j + 4 <= NV; j += 4) {
-    a0 += pv[j] * qv[j];
-    a1 += pv[j + 1] * qv[j + 1];
-    a2 += pv[j + 2] * qv[j + 2];
-    a3 += pv[j + 3] * qv[j + 3];
-  }
-  if (j + 2 <= NV) {
-    a0 += pv[j] * qv[j];
-    a1 += pv[j + 1] * qv[j + 1];
-    j += 2;
-  }
-  if (j < NV) a0 += pv[j] * qv[j];
-  return horizontal_sum((a0 + a1) + (a2 + a3));
-}
-
 // The adaptive schedule's state of a row pair: the four rates eta / sqrt(G), packed
 // [user slow, user fast, item slow, item fast], from one square root and one division for
 // all of them (the divider is the bottleneck otherwise). Without split rates the fast lanes
@@ -253,7 +239,7 @@ inline float squared_update(const SquaredStep& s, int64_t u, int64_t i, float r,
       pv[j] = load(p + j * kLanes);
       qv[j] = load(q + j * kLanes);
     }
-    predicted += register_dot<NV>(pv, qv);
+    predicted += four_chain_dot(NV, [&](int64_t j) { return pv[j] * qv[j]; });
   } else {
     predicted += padded_dot(p, q, s.stride);
   }
