@@ -220,6 +220,7 @@ def _fit(args: argparse.Namespace) -> int:
     say = (lambda *a, **k: None) if args.quiet else print
     data = _read_interactions(args.data, args)
     say(f"{data.shape[0]:,} users x {data.shape[1]:,} items, {data.matrix.nnz:,} interactions")
+    model: recore.ALS | recore.SGD
     if args.model == "als":
         model = recore.ALS(factors=args.factors, iterations=args.iterations, num_threads=args.threads,
                            random_state=args.seed)  # fmt: skip

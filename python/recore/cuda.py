@@ -39,7 +39,14 @@ def _module():
 
 
 def unavailable_reason() -> str | None:
-    """Why the CUDA engine cannot run here, or None when it can."""
+    """Why the CUDA engine cannot run here.
+
+    Returns
+    -------
+    str or None
+        What is missing (the compiled module, a driver, a device or cupy), in words; None
+        when the engine can run.
+    """
     if not built:
         return "recore was built without CUDA (no CUDA toolkit at build time, or RECORE_DISABLE_CUDA was set)"
     module = _module()
@@ -56,19 +63,43 @@ def unavailable_reason() -> str | None:
 
 
 def is_available() -> bool:
-    """Whether the CUDA engine can run here (module built, driver, device and cupy present)."""
+    """Whether the CUDA engine can run here.
+
+    Returns
+    -------
+    bool
+        True when the module is built and a driver, a device and cupy are present; see
+        :func:`unavailable_reason` for what is missing otherwise.
+    """
     return unavailable_reason() is None
 
 
 def require(argument: str = "device") -> None:
-    """Raises RuntimeError naming ``argument`` unless the CUDA engine can run."""
+    """Check that the CUDA engine can run, before any work that needs it.
+
+    Parameters
+    ----------
+    argument : str, default "device"
+        The argument that asked for CUDA, named in the error.
+
+    Raises
+    ------
+    RuntimeError
+        The engine cannot run here; the message names ``argument`` and says why.
+    """
     reason = unavailable_reason()
     if reason is not None:
         raise RuntimeError(f"{argument}='cuda' needs the CUDA engine, which is unavailable: {reason}")
 
 
 def device_count() -> int:
-    """CUDA devices the engine can use (0 when it is unavailable)."""
+    """The number of CUDA devices the engine can use.
+
+    Returns
+    -------
+    int
+        0 when the engine is unavailable.
+    """
     if unavailable_reason() is not None:
         return 0
     return int(_module().device_count())

@@ -43,15 +43,28 @@ def synthetic(
     Parameters
     ----------
     n_users, n_items : int >= 1
+        The matrix's shape, each at most 2**31 - 1.
     nnz : int >= 0
-        Target number of stored entries.
-    popularity_exponent, popularity_offset, activity_sigma : float
-    random_state : None, int or numpy.random.Generator
+        Target number of stored entries, at most ``n_users * n_items``.
+    popularity_exponent : float >= 0, default 1.0
+        Exponent of the Zipf-Mandelbrot law; 0 makes every item equally popular.
+    popularity_offset : float >= 0, default 20.0
+        Offset of the law, which flattens the head of the popularity curve.
+    activity_sigma : float >= 0, default 1.0
+        Shape of the lognormal user activity; 0 gives every user the same expected count.
+    random_state : None, int or numpy.random.Generator, default 0
         The same seed always gives the same matrix.
 
     Returns
     -------
-    scipy.sparse.csr_matrix of float32, canonical (sorted indices, no duplicates)
+    scipy.sparse.csr_matrix
+        ``(n_users, n_items)`` float32 counts, canonical (sorted indices, no duplicates),
+        int32 indices (int64 for 2**31 entries or more).
+
+    Raises
+    ------
+    ValueError
+        A size or parameter out of range, or ``nnz`` larger than the matrix.
     """
     n_users = check_int(n_users, "n_users", 1)
     n_items = check_int(n_items, "n_items", 1)
@@ -142,17 +155,36 @@ def synthetic_ratings(
     noise: float = 0.5,
     random_state=0,
 ) -> sp.csr_matrix:
-    """Explicit ratings 1..5 from a planted low-rank model, on the power-law pattern of
-    :func:`synthetic` (the same seed gives the same pattern).
+    """Explicit ratings 1..5 from a planted low-rank model.
 
-    Rating = clip(round(3.5 + b_u + b_i + p_u . q_i + noise), 1, 5) with user and item
-    biases ~ N(0, 0.3^2), p_u, q_i ~ N(0, 1/rank) in ``rank`` dimensions scaled so that the
-    dot products have standard deviation 0.8, and Gaussian noise of standard deviation
-    ``noise``.
+    The stored entries are those of :func:`synthetic` with the same sizes and seed (the
+    power-law pattern). Rating = clip(round(3.5 + b_u + b_i + p_u . q_i + noise), 1, 5)
+    with user and item biases ~ N(0, 0.3^2), p_u, q_i ~ N(0, 1/rank) in ``rank``
+    dimensions scaled so that the dot products have standard deviation 0.8, and Gaussian
+    noise of standard deviation ``noise``.
+
+    Parameters
+    ----------
+    n_users, n_items : int >= 1
+        The matrix's shape.
+    nnz : int >= 0
+        Target number of ratings (see :func:`synthetic`).
+    rank : int >= 1, default 16
+        Dimensions of the planted model.
+    noise : float >= 0, default 0.5
+        Standard deviation of the noise added before rounding.
+    random_state : None, int or numpy.random.Generator, default 0
+        The same seed always gives the same ratings.
 
     Returns
     -------
-    scipy.sparse.csr_matrix of float32 (values 1.0 .. 5.0), canonical
+    scipy.sparse.csr_matrix
+        ``(n_users, n_items)`` float32 ratings (values 1.0 .. 5.0), canonical.
+
+    Raises
+    ------
+    ValueError
+        A size or parameter out of range.
     """
     rank = check_int(rank, "rank", 1)
     noise = check_float(noise, "noise", 0.0)

@@ -55,11 +55,25 @@ def ranking_metrics_at_k(ids, test, *, train=None, n_items: int | None = None, n
         Training items: with it, a user's AUC candidates exclude them.
     n_items : int, optional
         Defaults to ``test.shape[1]``.
+    num_threads : int >= 0, default 0
+        Threads summing the metrics over users; 0 uses every core.
 
     Returns
     -------
-    dict with precision, recall, ndcg, map, hit_rate, auc, coverage (floats), users (the
-    number of users evaluated)
+    dict
+        ``precision``, ``recall``, ``ndcg``, ``map``, ``hit_rate``, ``auc`` and
+        ``coverage`` (floats, defined in the module docstring) and ``users`` (the number of
+        users evaluated: those with at least one test item).
+
+    Raises
+    ------
+    TypeError
+        ``ids`` does not hold integers, or ``test`` is not a scipy.sparse matrix.
+    ValueError
+        ``ids`` is not 2-dimensional, or ``test`` / ``train`` do not have the shape
+        ``(len(ids), n_items)``.
+    IndexError
+        An id of ``ids`` is outside ``[0, n_items)`` and not -1.
     """
     ids = np.asarray(ids)
     if ids.ndim != 2:
@@ -89,16 +103,59 @@ def ranking_metrics_at_k(ids, test, *, train=None, n_items: int | None = None, n
 
 
 def ranking_metrics(model, train, test, k: int = 10, *, num_threads: int | None = None) -> dict:
-    """Ranking metrics at ``k`` of ``model``'s recommendations for every user, training
-    items excluded; see :func:`ranking_metrics_at_k` for the keys and the module docstring for
-    the definitions."""
+    """Ranking metrics at ``k`` of a model's recommendations for every user.
+
+    Every user's top ``k`` come from ``model.recommend_all(train, k=k)``, so training items
+    are left out of them; users without test items are skipped.
+
+    Parameters
+    ----------
+    model : recore.ALS, recore.SGD or another fitted model with ``recommend_all``
+    train : sparse matrix (n_users, n_items)
+        The interactions the model was fitted on.
+    test : sparse matrix (n_users, n_items)
+        Held-out interactions: every stored entry is relevant.
+    k : int >= 1, default 10
+        Length of each recommendation list.
+    num_threads : int >= 0, optional
+        Threads for the recommendations and the metrics; 0 uses every core. None: the
+        model's ``num_threads`` for the recommendations, every core for the metrics.
+
+    Returns
+    -------
+    dict
+        The keys of :func:`ranking_metrics_at_k`; the definitions are in the module
+        docstring.
+
+    See Also
+    --------
+    ranking_metrics_at_k : the same metrics of lists computed elsewhere.
+    """
     k = check_int(k, "k", 1)
     ids, _ = model.recommend_all(train, k=k, num_threads=num_threads)
     return ranking_metrics_at_k(ids, test, train=train, num_threads=num_threads or 0)
 
 
 def rating_metrics(model, test) -> dict:
-    """RMSE and MAE of ``model.predict`` over the stored ratings of ``test``."""
+    """Root mean squared error and mean absolute error of a model's predicted ratings.
+
+    Parameters
+    ----------
+    model : recore.SGD, recore.ALS (explicit feedback) or any model with ``predict``
+        ``model.predict(users, items)`` gives the predicted rating of each pair.
+    test : sparse matrix (n_users, n_items)
+        The held-out ratings: every stored entry is compared with its prediction.
+
+    Returns
+    -------
+    dict
+        ``{"rmse": float, "mae": float}``, over all stored ratings of ``test``.
+
+    Raises
+    ------
+    ValueError
+        ``test`` holds no ratings.
+    """
     ratings = as_user_items(test, np.float64, name="test").tocoo()
     if ratings.nnz == 0:
         raise ValueError("test has no ratings")
@@ -121,14 +178,45 @@ def _test_fraction(value) -> float:
 
 
 def random_split(matrix, test_fraction: float = 0.2, *, random_state=None):
-    """(train, test): each stored interaction goes to test with probability ``test_fraction``."""
+    """Split interactions at random: each goes to the test set with a given probability.
+
+    Parameters
+    ----------
+    matrix : sparse matrix or 2-D array (n_users, n_items)
+        The interactions; converted to a canonical float32 CSR (duplicates summed).
+    test_fraction : float in (0, 1), default 0.2
+        Probability that an interaction goes to the test set.
+    random_state : None, int or numpy.random.Generator, optional
+        Seeds the draw: the same seed gives the same split.
+
+    Returns
+    -------
+    train, test : scipy.sparse.csr_matrix (n_users, n_items)
+        Together they hold every interaction of ``matrix`` once.
+    """
     coo = as_user_items(matrix, np.float32, name="matrix").tocoo()
     rng = check_random_state(random_state)
     return _split_by_mask(coo, rng.random(coo.nnz) < _test_fraction(test_fraction), coo.shape)
 
 
 def leave_k_out(matrix, k: int = 1, *, random_state=None):
-    """(train, test): ``k`` random interactions of every user with more than ``k`` go to test."""
+    """Hold out ``k`` random interactions of every user who has more than ``k``.
+
+    Parameters
+    ----------
+    matrix : sparse matrix or 2-D array (n_users, n_items)
+        The interactions; converted to a canonical float32 CSR (duplicates summed).
+    k : int >= 1, default 1
+        Interactions held out per user. Users with ``k`` interactions or fewer keep them all
+        in the training set.
+    random_state : None, int or numpy.random.Generator, optional
+        Seeds the draw: the same seed gives the same split.
+
+    Returns
+    -------
+    train, test : scipy.sparse.csr_matrix (n_users, n_items)
+        Together they hold every interaction of ``matrix`` once.
+    """
     k = check_int(k, "k", 1)
     csr = as_user_items(matrix, np.float32, name="matrix")
     rng = check_random_state(random_state)
@@ -144,9 +232,32 @@ def leave_k_out(matrix, k: int = 1, *, random_state=None):
 
 
 def time_split(matrix, timestamps, test_fraction: float = 0.2):
-    """(train, test): the latest ``test_fraction`` of interactions go to test; ties are broken
-    by position. ``timestamps`` has one value per stored entry of ``matrix`` in CSR order
-    (``matrix`` a canonical CSR: sorted, no duplicates)."""
+    """Split interactions by time: the latest ones go to the test set.
+
+    Parameters
+    ----------
+    matrix : scipy.sparse CSR matrix (n_users, n_items), canonical
+        The interactions, with sorted indices and no duplicates, so that its stored entries
+        are in a known order.
+    timestamps : array-like of numbers or datetimes, one per stored entry of ``matrix``
+        The time of each stored entry, in CSR order (as ``Interactions.timestamps`` and
+        ``recore.datasets.movielens(...).timestamps`` hold them).
+    test_fraction : float in (0, 1), default 0.2
+        Fraction of the interactions, the latest, that go to the test set; equal times are
+        ordered by their position in ``matrix``.
+
+    Returns
+    -------
+    train, test : scipy.sparse.csr_matrix (n_users, n_items)
+        Together they hold every interaction of ``matrix`` once.
+
+    Raises
+    ------
+    ValueError
+        ``timestamps`` does not have one value per stored entry.
+    TypeError
+        ``timestamps`` holds neither numbers nor datetimes.
+    """
     csr = as_user_items(matrix, np.float32, name="matrix")
     times = np.asarray(timestamps)
     if times.shape != (csr.nnz,):

@@ -35,11 +35,13 @@ class Interactions:
     Parameters
     ----------
     users, items : array-like (n,)
-        Ids of each record.
+        Ids of each record: numbers or strings. Rows and columns follow the sorted ids
+        (first-seen order for ids of mixed types).
     values : array-like (n,), optional
-        Defaults to 1 for every record.
+        Real numbers; defaults to 1 for every record.
     timestamps : array-like (n,), optional
-    duplicates : {"sum", "error"}
+        Times of the records (numbers or datetimes).
+    duplicates : {"sum", "error"}, default "sum"
         Records of the same (user, item) pair: summed (their latest timestamp kept) or
         refused with ValueError.
 
@@ -86,7 +88,28 @@ class Interactions:
 
     @classmethod
     def from_dataframe(cls, frame, user: str = "user", item: str = "item", value=None, timestamp=None, **options):
-        """From a pandas DataFrame's columns."""
+        """Interactions from the columns of a pandas DataFrame.
+
+        Parameters
+        ----------
+        frame : pandas.DataFrame
+            One record per row.
+        user, item : str, default "user" and "item"
+            Columns of the user and item ids.
+        value, timestamp : str, optional
+            Columns of the values and the timestamps.
+        **options
+            Passed on to :class:`Interactions` (``duplicates``).
+
+        Returns
+        -------
+        Interactions
+
+        Raises
+        ------
+        KeyError
+            A named column is not in ``frame``.
+        """
         for column in (user, item, value, timestamp):
             if column is not None and column not in frame.columns:
                 raise KeyError(f"column {column!r} is not in the data frame (columns: {list(frame.columns)})")
@@ -100,14 +123,52 @@ class Interactions:
 
     @classmethod
     def from_csv(cls, path, user="user", item="item", value=None, timestamp=None, *, sep=",", **options):
-        """From a CSV (or, with ``sep="\\t"``, TSV) file with a header row (needs pandas)."""
+        """Interactions from a CSV (or, with ``sep="\\t"``, TSV) file with a header row.
+
+        Needs pandas.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The file, read with ``pandas.read_csv``.
+        user, item : str, default "user" and "item"
+            Columns of the user and item ids.
+        value, timestamp : str, optional
+            Columns of the values and the timestamps.
+        sep : str, default ","
+            The column separator.
+        **options
+            Passed on to :class:`Interactions` (``duplicates``).
+
+        Returns
+        -------
+        Interactions
+        """
         import pandas as pd
 
         return cls.from_dataframe(pd.read_csv(path, sep=sep), user, item, value, timestamp, **options)
 
     @classmethod
     def from_parquet(cls, path, user="user", item="item", value=None, timestamp=None, **options):
-        """From a Parquet file (needs pandas and pyarrow)."""
+        """Interactions from a Parquet file.
+
+        Needs pandas and pyarrow.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The file, read with ``pandas.read_parquet``.
+        user, item : str, default "user" and "item"
+            Columns of the user and item ids.
+        value, timestamp : str, optional
+            Columns of the values and the timestamps.
+        **options
+            Passed on to :class:`Interactions` (``duplicates``).
+
+        Returns
+        -------
+        Interactions
+        """
         import pandas as pd
 
         return cls.from_dataframe(pd.read_parquet(path), user, item, value, timestamp, **options)
@@ -116,6 +177,7 @@ class Interactions:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """``(n_users, n_items)``: the shape of :attr:`matrix`."""
         return self.matrix.shape
 
     @staticmethod
@@ -128,15 +190,65 @@ class Interactions:
             raise IndexError(f"{name}: unknown id {missing.args[0]!r}") from None
 
     def user_index(self, users) -> np.ndarray:
-        """Row indices of user ids (IndexError for an unknown id)."""
+        """Row indices of user ids.
+
+        Parameters
+        ----------
+        users : id or array-like of ids
+
+        Returns
+        -------
+        int64 ndarray
+            One row index per id (1-D, also for a single id).
+
+        Raises
+        ------
+        IndexError
+            An id is not one of :attr:`user_ids`.
+        """
         return self._indices(self.user_ids, users, "users")
 
     def item_index(self, items) -> np.ndarray:
-        """Column indices of item ids (IndexError for an unknown id)."""
+        """Column indices of item ids.
+
+        Parameters
+        ----------
+        items : id or array-like of ids
+
+        Returns
+        -------
+        int64 ndarray
+            One column index per id (1-D, also for a single id).
+
+        Raises
+        ------
+        IndexError
+            An id is not one of :attr:`item_ids`.
+        """
         return self._indices(self.item_ids, items, "items")
 
     def item_ids_of(self, indices, fill=None) -> np.ndarray:
-        """Item ids of column indices, e.g. of ``recommend`` results; ``fill`` for padding (-1)."""
+        """Item ids of column indices, such as the ids a model's ``recommend`` returns.
+
+        Parameters
+        ----------
+        indices : integer array-like
+            Column indices, or -1 for padding.
+        fill : object, default None
+            What padding (-1) becomes.
+
+        Returns
+        -------
+        ndarray
+            The item ids, in the shape of ``indices``; of dtype object where there is padding.
+
+        Raises
+        ------
+        TypeError
+            ``indices`` does not hold integers.
+        IndexError
+            An index is not a column index or -1.
+        """
         indices = np.asarray(indices)
         if indices.dtype.kind not in "iu":
             raise TypeError(f"indices must be integers, got dtype {indices.dtype}")
@@ -150,7 +262,33 @@ class Interactions:
         return out
 
     def recommend(self, model, users, k: int = 10, *, exclude_seen: bool = True, **options):
-        """``model.recommend`` for users given by id, returning item ids: (item ids, scores)."""
+        """Recommend items for users given by id, with a model fitted on :attr:`matrix`.
+
+        Parameters
+        ----------
+        model : recore.ALS, recore.SGD or another fitted model with ``recommend``
+        users : id or array-like of ids
+            The users, by the ids this object was built from.
+        k : int >= 1, default 10
+            Items per user.
+        exclude_seen : bool, default True
+            Leave each user's stored items out of their recommendations.
+        **options
+            Passed on to ``model.recommend``.
+
+        Returns
+        -------
+        item_ids : ndarray
+            The recommended items' ids, best first; padding (fewer than ``k`` candidates)
+            is None.
+        scores : float32 ndarray
+            Their scores.
+
+        Raises
+        ------
+        IndexError
+            A user id is unknown.
+        """
         k = check_int(k, "k", 1)
         rows = self.user_index(users)
         ids, scores = model.recommend(rows, self.matrix, k, exclude_seen=exclude_seen, **options)

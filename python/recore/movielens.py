@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 import zipfile
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -67,10 +68,20 @@ class DatasetError(RuntimeError):
 
 @dataclass
 class MovieLens:
-    """Ratings as a users x items CSR matrix (float32, canonical), with the original ids.
+    """A MovieLens dataset: ratings as a users x items matrix, with the original ids.
 
-    ``timestamps[k]`` is the time of stored entry ``k`` in CSR order (seconds since 1970);
-    ``user_ids[u]`` and ``item_ids[i]`` are GroupLens's ids of row ``u`` and column ``i``.
+    Parameters
+    ----------
+    ratings : scipy.sparse.csr_matrix (n_users, n_items)
+        The ratings (1 to 5 stars; 20m and 25m in half stars from 0.5), float32, canonical
+        (sorted indices, no duplicates).
+    timestamps : int64 ndarray (ratings.nnz,)
+        ``timestamps[k]`` is the time of stored entry ``k`` in CSR order, in seconds since
+        1970 (see :func:`recore.evaluation.time_split`).
+    user_ids : int64 ndarray (n_users,)
+        GroupLens's id of each row.
+    item_ids : int64 ndarray (n_items,)
+        GroupLens's id (movieId) of each column.
     """
 
     ratings: sp.csr_matrix
@@ -80,6 +91,12 @@ class MovieLens:
 
 
 def cache_directory() -> str:
+    """The directory archives are kept in: ``$RECORE_DATA``, else ``~/.cache/recore``.
+
+    Returns
+    -------
+    str
+    """
     return os.environ.get("RECORE_DATA") or os.path.join(os.path.expanduser("~"), ".cache", "recore")
 
 
@@ -118,13 +135,31 @@ def _parse(text: bytes, layout: str) -> np.ndarray:
 
 
 def movielens(variant: str = "100k", *, download: bool = True) -> MovieLens:
-    """Loads MovieLens ``variant`` ("100k", "1m", "20m" or "25m"); see the module docstring.
+    """Load a MovieLens dataset, downloading GroupLens's archive the first time.
+
+    The archive is kept in :func:`cache_directory` and checked against GroupLens's published
+    MD5 before every use; the ratings are read from it directly.
+
+    Parameters
+    ----------
+    variant : {"100k", "1m", "20m", "25m"}, default "100k"
+        Which dataset.
+    download : bool, default True
+        Whether a missing archive may be downloaded. With False, a missing archive raises
+        :class:`DatasetError` saying which file to put where.
+
+    Returns
+    -------
+    MovieLens
+        The ratings, their timestamps and GroupLens's user and movie ids.
 
     Raises
     ------
     DatasetError
         The archive is missing and cannot be downloaded (``download=False`` or no network),
         or its checksum does not match GroupLens's.
+    ValueError
+        ``variant`` is not one of the four.
     """
     variant = check_choice(variant, "variant", tuple(SOURCES))
     download = check_bool(download, "download")
@@ -153,4 +188,5 @@ def movielens(variant: str = "100k", *, download: bool = True) -> MovieLens:
         )  # fmt: skip
     except ValueError as error:
         raise DatasetError(f"{path}: {error}") from None
-    return MovieLens(data.matrix, data.timestamps, data.user_ids, data.item_ids)
+    # Built with timestamps, so Interactions holds them.
+    return MovieLens(data.matrix, cast(np.ndarray, data.timestamps), data.user_ids, data.item_ids)

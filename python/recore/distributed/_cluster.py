@@ -12,8 +12,12 @@ from recore.topk import topk
 
 
 class WorkerLostError(RuntimeError):
-    """A worker holding part of a distributed computation was lost more times than the
-    computation was allowed to recover from; no partial result is kept."""
+    """A worker was lost and the distributed computation could not recover.
+
+    Raised by :meth:`recore.distributed.ALS.fit` when workers are lost more often than its
+    ``max_recoveries`` allows, and by :func:`recore.distributed.recommend_all` at the first
+    loss; no partial result is kept.
+    """
 
 
 def resolve_client(client):

@@ -44,13 +44,18 @@ def merge_topk(parts, k: int) -> tuple[np.ndarray, np.ndarray]:
 
     Parameters
     ----------
-    parts : sequence of (ids, scores), each (n_queries, k_shard), ids int64 catalog ids
-    k : int
+    parts : sequence of (ids, scores)
+        One pair per shard, each of shape (n_queries, k_shard): catalog ids (int64, -1 for
+        padding) and float32 scores.
+    k : int >= 1
+        Length of the merged lists.
 
     Returns
     -------
-    ids : int64 (n_queries, k), scores : float32 (n_queries, k); score descending, the lower
-    id first among equal scores, padding (id -1, score -inf) last.
+    ids : int64 ndarray (n_queries, k)
+        Score descending, the lower id first among equal scores, padding (id -1) last.
+    scores : float32 ndarray (n_queries, k)
+        The scores of ``ids``; -inf for padding.
     """
     ids = np.concatenate([p[0] for p in parts], axis=1)
     scores = np.concatenate([p[1] for p in parts], axis=1)
@@ -141,10 +146,12 @@ def recommend_all(
 
     Parameters
     ----------
-    user_factors : ndarray (n_users, f), or a dask array (for example the ``user_factors_``
-        of :class:`recore.distributed.ALS` fitted with ``output="dask"``), whose blocks are
-        the batches
+    user_factors : ndarray or dask array (n_users, f)
+        The queries. A dask array (for example the ``user_factors_`` of
+        :class:`recore.distributed.ALS` fitted with ``output="dask"``) is searched a block
+        of rows at a time, each block computed on the workers.
     item_factors : ndarray (n_items, f)
+        Real numbers, searched as float32.
     k : int >= 1
         Rows with fewer candidates end with id -1 and score -inf.
     user_items : scipy.sparse matrix (n_users, n_items), optional
@@ -160,8 +167,20 @@ def recommend_all(
 
     Returns
     -------
-    ids : int32 ndarray (n_users, k) (int64 for catalogs beyond int32)
+    ids : int32 ndarray (n_users, k)
+        Item ids, best first (int64 for catalogs beyond int32).
     scores : float32 ndarray (n_users, k)
+        Their scores, descending.
+
+    Raises
+    ------
+    TypeError
+        A factor matrix is not a numpy (or, for ``user_factors``, dask) array of real
+        numbers, or ``user_items`` is not a scipy.sparse matrix.
+    ValueError
+        Shapes that do not fit together, or NaN or infinity in the factors.
+    WorkerLostError
+        A worker was lost during the search; no results are kept.
     """
     items = _as_factors(item_factors, "item_factors")
     queries = _check_user_factors(user_factors, items.shape[1])
@@ -196,7 +215,8 @@ def recommend_all(
 
 
 def _search(client, queries, item_shards, exclusion_shards, bounds, workers, k, batch_size, num_threads):
-    pending, results = [], []
+    pending: list = []  # each batch's per-shard futures, oldest first
+    results: list = []
 
     def finish_oldest():
         parts = client.gather(pending.pop(0))
