@@ -95,7 +95,25 @@ def public_api() -> list[str]:
 PUBLIC_API = public_api()
 
 
+def resolve(name: str):
+    """The object a dotted name stands for: the longest importable module, then attributes."""
+    parts = name.split(".")
+    for end in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:end]))
+        except ImportError:
+            continue
+        for attribute in parts[end:]:
+            obj = getattr(obj, attribute)
+        return obj
+    raise ImportError(name)
+
+
 def failures(name: str) -> set[str]:
+    # numpydoc cannot locate a module that defines nothing itself (only re-exports), so
+    # modules are checked for a docstring here: their names are validated one by one.
+    if inspect.ismodule(resolve(name)):
+        return set() if inspect.getdoc(resolve(name)) else {"GL08"}
     return {code for code, _ in validate(name)["errors"] if code in CHECKS}
 
 
@@ -104,7 +122,7 @@ def test_docstring(name):
     found = failures(name)
     expected = KNOWN_FAILURES.get(name, set())
     if found != expected:
-        messages = [f"{code}: {message}" for code, message in validate(name)["errors"] if code in CHECKS]
+        messages = [f"{code}: {message}" for code, message in validate(name)["errors"] if code in found]
         if name in KNOWN_FAILURES:
             pytest.fail(
                 f"{name} was listed as failing {sorted(expected)} and now fails {sorted(found)}: "
