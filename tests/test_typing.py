@@ -74,10 +74,13 @@ def test_stubtest_finds_no_difference(module, mypy_cache):
 
 # -- signatures against pybind11's docstrings --------------------------------------------------
 
-# pybind11's spelling of a parameter's type -> the stub's spellings that mean the same.
+# pybind11's spelling of a parameter's type (3.x, then 2.x) -> the stub's spellings that mean
+# the same.
 SCALAR_PARAMETERS = {
     "typing.SupportsInt | typing.SupportsIndex": {"_Int", "_Pointer"},
+    "int": {"_Int", "_Pointer"},
     "typing.SupportsFloat | typing.SupportsIndex": {"_Float"},
+    "float": {"_Float"},
     "bool": {"bool", "Literal[False]", "Literal[True]"},
     "str": {"str"},
 }
@@ -166,7 +169,10 @@ def expand(annotation: str, aliases: dict[str, str]) -> str:
 
 def check_return_type(function: str, runtime: str, stub: str, aliases: dict[str, str], classes: set) -> None:
     stub = expand(stub, aliases)
-    spelled = runtime.replace("numpy.typing.", "").replace("numpy.", "np.")
+    # pybind11 2.x writes List[str] and numpy.ndarray[numpy.int64] where 3.x writes
+    # list[str] and numpy.typing.NDArray[numpy.int64].
+    spelled = runtime.replace("List[", "list[").replace("numpy.ndarray[", "NDArray[")
+    spelled = spelled.replace("numpy.typing.", "").replace("numpy.", "np.")
     if runtime == "numpy.ndarray":  # the dtype follows the input's: one overload per dtype
         assert stub.startswith("NDArray["), (function, runtime, stub)
     elif runtime == "tuple":
