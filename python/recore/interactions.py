@@ -122,21 +122,29 @@ class Interactions:
         )
 
     @classmethod
-    def from_csv(cls, path, user="user", item="item", value=None, timestamp=None, *, sep=",", **options):
-        """Interactions from a CSV (or, with ``sep="\\t"``, TSV) file with a header row.
+    def from_csv(cls, path, user="auto", item="auto", value=None, timestamp=None, *, sep=None, header=None, **options):
+        """Interactions from a text file of records (needs pyarrow).
 
-        Needs pandas.
+        The file is streamed through pyarrow's CSV reader, never parsed into Python objects
+        row by row. See :mod:`recore._files` for the layouts recognised.
 
         Parameters
         ----------
-        path : str or path-like
-            The file, read with ``pandas.read_csv``.
-        user, item : str, default "user" and "item"
-            Columns of the user and item ids.
-        value, timestamp : str, optional
-            Columns of the values and the timestamps.
-        sep : str, default ","
-            The column separator.
+        path : str or os.PathLike
+            A text file, optionally compressed (``.gz``, ``.bz2``, ``.zst`` or ``.lz4``).
+        user, item : "auto", int or str, default "auto"
+            The columns of the user and item ids: a header name, a position counted from 0,
+            or ``"auto"`` to find them (``userId``, ``movieId``, ... or, without a header,
+            the first two columns).
+        value, timestamp : "auto", int, str or None, default None
+            The columns of the values and the timestamps, likewise; ``value=None`` counts
+            each record as 1.
+        sep : str, optional
+            The separator: ``","``, ``"\\t"`` (or ``"tab"``), ``";"``, ``"|"``, ``"::"`` or
+            ``"whitespace"``; found from the first lines when not given.
+        header : bool, optional
+            Whether the first line names the columns; found from the first lines when not
+            given.
         **options
             Passed on to :class:`Interactions` (``duplicates``).
 
@@ -144,24 +152,24 @@ class Interactions:
         -------
         Interactions
         """
-        import pandas as pd
+        from recore._files import read_interactions
 
-        return cls.from_dataframe(pd.read_csv(path, sep=sep), user, item, value, timestamp, **options)
+        return read_interactions(
+            path, sep=sep, header=header, user=user, item=item, value=value, timestamp=timestamp, **options
+        )
 
     @classmethod
-    def from_parquet(cls, path, user="user", item="item", value=None, timestamp=None, **options):
-        """Interactions from a Parquet file.
-
-        Needs pandas and pyarrow.
+    def from_parquet(cls, path, user="auto", item="auto", value=None, timestamp=None, **options):
+        """Interactions from a Parquet file (needs pyarrow), read in record batches.
 
         Parameters
         ----------
-        path : str or path-like
-            The file, read with ``pandas.read_parquet``.
-        user, item : str, default "user" and "item"
-            Columns of the user and item ids.
-        value, timestamp : str, optional
-            Columns of the values and the timestamps.
+        path : str or os.PathLike
+            The Parquet file.
+        user, item : "auto", int or str, default "auto"
+            The columns of the user and item ids, as for :meth:`from_csv`.
+        value, timestamp : "auto", int, str or None, default None
+            The columns of the values and the timestamps, as for :meth:`from_csv`.
         **options
             Passed on to :class:`Interactions` (``duplicates``).
 
@@ -169,9 +177,9 @@ class Interactions:
         -------
         Interactions
         """
-        import pandas as pd
+        from recore._files import read_interactions
 
-        return cls.from_dataframe(pd.read_parquet(path), user, item, value, timestamp, **options)
+        return read_interactions(path, user=user, item=item, value=value, timestamp=timestamp, **options)
 
     # -- ids and indices ----------------------------------------------------------------------
 
