@@ -108,7 +108,7 @@ def fit_recore(user_items, start, config: Config) -> PeerResult:
     began = time.perf_counter()
     model.fit(
         user_items,
-        callback=lambda _iteration, seconds, _loss: iteration_seconds.append(seconds),
+        callback=lambda _iteration, metrics: iteration_seconds.append(metrics["seconds"]),
     )
     fit_seconds = time.perf_counter() - began
     return PeerResult(
@@ -152,7 +152,7 @@ def fit_implicit(user_items, start, config: Config) -> PeerResult:
         model.fit(
             user_items,
             show_progress=False,
-            callback=lambda _iteration, seconds, _loss: iteration_seconds.append(seconds),
+            callback=lambda _iteration, metrics: iteration_seconds.append(metrics["seconds"]),
         )
         fit_seconds = time.perf_counter() - began
     if model.user_factors is not user_factors or model.item_factors is not item_factors:

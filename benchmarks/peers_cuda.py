@@ -52,24 +52,24 @@ def timed(function, repeats=1):
 def als_seconds_per_iteration(matrix, device_matrix, factors, solver, iterations, cpu):
     params = dict(factors=factors, iterations=iterations, solver=solver, random_state=0, regularization=0.05)
     times = []
-    recore.ALS(**params, device="cuda").fit(device_matrix, callback=lambda i, s, _: times.append(s))
+    recore.ALS(**params, device="cuda").fit(device_matrix, callback=lambda i, metrics: times.append(metrics["seconds"]))
     gpu = float(np.median(times))
     result = {"factors": factors, "solver": solver, "gpu_seconds_per_iteration": gpu}
     if cpu:
         times = []
-        recore.ALS(**{**params, "iterations": 2}).fit(matrix, callback=lambda i, s, _: times.append(s))
+        recore.ALS(**{**params, "iterations": 2}).fit(matrix, callback=lambda i, metrics: times.append(metrics["seconds"]))
         result["cpu_seconds_per_iteration"] = float(np.median(times))
     return result
 
 
 def sgd_updates_per_second(ratings, factors, epochs, cpu):
-    params = dict(factors=factors, epochs=epochs, random_state=0)
+    params = dict(factors=factors, iterations=epochs, random_state=0)
     times = []
-    recore.SGD(**params, device="cuda").fit(ratings, callback=lambda e, s, *_: times.append(s))
+    recore.SGD(**params, device="cuda").fit(ratings, callback=lambda e, metrics: times.append(metrics["seconds"]))
     result = {"factors": factors, "gpu_updates_per_second": ratings.nnz / float(np.median(times[1:] or times))}
     if cpu:
         times = []
-        recore.SGD(**{**params, "epochs": 2}).fit(ratings, callback=lambda e, s, *_: times.append(s))
+        recore.SGD(**{**params, "iterations": 2}).fit(ratings, callback=lambda e, metrics: times.append(metrics["seconds"]))
         result["cpu_updates_per_second"] = ratings.nnz / float(np.median(times))
     return result
 

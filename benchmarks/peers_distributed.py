@@ -55,7 +55,7 @@ def model_options(arguments) -> dict:
 def run_single(user_items, arguments) -> dict:
     seconds = []
     model = recore.ALS(num_threads=arguments.threads, **model_options(arguments))
-    model.fit(user_items, callback=lambda iteration, elapsed, loss: seconds.append(elapsed))
+    model.fit(user_items, callback=lambda iteration, metrics: seconds.append(metrics["seconds"]))
     began = time.perf_counter()
     model.recommend_all(user_items, k=10, num_threads=arguments.threads)
     return {
@@ -79,7 +79,8 @@ def run_distributed(user_items, arguments) -> dict:
         model = ALS(num_threads=arguments.worker_threads, **model_options(arguments))
         began = time.perf_counter()
 
-        def record(iteration, elapsed, loss):
+        def record(iteration, metrics):
+            elapsed = metrics["seconds"]
             if not first_iteration_began:
                 first_iteration_began.append(time.perf_counter() - elapsed)
             seconds.append(elapsed)

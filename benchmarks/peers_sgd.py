@@ -76,15 +76,15 @@ def rmse(model, test) -> float:
 
 def fit_recore(train, test, factors, arguments, *, threads, biases=False, schedule="adaptive", **overrides):
     options = dict(
-        factors=factors, epochs=arguments.epochs, learning_rate=arguments.learning_rate,
+        factors=factors, iterations=arguments.epochs, learning_rate=arguments.learning_rate,
         regularization=arguments.regularization, bias_regularization=arguments.regularization, biases=biases,
         schedule=schedule, init_scale=0.1, num_threads=threads, random_state=arguments.seed,
     )  # fmt: skip
     options.update(overrides)
     epoch_seconds, cpu_clock = [], []
 
-    def after_epoch(epoch, seconds, *rest):
-        epoch_seconds.append(seconds)
+    def after_epoch(epoch, metrics):
+        epoch_seconds.append(metrics["seconds"])
         cpu_clock.append(time.thread_time())
 
     model = recore.SGD(**options)
@@ -227,7 +227,7 @@ def run(arguments: argparse.Namespace) -> int:
             theirs = fit_surprise(small_train, small_test, arguments)
             ours = fit_recore(
                 small_train, small_test, arguments.surprise_factors, arguments, threads=1, biases=True,
-                schedule="constant", epochs=arguments.surprise_epochs, learning_rate=0.005, regularization=0.02,
+                schedule="constant", iterations=arguments.surprise_epochs, learning_rate=0.005, regularization=0.02,
                 bias_regularization=0.02,
             )  # fmt: skip
             wall = ours["updates_per_second"] / theirs["updates_per_second"]

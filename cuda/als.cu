@@ -8,6 +8,7 @@
 // forms A (f x f, global scratch per block) and b, factors A in place and solves, with the
 // CPU's ridge fallback for a singular A. YtY: cuBLAS when the build has it, else a tiled
 // kernel with a fixed reduction order.
+#include "recore/als_options.hpp"
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -376,13 +377,6 @@ RowCoefficients coefficients_of(const AlsOptions& o) {
   return rc;
 }
 
-void check_options(const AlsOptions& o) {
-  if (!(o.regularization >= 0) || !std::isfinite(o.regularization))
-    throw std::invalid_argument("regularization must be a finite number >= 0");
-  if (!(o.alpha >= 0) || !std::isfinite(o.alpha)) throw std::invalid_argument("alpha must be a finite number >= 0");
-  if (o.cg_steps < 1) throw std::invalid_argument("cg_steps must be >= 1");
-}
-
 int block_threads(int64_t f) { return f <= 64 ? 64 : (f <= 128 ? 128 : 256); }
 
 }  // namespace
@@ -431,7 +425,7 @@ void gram_matrix(MatrixView<const float> factors, MatrixView<float> gram, std::u
 template <typename I>
 void als_solve(const CsrView<float, I>& rows, MatrixView<const float> fixed, const float* fixed_gram,
                MatrixView<float> target, const AlsOptions& options, std::uintptr_t stream_handle) {
-  check_options(options);
+  check_als_options(options);
   const int64_t f = target.cols;
   if (fixed.cols != f) throw std::invalid_argument("fixed and target factors differ in width");
   if (fixed.rows != rows.cols || target.rows != rows.rows)
@@ -478,7 +472,7 @@ template <typename I>
 double als_loss(const CsrView<float, I>& user_items, MatrixView<const float> user_factors,
                 MatrixView<const float> item_factors, const float* item_gram, const AlsOptions& options,
                 std::uintptr_t stream_handle) {
-  check_options(options);
+  check_als_options(options);
   const int64_t f = user_factors.cols;
   if (item_factors.cols != f) throw std::invalid_argument("user and item factors differ in width");
   if (user_factors.rows != user_items.rows || item_factors.rows != user_items.cols)

@@ -257,11 +257,11 @@ def test_training_loss_never_increases_with_cholesky(matrix, factors, regulariza
         **objective,
     ).fit(matrix)
     initial = reference.objective(matrix, *reference.initial_factors(*matrix.shape, factors, seed), **objective)
-    losses = np.array([initial, *model.loss_history_])
+    losses = np.array([initial, *model.history_["loss"]])
     slack = 1e-9 * losses[:-1] + 1e-12
     assert np.all(losses[1:] <= losses[:-1] + slack), losses
     expected = reference.objective(matrix, model.user_factors_, model.item_factors_, **objective)
-    assert model.loss_history_[-1] == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    assert model.history_["loss"][-1] == pytest.approx(expected, rel=1e-9, abs=1e-12)
 
 
 @given(
@@ -407,7 +407,7 @@ def test_factors_bitwise_identical_for_one_and_two_threads(matrix, solver, kind,
     one, two = results
     assert one.user_factors_.tobytes() == two.user_factors_.tobytes()
     assert one.item_factors_.tobytes() == two.item_factors_.tobytes()
-    assert one.loss_history_ == two.loss_history_
+    assert one.history_["loss"] == two.history_["loss"]
 
 
 @pytest.mark.parametrize("solver", ["cg", "cholesky", "blocked cg"])
@@ -435,7 +435,7 @@ def test_factors_bitwise_identical_for_any_thread_count_on_a_larger_matrix(solve
     for model, gram in others:
         assert model.user_factors_.tobytes() == first.user_factors_.tobytes()
         assert model.item_factors_.tobytes() == first.item_factors_.tobytes()
-        assert model.loss_history_ == first.loss_history_
+        assert model.history_["loss"] == first.history_["loss"]
         assert gram.tobytes() == first_gram.tobytes()
 
 
@@ -676,25 +676,41 @@ def test_empty_shapes_fit(shape):
     )
     assert model.user_factors_.shape == (shape[0], 2) and model.item_factors_.shape == (shape[1], 2)
     assert not model.user_factors_.any() and not model.item_factors_.any()
-    assert model.loss_history_ == [0.0, 0.0]
+    assert model.history_["loss"] == [0.0, 0.0]
 
 
 @given(iterations=st.integers(0, 5), with_loss=st.booleans())
-def test_callback_receives_iteration_time_and_loss(iterations, with_loss):
+def test_callback_receives_iteration_and_metrics(iterations, with_loss):
     matrix = recore.datasets.synthetic(40, 30, 200, random_state=3)
     calls = []
     model = recore.ALS(factors=3, iterations=iterations, calculate_training_loss=with_loss, random_state=0)
     model.fit(matrix, callback=lambda *args: calls.append(args))
     assert [call[0] for call in calls] == list(range(iterations))
-    assert all(isinstance(call[1], float) and call[1] >= 0 for call in calls)
+    assert all(isinstance(call[1]["seconds"], float) and call[1]["seconds"] >= 0 for call in calls)
+    assert [call[1]["seconds"] for call in calls] == model.history_["seconds"]
+    assert model.iterations_completed_ == iterations
     if with_loss:
-        assert [call[2] for call in calls] == model.loss_history_
-        assert len(model.loss_history_) == iterations
+        assert [call[1]["loss"] for call in calls] == model.history_["loss"]
+        assert len(model.history_["loss"]) == iterations
         if iterations:
-            assert model.loss_history_[-1] == pytest.approx(model.loss(matrix), rel=1e-12)
+            assert model.history_["loss"][-1] == pytest.approx(model.loss(matrix), rel=1e-12)
     else:
-        assert [call[2] for call in calls] == [None] * iterations
-        assert model.loss_history_ == []
+        assert all(set(call[1]) == {"seconds"} for call in calls)
+        assert "loss" not in model.history_
+
+
+def test_earlier_callback_and_loss_history_still_work_with_a_future_warning():
+    matrix = recore.datasets.synthetic(40, 30, 200, random_state=3)
+    calls = []
+    model = recore.ALS(factors=3, iterations=2, calculate_training_loss=True, random_state=0)
+    with pytest.warns(FutureWarning, match="callback"):
+        model.fit(matrix, callback=lambda iteration, seconds, loss: calls.append((iteration, seconds, loss)))
+    assert [c[2] for c in calls] == model.history_["loss"]
+    assert [c[1] for c in calls] == model.history_["seconds"]
+    with pytest.warns(FutureWarning, match="loss_history_"):
+        assert model.loss_history_ == model.history_["loss"]
+    with pytest.raises(TypeError, match="callback"):
+        model.fit(matrix, callback=lambda: None)
 
 
 def test_progress_bar_runs(capsys):

@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import recore
-from recore import _device
+from recore.backends import _device
 
 GPU = recore.cuda.is_available()
 needs_gpu = pytest.mark.skipif(not GPU, reason=f"needs a usable CUDA GPU: {recore.cuda.unavailable_reason()}")
@@ -140,7 +140,7 @@ def test_cuda_asked_for_and_unavailable_is_a_clear_runtime_error():
     with pytest.raises(RuntimeError, match="device='cuda' needs the CUDA engine"):
         recore.ALS(factors=4, iterations=1, device="cuda").fit(host)
     with pytest.raises(RuntimeError, match="device='cuda' needs the CUDA engine"):
-        recore.SGD(factors=4, epochs=1, device="cuda").fit(host)
+        recore.SGD(factors=4, iterations=1, device="cuda").fit(host)
     with pytest.raises(RuntimeError, match="device='cuda' needs the CUDA engine"):
         recore.topk(FakeCudaArray((2, 3)), FakeCudaArray((5, 3)), 2)
     model = recore.ALS(factors=4, iterations=1, random_state=0).fit(host)
@@ -372,7 +372,7 @@ def test_gpu_als_matches_cpu_from_the_same_initialization(solver, feedback, fact
     for name in ("user_factors_", "item_factors_"):
         got, want = getattr(gpu, name).get(), getattr(cpu, name)
         assert np.linalg.norm(got - want) <= 1e-3 * np.linalg.norm(want), name
-    np.testing.assert_allclose(gpu.loss_history_, cpu.loss_history_, rtol=1e-3)
+    np.testing.assert_allclose(gpu.history_["loss"], cpu.history_["loss"], rtol=1e-3)
     gpu.to_device("cpu")
     np.testing.assert_array_equal(gpu.recommend(0, data)[0].shape, (10,))
 
@@ -397,13 +397,13 @@ def test_gpu_sgd_rmse_trajectory_is_close_to_cpu():
     ratings.sum_duplicates()
     ratings.data = np.clip(ratings.data, 1, 5)
     for factors in (8, 40):
-        params = dict(factors=factors, epochs=12, random_state=0)
+        params = dict(factors=factors, iterations=12, random_state=0)
         cpu = recore.SGD(**params).fit(ratings)
         gpu = recore.SGD(device="cuda", **params).fit(ratings)
-        assert gpu.epochs_completed_ == 12
+        assert gpu.iterations_completed_ == 12
         np.testing.assert_allclose(gpu.history_["train_rmse"], cpu.history_["train_rmse"], rtol=0.05)
-    cpu = recore.SGD(factors=16, loss="bpr", epochs=8, random_state=0).fit(ratings)
-    gpu = recore.SGD(factors=16, loss="bpr", epochs=8, random_state=0, device="cuda").fit(ratings)
+    cpu = recore.SGD(factors=16, loss="bpr", iterations=8, random_state=0).fit(ratings)
+    gpu = recore.SGD(factors=16, loss="bpr", iterations=8, random_state=0, device="cuda").fit(ratings)
     assert abs(gpu.history_["train_auc"][-1] - cpu.history_["train_auc"][-1]) < 0.05
 
 

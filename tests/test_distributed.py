@@ -142,7 +142,7 @@ def test_training_loss_matches_single_machine(client):
                        weighted_regularization=weighted, regularization=0.3)  # fmt: skip
         single = recore.ALS(**options).fit(matrix)
         spread = ALS(num_shards=3, **options).fit(matrix, client=client)
-        np.testing.assert_allclose(spread.loss_history_, single.loss_history_, rtol=1e-9)
+        np.testing.assert_allclose(spread.history_["loss"], single.history_["loss"], rtol=1e-9)
 
 
 def test_current_client_and_callback(client):
@@ -366,7 +366,7 @@ def test_worker_killed_mid_fit_recovers_with_the_same_factors(expendable_client,
     options = dict(factors=6, iterations=4, regularization=0.05, random_state=9)
     reference = recore.ALS(**options).fit(matrix)
 
-    def kill_after_first(iteration, elapsed, loss):
+    def kill_after_first(iteration, metrics):
         if iteration == 0:
             kill_one_worker(expendable_client)
 
@@ -380,7 +380,7 @@ def test_worker_killed_without_recoveries_fails_clearly(expendable_client):
     matrix = interactions(10)
     model = ALS(factors=3, iterations=3, random_state=0, max_recoveries=0)
 
-    def kill_after_first(iteration, elapsed, loss):
+    def kill_after_first(iteration, metrics):
         if iteration == 0:
             kill_one_worker(expendable_client)
 

@@ -82,17 +82,17 @@ def test_duplicates_are_summed_and_the_input_is_never_modified():
     np.testing.assert_array_equal(snapshot[0], raw.data)
 
 
-def test_callback_receives_iteration_time_and_loss():
+def test_callback_receives_iteration_and_metrics():
     calls = []
     model = recore.ALS(factors=3, iterations=4, calculate_training_loss=True, random_state=0)
     model.fit(interactions(), callback=lambda *args: calls.append(args))
     assert [c[0] for c in calls] == [0, 1, 2, 3]
-    assert all(c[1] >= 0 for c in calls)
-    assert [c[2] for c in calls] == model.loss_history_
-    assert model.loss_history_[-1] == pytest.approx(model.loss(interactions()))
+    assert all(c[1]["seconds"] >= 0 for c in calls)
+    assert [c[1]["loss"] for c in calls] == model.history_["loss"]
+    assert model.history_["loss"][-1] == pytest.approx(model.loss(interactions()))
     calls.clear()
     recore.ALS(factors=3, iterations=2).fit(interactions(), callback=lambda *args: calls.append(args))
-    assert [c[2] for c in calls] == [None, None]
+    assert [sorted(c[1]) for c in calls] == [["seconds"], ["seconds"]]
 
 
 def test_progress_bar_runs(capsys):

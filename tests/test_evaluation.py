@@ -104,7 +104,7 @@ def test_ranking_metrics_of_a_model_exclude_training_items():
 def test_rating_metrics():
     ratings = recore.datasets.synthetic_ratings(300, 100, 5000, random_state=1)
     train, test = evaluation.random_split(ratings, 0.1, random_state=2)
-    model = recore.SGD(factors=8, epochs=5, random_state=0).fit(train)
+    model = recore.SGD(factors=8, iterations=5, random_state=0).fit(train)
     metrics = evaluation.rating_metrics(model, test)
     coo = test.tocoo()
     errors = model.predict(coo.row, coo.col) - coo.data

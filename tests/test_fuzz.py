@@ -175,18 +175,19 @@ def test_predict(fitted, users, items):
     user_items=st.one_of(st.none(), interaction_matrices(), interaction_matrices((2, N_ITEMS))),
     k=ks,
     exclude_seen=st.sampled_from([True, False, None, 1]),
-    filter_items=st.one_of(st.none(), ids),
-    items=st.one_of(st.none(), ids),
+    deny=st.one_of(st.none(), ids),
+    allow=st.one_of(st.none(), ids),
+    layout=st.sampled_from([None, "full", "per_query", "rows", 3]),
     num_threads=threads,
     precision=st.sampled_from(["float32", "bfloat16", "half", None]),
 )
-def test_recommend(fitted, users, user_items, k, exclude_seen, filter_items, items, num_threads, precision):
+def test_recommend(fitted, users, user_items, k, exclude_seen, deny, allow, layout, num_threads, precision):
     assert_handled(
         lambda: fitted.recommend(
-            users, user_items, k, exclude_seen=exclude_seen, filter_items=filter_items, items=items,
+            users, user_items, k, exclude_seen=exclude_seen, deny=deny, allow=allow, user_items_layout=layout,
             num_threads=num_threads, precision=precision,
         ),
-        ["users", "user_items", "k", "exclude_seen", "filter_items", "items", "num_threads", "precision"],
+        ["users", "user_items", "k", "exclude_seen", "deny", "allow", "user_items_layout", "num_threads", "precision"],
     )  # fmt: skip
 
 
@@ -339,7 +340,7 @@ def test_sgd_constructor(factors, loss, epochs, learning_rate, regularization, s
     names = [
         "factors",
         "loss",
-        "epochs",
+        "iterations",
         "learning_rate",
         "regularization",
         "schedule",
@@ -349,7 +350,7 @@ def test_sgd_constructor(factors, loss, epochs, learning_rate, regularization, s
     ]
     assert_handled(
         lambda: recore.SGD(
-            factors=factors, loss=loss, epochs=epochs, learning_rate=learning_rate, regularization=regularization,
+            factors=factors, loss=loss, iterations=epochs, learning_rate=learning_rate, regularization=regularization,
             schedule=schedule, negatives=negatives, biases=biases, blocks=blocks,
         ),
         names,
@@ -364,7 +365,7 @@ def test_sgd_constructor(factors, loss, epochs, learning_rate, regularization, s
     factors=st.sampled_from([1, 17]),
 )
 def test_sgd_fit(matrix, validation, loss, schedule, factors):
-    model = recore.SGD(factors=factors, epochs=2, loss=loss, schedule=schedule, random_state=0)
+    model = recore.SGD(factors=factors, iterations=2, loss=loss, schedule=schedule, random_state=0)
     result = assert_handled(lambda: model.fit(matrix, validation=validation), ["user_items", "validation"])
     if result is not None:
         assert np.isfinite(model.user_factors_).all() and np.isfinite(model.item_factors_).all()
@@ -373,7 +374,7 @@ def test_sgd_fit(matrix, validation, loss, schedule, factors):
 @pytest.fixture(scope="module")
 def fitted_sgd():
     data = sp.random(N_USERS, N_ITEMS, density=0.5, format="csr", random_state=0, dtype=np.float32) * 5
-    return recore.SGD(factors=FACTORS, epochs=2, random_state=0).fit(data)
+    return recore.SGD(factors=FACTORS, iterations=2, random_state=0).fit(data)
 
 
 @given(users=ids, items=ids, k=ks)

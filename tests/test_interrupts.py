@@ -38,7 +38,7 @@ def test_interrupted_fit_keeps_the_last_completed_iteration(solver):
     began = time.perf_counter()
     try:
         with pytest.raises(KeyboardInterrupt):
-            model.fit(data, callback=lambda iteration, seconds, loss: completed.append(iteration))
+            model.fit(data, callback=lambda iteration, metrics: completed.append(iteration))
     finally:
         timer.cancel()
     assert time.perf_counter() - began < 0.4 + 1.5  # control came back soon after the signal
@@ -49,14 +49,15 @@ def test_interrupted_fit_keeps_the_last_completed_iteration(solver):
 
 
 def test_interrupted_recommend_all_returns_promptly(monkeypatch):
-    from recore import _recommend
+    import importlib
 
+    search_module = importlib.import_module("recore.topk")  # recore.topk is also the function
     rng = np.random.default_rng(0)
     model = recore.ALS(factors=32)
     model.user_factors_ = rng.standard_normal((300_000, 32), dtype=np.float32)
     model.item_factors_ = rng.standard_normal((10_000, 32), dtype=np.float32)
-    model.loss_history_ = []
-    monkeypatch.setattr(_recommend, "_SEARCH_CHUNK_MULTIPLY_ADDS", 1 << 30)  # ~30 chunks
+    model.history_ = {}
+    monkeypatch.setattr(search_module, "SEARCH_CHUNK_MULTIPLY_ADDS", 1 << 30)  # ~30 chunks
     timer = interrupt_after(0.1)
     began = time.perf_counter()
     try:
@@ -72,7 +73,7 @@ def test_interrupted_recommend_all_returns_promptly(monkeypatch):
 def test_interrupted_sgd_fit_keeps_the_last_completed_epoch():
     data = recore.datasets.synthetic_ratings(20_000, 4_000, 1_000_000, random_state=0)
     completed = []
-    model = recore.SGD(factors=32, epochs=2000, num_threads=1, random_state=1)
+    model = recore.SGD(factors=32, iterations=2000, num_threads=1, random_state=1)
     timers = []
 
     def after_epoch(epoch, *rest):
@@ -87,7 +88,7 @@ def test_interrupted_sgd_fit_keeps_the_last_completed_epoch():
         for timer, _ in timers:
             timer.cancel()
     assert time.perf_counter() - timers[0][1] < 0.3 + 1.5
-    assert model.epochs_completed_ in (len(completed), len(completed) + 1)  # Ctrl-C may beat the callback
-    again = recore.SGD(factors=32, epochs=model.epochs_completed_, num_threads=1, random_state=1).fit(data)
+    assert model.iterations_completed_ in (len(completed), len(completed) + 1)  # Ctrl-C may beat the callback
+    again = recore.SGD(factors=32, iterations=model.iterations_completed_, num_threads=1, random_state=1).fit(data)
     np.testing.assert_array_equal(model.user_factors_, again.user_factors_)
     np.testing.assert_array_equal(model.item_biases_, again.item_biases_)

@@ -32,7 +32,7 @@ def test_round_trip_is_exact(model, data, tmp_path):
         original, restored = getattr(model, name), getattr(loaded, name)
         assert restored.dtype == original.dtype and restored.flags.c_contiguous
         np.testing.assert_array_equal(restored, original)
-    assert loaded.loss_history_ == model.loss_history_
+    assert loaded.history_["loss"] == model.history_["loss"]
     np.testing.assert_array_equal(loaded.recommend_all(data, k=5)[0], model.recommend_all(data, k=5)[0])
 
 

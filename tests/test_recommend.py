@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 import recore
@@ -49,14 +51,14 @@ def test_recommend_without_exclusion_filters_and_allowed_items(model, data):
     ids, _ = model.recommend(3, data, k=120, exclude_seen=False)
     assert sorted(ids) == list(range(120))
     allowed = np.arange(0, 120, 7)
-    ids, _ = model.recommend(3, data, k=200, items=allowed)
+    ids, _ = model.recommend(3, data, k=200, allow=allowed)
     valid = ids[ids >= 0]
     assert set(valid) <= set(allowed) and not set(valid) & set(data[3].indices)
 
 
 def test_filter_items_are_never_recommended(model, data):
     best, _ = model.recommend(3, k=10)
-    ids, _ = model.recommend(3, k=10, filter_items=best[:3])
+    ids, _ = model.recommend(3, k=10, deny=best[:3])
     assert not set(ids) & set(best[:3])
     np.testing.assert_array_equal(ids[:7], best[3:])
 
@@ -130,8 +132,8 @@ def test_a_refit_model_serves_its_new_factors(data):
         (lambda m, d: m.recommend([0, 1], d[:5]), ValueError, "rows"),
         (lambda m, d: m.recommend([0, 1], d[:, :5]), ValueError, "columns"),
         (lambda m, d: m.recommend([0], d.toarray()), TypeError, "user_items must be a scipy.sparse"),
-        (lambda m, d: m.recommend(0, d, filter_items=[120]), IndexError, "filter_items"),
-        (lambda m, d: m.recommend(0, d, items=[-3]), IndexError, "items"),
+        (lambda m, d: m.recommend(0, d, deny=[120]), IndexError, "deny"),
+        (lambda m, d: m.recommend(0, d, allow=[-3]), IndexError, "allow"),
         (lambda m, d: m.recommend(0.5, d), TypeError, "users"),
         (lambda m, d: m.similar_items(120), IndexError, "items"),
         (lambda m, d: m.similar_users([0], k=-1), ValueError, "k must be >= 1"),
@@ -159,15 +161,60 @@ def test_nan_in_model_factors_is_reported(data):
 
 
 def test_large_batches_are_searched_in_chunks_with_the_same_results(model, data, monkeypatch):
-    """recommend_all searches a chunk of users per call (so Ctrl-C is answered between
-    chunks); chunks of 5 users give exactly the one-call results."""
-    from recore import _recommend
+    """Large batches are searched a chunk of queries per engine call (so Ctrl-C is answered
+    between chunks): recommend_all, similar_items, ItemIndex.search and recore.topk with
+    chunks of a few queries give exactly the one-call results."""
+    search_module = importlib.import_module("recore.topk")  # recore.topk is also the function
 
-    whole = model.recommend_all(data, k=7, filter_items=[1, 2], items=np.arange(0, 120, 2))
-    monkeypatch.setattr(_recommend, "_SEARCH_CHUNK_MULTIPLY_ADDS", 5 * 120 * 8)
-    chunked = model.recommend_all(data, k=7, filter_items=[1, 2], items=np.arange(0, 120, 2))
-    np.testing.assert_array_equal(chunked[0], whole[0])
-    np.testing.assert_array_equal(chunked[1], whole[1])
+    items = np.ascontiguousarray(model.item_factors_, dtype=np.float32)
+    queries = np.ascontiguousarray(model.user_factors_[:40], dtype=np.float32)
+    seen = data[:40]
+
+    def searches():
+        return [
+            model.recommend_all(data, k=7, deny=[1, 2], allow=np.arange(0, 120, 2)),
+            model.recommend_all(data, k=7),
+            model.similar_items(np.arange(50), k=6, exclude_self=True),
+            recore.ItemIndex(items).search(queries, 5, exclude=seen, deny=[3]),
+            recore.topk(queries, items, 9, metric="cosine", exclude=seen),
+        ]
+
+    whole = searches()
+    monkeypatch.setattr(search_module, "SEARCH_CHUNK_MULTIPLY_ADDS", 5 * 120 * 8)
+    chunked = searches()
+    for (chunked_ids, chunked_scores), (ids, scores) in zip(chunked, whole):
+        np.testing.assert_array_equal(chunked_ids, ids)
+        np.testing.assert_array_equal(chunked_scores, scores)
+
+
+def test_user_items_layout_is_said_or_unambiguous(model, data):
+    """user_items is the whole matrix or one row per queried user; when its row count fits
+    both readings and they differ, recommend asks instead of guessing."""
+    n_users = data.shape[0]
+    shuffled = np.random.default_rng(0).permutation(n_users)
+    by_id = model.recommend(shuffled, data, k=5, user_items_layout="full")
+    per_query = model.recommend(shuffled, data[shuffled], k=5, user_items_layout="per_query")
+    np.testing.assert_array_equal(by_id[0], per_query[0])
+    with pytest.raises(ValueError, match="user_items_layout"):
+        model.recommend(shuffled, data, k=5)
+    with pytest.raises(ValueError, match="user_items_layout='per_query'"):
+        model.recommend([0, 1], data, k=5, user_items_layout="per_query")
+    with pytest.raises(ValueError, match="user_items_layout"):
+        model.recommend(0, data, k=5, user_items_layout="rows")
+    # Unambiguous without saying: every user in id order, a few users, one row per user.
+    np.testing.assert_array_equal(model.recommend(np.arange(n_users), data, k=5)[0], model.recommend_all(data, k=5)[0])
+    np.testing.assert_array_equal(model.recommend([4, 2], data[[4, 2]], k=5)[0], model.recommend([4, 2], data, k=5)[0])
+
+
+def test_earlier_allow_and_deny_names_still_work_with_a_future_warning(model, data):
+    expected = model.recommend(1, data, k=5, allow=np.arange(40), deny=[0, 1])
+    with pytest.warns(FutureWarning) as caught:
+        got = model.recommend(1, data, k=5, items=np.arange(40), filter_items=[0, 1])
+    messages = sorted(str(warning.message).split("=")[0] for warning in caught)
+    assert messages == ["filter_items", "items"]
+    np.testing.assert_array_equal(got[0], expected[0])
+    with pytest.raises(TypeError, match="deny"), pytest.warns(FutureWarning):
+        model.recommend(1, data, k=5, deny=[0], filter_items=[1])
 
 
 def test_concurrent_recommend_from_eight_threads_matches_serial_calls(data):

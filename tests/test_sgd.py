@@ -48,9 +48,9 @@ def test_two_epochs_match_the_reference_in_the_same_order(target, seed, biases, 
         factors=factors, biases=biases, schedule=schedule, learning_rate=0.05, regularization=0.07,
         bias_regularization=0.03, init_scale=0.3, num_threads=1, blocks=1, random_state=seed,
     )  # fmt: skip
-    start = recore.SGD(epochs=0, **options).fit(ratings)
+    start = recore.SGD(iterations=0, **options).fit(ratings)
     with using_cpu_target(target):
-        model = recore.SGD(epochs=2, **options).fit(ratings)
+        model = recore.SGD(iterations=2, **options).fit(ratings)
     p, q = start.user_factors_.astype(np.float64), start.item_factors_.astype(np.float64)
     bu, bi = np.zeros(12), np.zeros(9)
     adaptive = schedule == "adaptive"
@@ -73,7 +73,7 @@ def test_two_epochs_match_the_reference_in_the_same_order(target, seed, biases, 
 
 @given(lengths=st.lists(st.integers(0, 40), min_size=1, max_size=12), runs=st.integers(1, 6))
 def test_grid_visits_each_block_as_round_robin_runs(lengths, runs):
-    from recore.sgd import _interleaved_runs
+    from recore._sgd_plan import interleaved_runs as _interleaved_runs
 
     starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     expected = np.concatenate(
@@ -90,7 +90,7 @@ def test_grid_visits_each_block_as_round_robin_runs(lengths, runs):
     users_in_order=st.booleans(),
 )
 def test_grid_sorts_ratings_by_block_then_user_then_item(seed, shape, density, blocks, users_in_order):
-    from recore.sgd import _ratings_by_block
+    from recore._sgd_plan import ratings_by_block as _ratings_by_block
 
     rng = np.random.default_rng(seed)
     matrix = sp.random(*shape, density=density, format="csr", random_state=rng, dtype=np.float32)
@@ -147,7 +147,7 @@ def test_planted_ratings_rmse_falls_every_epoch_to_the_noise(threads):
     train = sp.csr_matrix((coo.data[~mask], (coo.row[~mask], coo.col[~mask])), shape=ratings.shape)
     test = sp.csr_matrix((coo.data[mask], (coo.row[mask], coo.col[mask])), shape=ratings.shape)
     model = recore.SGD(
-        factors=8, epochs=60, learning_rate=0.05, regularization=0.01, init_scale=0.1, num_threads=threads,
+        factors=8, iterations=60, learning_rate=0.05, regularization=0.01, init_scale=0.1, num_threads=threads,
         random_state=0,
     ).fit(train, validation=test)  # fmt: skip
     train_rmse = model.history_["train_rmse"]
@@ -167,13 +167,13 @@ def test_planted_ratings_rmse_falls_every_epoch_to_the_noise(threads):
 
 def test_one_thread_is_bitwise_reproducible_and_early_stopping_keeps_the_best():
     ratings, _ = planted_ratings(3)
-    first = recore.SGD(factors=5, epochs=5, num_threads=1, random_state=7).fit(ratings)
-    again = recore.SGD(factors=5, epochs=5, num_threads=1, random_state=7).fit(ratings)
+    first = recore.SGD(factors=5, iterations=5, num_threads=1, random_state=7).fit(ratings)
+    again = recore.SGD(factors=5, iterations=5, num_threads=1, random_state=7).fit(ratings)
     np.testing.assert_array_equal(first.user_factors_, again.user_factors_)
     np.testing.assert_array_equal(first.item_biases_, again.item_biases_)
     test, _ = planted_ratings(4)
     stopped = recore.SGD(
-        factors=5, epochs=200, num_threads=1, random_state=7, learning_rate=0.3, regularization=0.0, early_stopping=2
+        factors=5, iterations=200, num_threads=1, random_state=7, learning_rate=0.3, regularization=0.0, early_stopping=2
     ).fit(ratings, validation=test)
     history = stopped.history_["validation_rmse"]
     assert len(history) < 200
@@ -205,7 +205,7 @@ def test_bpr_ranks_held_out_items_well(negatives):
     train = sp.csr_matrix((np.ones((~hold).sum(), np.float32), (rows[~hold], cols[~hold])), shape=(users, items))
     test = sp.csr_matrix((np.ones(hold.sum(), np.float32), (rows[hold], cols[hold])), shape=(users, items))
     model = recore.SGD(
-        loss="bpr", factors=16, epochs=40, learning_rate=0.05, regularization=0.005, negatives=negatives,
+        loss="bpr", factors=16, iterations=40, learning_rate=0.05, regularization=0.005, negatives=negatives,
         init_scale=0.1, num_threads=1, random_state=0,
     ).fit(train)  # fmt: skip
     assert model.history_["train_auc"][-1] > 0.9
@@ -214,7 +214,7 @@ def test_bpr_ranks_held_out_items_well(negatives):
 
 def test_serving_scores_are_predictions_and_files_round_trip(tmp_path):
     ratings, _ = planted_ratings(5)
-    model = recore.SGD(factors=6, epochs=3, random_state=0).fit(ratings)
+    model = recore.SGD(factors=6, iterations=3, random_state=0).fit(ratings)
     ids, scores = model.recommend(4, k=5, exclude_seen=False)
     np.testing.assert_allclose(scores, model.predict(4, ids), rtol=1e-5, atol=1e-5)
     folded = model.fold_in(ratings[[4]])
@@ -230,7 +230,7 @@ def test_serving_scores_are_predictions_and_files_round_trip(tmp_path):
     [
         (dict(learning_rate=0.0), ValueError, "learning_rate"),
         (dict(learning_rate=-1.0), ValueError, "learning_rate"),
-        (dict(epochs=-1), ValueError, "epochs"),
+        (dict(iterations=-1), ValueError, "iterations"),
         (dict(loss="hinge"), ValueError, "loss"),
         (dict(schedule="cosine"), ValueError, "schedule"),
         (dict(negatives="hard"), ValueError, "negatives"),
@@ -246,7 +246,7 @@ def test_bad_hyperparameters(params, error, match):
 
 def test_bad_data():
     ratings, _ = planted_ratings(6)
-    model = recore.SGD(factors=2, epochs=1)
+    model = recore.SGD(factors=2, iterations=1)
     with pytest.raises(ValueError, match="validation"):
         model.fit(ratings, validation=sp.csr_matrix((ratings.shape[0] + 1, ratings.shape[1])))
     with pytest.raises(TypeError, match="validation"):

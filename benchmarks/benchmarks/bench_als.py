@@ -162,4 +162,4 @@ class ALSTrainingLoss:
             calculate_training_loss=True,
         )
         model.fit(self.user_items)
-        return model.loss_history_[-1]
+        return model.history_["loss"][-1]

@@ -42,14 +42,14 @@ class SquaredLoss:
         self.ratings = _ratings()
 
     def time_fit_three_epochs(self, factors, schedule):
-        recore.SGD(factors=factors, epochs=3, schedule=schedule, num_threads=NUM_THREADS, random_state=SEED).fit(
+        recore.SGD(factors=factors, iterations=3, schedule=schedule, num_threads=NUM_THREADS, random_state=SEED).fit(
             self.ratings
         )
 
     def track_updates_per_second(self, factors, schedule):
         seconds = []
-        model = recore.SGD(factors=factors, epochs=3, schedule=schedule, num_threads=NUM_THREADS, random_state=SEED)
-        model.fit(self.ratings, callback=lambda epoch, elapsed, *rest: seconds.append(elapsed))
+        model = recore.SGD(factors=factors, iterations=3, schedule=schedule, num_threads=NUM_THREADS, random_state=SEED)
+        model.fit(self.ratings, callback=lambda epoch, metrics: seconds.append(metrics["seconds"]))
         return 3 * self.ratings.nnz / sum(seconds)
 
     track_updates_per_second.unit = "updates/s"
@@ -63,6 +63,6 @@ class Bpr:
         self.interactions = _interactions()
 
     def time_fit_three_epochs(self, factors):
-        recore.SGD(loss="bpr", factors=factors, epochs=3, num_threads=NUM_THREADS, random_state=SEED).fit(
+        recore.SGD(loss="bpr", factors=factors, iterations=3, num_threads=NUM_THREADS, random_state=SEED).fit(
             self.interactions
         )

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "als_options.hpp"
+#include "recore/als_options.hpp"
 #include "buffers.hpp"
 
 namespace recore::bindings {
@@ -145,11 +145,21 @@ struct Loss {
 
 void init_als(py::module_& m) {
   m.def(
+      "check_als_options",
+      [](const std::string& feedback, const std::string& confidence, const std::string& solver, double regularization,
+         double alpha, int cg_steps, bool weighted_regularization, int num_threads) {
+        als_options_from_names(feedback, confidence, solver, regularization, alpha, cg_steps, weighted_regularization,
+                               num_threads);
+      },
+      py::kw_only(), py::arg("feedback"), py::arg("confidence"), py::arg("solver"), py::arg("regularization"),
+      py::arg("alpha"), py::arg("cg_steps"), py::arg("weighted_regularization"), py::arg("num_threads"),
+      "ValueError naming the first invalid ALS option: the check every ALS entry point makes, on either engine.");
+  m.def(
       "als_solve",
       [](py::handle user_items, py::handle fixed_factors, py::handle fixed_gram, py::handle target_factors,
          double regularization, double alpha, const std::string& feedback, const std::string& confidence,
          const std::string& solver, int cg_steps, bool weighted_regularization, int num_threads) {
-        auto options = parse_als_options(feedback, confidence, solver, regularization, alpha, cg_steps,
+        auto options = als_options_from_names(feedback, confidence, solver, regularization, alpha, cg_steps,
                                      weighted_regularization, num_threads);
         auto parts = csr_parts(user_items, "user_items");
         by_dtype<Solve>(parts, fixed_factors, fixed_gram, target_factors, options);
@@ -223,7 +233,7 @@ void init_als(py::module_& m) {
       [](py::handle user_items, py::handle user_factors, py::handle item_factors, double regularization,
          double alpha, const std::string& feedback, const std::string& confidence, bool weighted_regularization,
          int num_threads) {
-        auto options = parse_als_options(feedback, confidence, "cg", regularization, alpha, 1, weighted_regularization,
+        auto options = als_options_from_names(feedback, confidence, "cg", regularization, alpha, 1, weighted_regularization,
                                      num_threads);
         auto parts = csr_parts(user_items, "user_items");
         return by_dtype<Loss>(parts, user_factors, item_factors, options);

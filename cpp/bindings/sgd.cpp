@@ -59,7 +59,7 @@ SgdModel model_of(py::handle user_factors, py::handle item_factors, int64_t fact
   auto users = matrix<float>(user_factors, "user_factors", true);
   auto items = matrix<float>(item_factors, "item_factors", true);
   if (users.cols != items.cols) throw py::value_error("user_factors and item_factors must have the same width");
-  if (users.cols % 16 != 0 || factors < 1 || factors > users.cols)
+  if (users.cols % kSgdRowFloats != 0 || factors < 1 || factors > users.cols)
     throw py::value_error("factor matrices must be padded to a multiple of 16 columns, at least factors wide");
   if (users.data == items.data && users.rows > 0 && items.rows > 0)
     throw py::value_error("user_factors and item_factors must not share memory");
@@ -74,7 +74,7 @@ SgdModel model_of(py::handle user_factors, py::handle item_factors, int64_t fact
   m.user_biases = optional_vector<float>(user_biases, "user_biases", users.rows);
   m.item_biases = optional_vector<float>(item_biases, "item_biases", items.rows);
   m.global_mean = static_cast<float>(global_mean);
-  if (slow_factors < 0 || slow_factors % 16 != 0 || (slow_factors > 0 && slow_factors >= factors))
+  if (slow_factors < 0 || slow_factors % kSgdRowFloats != 0 || (slow_factors > 0 && slow_factors >= factors))
     throw py::value_error("slow_factors must be 0 or a multiple of 16 below factors");
   if (slow_factors > 0 && user_rate_sums.is_none())
     throw py::value_error("slow_factors needs the adaptive schedule's rate sums");
@@ -101,6 +101,7 @@ SgdRates rates_of(double learning_rate, double regularization, double bias_regul
 }  // namespace
 
 void init_sgd(py::module_& m) {
+  m.attr("SGD_ROW_FLOATS") = kSgdRowFloats;
   m.def(
       "sgd_squared_epoch",
       [](py::handle users, py::handle items, py::handle values, py::handle block_starts, py::handle block_order,

@@ -183,6 +183,36 @@ void init_topk(py::module_& m) {
         return all_finite(view);
       },
       py::arg("array"), "Whether a float32 C-contiguous 2-D array holds no NaN or infinity.");
+  m.def(
+      "item_panels",
+      [](py::handle obj) {
+        auto items = matrix<const float>(obj, "items", false);
+        const int64_t count = (items.rows + kPanelItems - 1) / kPanelItems;
+        py::array_t<float> panels(static_cast<py::ssize_t>(count * items.cols * kPanelItems));
+        float* out = panels.mutable_data();
+        py::gil_scoped_release release;
+        make_item_panels(items, out);
+        return panels;
+      },
+      py::arg("items"), "The items (float32, C-contiguous) in the panel layout single-query searches read.");
+  m.def(
+      "bfloat16_panels",
+      [](py::handle obj) {
+        py::array a = require_array(obj, "panels");
+        require_dtype<float>(a, "panels");
+        require_layout(a, "panels", 1, false);
+        const int64_t count = a.shape(0);
+        if (count % kPanelItems != 0) throw py::value_error("panels must hold whole panels (item_panels' output)");
+        py::array_t<uint16_t> rounded(static_cast<py::ssize_t>(count));
+        const float* in = static_cast<const float*>(a.data());
+        auto* out = reinterpret_cast<uint32_t*>(rounded.mutable_data());
+        py::gil_scoped_release release;
+        make_bfloat16_panels(in, count, out);
+        return rounded;
+      },
+      py::arg("panels"), "item_panels' output rounded to bfloat16 in the layout the bfloat16 single-query path reads.");
+  m.attr("SINGLE_QUERY_PATH_MAX") = kSingleQueryPathMax;
+  m.attr("PANEL_ITEMS") = kPanelItems;
 }
 
 }  // namespace recore::bindings

@@ -1,6 +1,7 @@
 // ALS dispatchers: check arguments, size and allocate the workspaces, then run the
 // kernel copy compiled for the active instruction set.
 #include "recore/als.hpp"
+#include "recore/als_options.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -30,15 +31,6 @@ using detail::padded;
 using detail::resolve_threads;
 using detail::run_kernel;
 
-
-void check_options(const AlsOptions& o) {
-  if (!(o.regularization >= 0) || !std::isfinite(o.regularization))
-    throw std::invalid_argument("regularization must be a finite number >= 0");
-  if (!std::isfinite(o.alpha) || (o.feedback == Feedback::implicit && o.alpha < 0))
-    throw std::invalid_argument("alpha must be a finite number >= 0");
-  if (o.solver == Solver::conjugate_gradient && o.cg_steps < 1)
-    throw std::invalid_argument("cg_steps must be >= 1");
-}
 
 std::atomic<int64_t> gather_limit_override{0};
 std::atomic<int64_t> block_rows_override{0};
@@ -153,7 +145,7 @@ void gram_fold(const T* partials, int64_t chunks, MatrixView<T> gram) {
 template <typename T, typename I>
 void als_solve(const CsrView<T, I>& user_items, MatrixView<const T> fixed, MatrixView<const T> fixed_gram,
                MatrixView<T> target, const AlsOptions& options) {
-  check_options(options);
+  check_als_options(options);
   check_matrix(fixed, "fixed factors");
   check_matrix(MatrixView<const T>{target.data, target.rows, target.cols, target.stride}, "target factors");
   const int64_t f = fixed.cols;
@@ -221,7 +213,7 @@ void als_solve(const CsrView<T, I>& user_items, MatrixView<const T> fixed, Matri
 template <typename T, typename I>
 double als_loss(const CsrView<T, I>& user_items, MatrixView<const T> user_factors,
                 MatrixView<const T> item_factors, MatrixView<const T> item_gram, const AlsOptions& options) {
-  check_options(options);
+  check_als_options(options);
   const int64_t f = user_factors.cols;
   if (item_factors.cols != f) throw std::invalid_argument("user and item factors differ in width");
   if (user_factors.rows != user_items.rows || item_factors.rows != user_items.cols)

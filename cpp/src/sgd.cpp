@@ -16,13 +16,13 @@ using detail::AlignedBuffer;
 using detail::resolve_threads;
 
 void check_model(const SgdModel& m) {
-  if (m.users < 0 || m.items < 0 || m.factors < 1 || m.stride < m.factors || m.stride % 16 != 0)
+  if (m.users < 0 || m.items < 0 || m.factors < 1 || m.stride < m.factors || m.stride % kSgdRowFloats != 0)
     throw std::invalid_argument("SGD factors must be padded to a multiple of 16 values");
   if ((m.users > 0 && !m.user_factors) || (m.items > 0 && !m.item_factors))
     throw std::invalid_argument("SGD factor matrices are missing");
   if ((m.user_rate_sums == nullptr) != (m.item_rate_sums == nullptr))
     throw std::invalid_argument("the adaptive schedule needs both user and item rate sums");
-  if (m.slow_factors < 0 || m.slow_factors % 16 != 0 || (m.slow_factors > 0 && m.slow_factors >= m.factors))
+  if (m.slow_factors < 0 || m.slow_factors % kSgdRowFloats != 0 || (m.slow_factors > 0 && m.slow_factors >= m.factors))
     throw std::invalid_argument("slow_factors must be 0 or a multiple of 16 below factors");
 }
 

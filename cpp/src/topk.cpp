@@ -3,6 +3,7 @@
 #include "recore/topk.hpp"
 
 #include <algorithm>
+#include <cstring>
 #include <stdexcept>
 
 #include "dispatch.hpp"
@@ -91,5 +92,38 @@ RECORE_INSTANTIATE(int32_t, int64_t)
 RECORE_INSTANTIATE(int64_t, int32_t)
 RECORE_INSTANTIATE(int64_t, int64_t)
 #undef RECORE_INSTANTIATE
+
+void make_item_panels(MatrixView<const float> items, float* panels) {
+  const int64_t n = items.rows, f = items.cols;
+  const int64_t count = (n + kPanelItems - 1) / kPanelItems;
+  for (int64_t p = 0; p < count; ++p) {
+    float* panel = panels + p * f * kPanelItems;
+    for (int64_t j = 0; j < f; ++j) {
+      for (int64_t l = 0; l < kPanelItems; ++l) {
+        const int64_t row = p * kPanelItems + l;
+        panel[j * kPanelItems + l] = row < n ? items.row(row)[j] : 0.0f;
+      }
+    }
+  }
+}
+
+namespace {
+// The top 16 bits of a float32, rounded to nearest, ties to even (no NaN reaches here: the
+// items were checked finite).
+uint32_t bfloat16_bits(float value) {
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof(bits));
+  return static_cast<uint32_t>((static_cast<uint64_t>(bits) + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+}
+}  // namespace
+
+void make_bfloat16_panels(const float* panels, int64_t count, uint32_t* words) {
+  // kPanelItems is a multiple of 16, so every group of 16 lies within one panel row.
+  for (int64_t group = 0; group < count / 16; ++group) {
+    const float* values = panels + group * 16;
+    for (int64_t l = 0; l < 8; ++l)
+      words[group * 8 + l] = bfloat16_bits(values[l]) | (bfloat16_bits(values[l + 8]) << 16);
+  }
+}
 
 }  // namespace recore

@@ -5,7 +5,7 @@
 #include <string>
 
 #include "buffers.hpp"
-#include "../../cpp/bindings/als_options.hpp"  // the CPU bindings' checks, shared
+#include "recore/als_options.hpp"  // the engines' one check, shared
 
 namespace recore::cuda::bindings {
 namespace {
@@ -53,7 +53,7 @@ void init_als(py::module_& m) {
          std::uintptr_t target, int64_t f, const std::string& feedback, const std::string& confidence,
          const std::string& solver, double regularization, double alpha, int cg_steps, bool weighted) {
         DeviceScope scope(device);
-        const AlsOptions options = recore::bindings::parse_als_options(feedback, confidence, solver, regularization,
+        const AlsOptions options = recore::als_options_from_names(feedback, confidence, solver, regularization,
                                                                        alpha, cg_steps, weighted, 0);
         auto fixed_view = const_view(matrix(fixed, cols, f, device, "fixed_factors"));
         auto target_view = matrix(target, rows, f, device, "target_factors");
@@ -80,7 +80,7 @@ void init_als(py::module_& m) {
          double regularization, double alpha, bool weighted) {
         DeviceScope scope(device);
         const AlsOptions options =
-            recore::bindings::parse_als_options(feedback, confidence, "cg", regularization, alpha, 1, weighted, 0);
+            recore::als_options_from_names(feedback, confidence, "cg", regularization, alpha, 1, weighted, 0);
         auto user_view = const_view(matrix(users, rows, f, device, "user_factors"));
         auto item_view = const_view(matrix(items, cols, f, device, "item_factors"));
         const float* gram_pointer = optional_pointer<const float>(gram, f * f, device, "item_gram");

@@ -7,7 +7,7 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from recore import cuda, datasets, evaluation, kernels
-from recore._core import available_cpu_targets, cpu_target, set_cpu_target
+from recore.backends.cpu import available_cpu_targets, cpu_target, set_cpu_target
 from recore._persistence import ModelFileError
 from recore._persistence import load_model as load
 from recore.als import ALS

@@ -20,17 +20,47 @@ class Estimator(abc.ABC):
         super().__init_subclass__(**kwargs)
         _persistence.MODEL_CLASSES[cls.__name__] = cls
 
+    # Old names of hyperparameters, still accepted by __init__ with a FutureWarning but not
+    # hyperparameters of their own (get_params leaves them out).
+    _deprecated_parameters: tuple[str, ...] = ()
+
     @classmethod
     def _param_names(cls) -> list[str]:
         parameters = inspect.signature(cls.__init__).parameters.values()
-        return [p.name for p in parameters if p.name != "self"]
+        return [p.name for p in parameters if p.name != "self" and p.name not in cls._deprecated_parameters]
 
     def get_params(self, deep: bool = True) -> dict:
-        """The hyperparameters, by name."""
+        """The hyperparameters, by name (scikit-learn's convention).
+
+        Parameters
+        ----------
+        deep : bool, default True
+            Accepted for scikit-learn compatibility; recore models hold no sub-estimators.
+
+        Returns
+        -------
+        dict
+            Every ``__init__`` argument by name.
+        """
         return {name: getattr(self, name) for name in self._param_names()}
 
     def set_params(self, **params) -> Estimator:
-        """Sets hyperparameters by name and checks them; returns self."""
+        """Sets hyperparameters by name and checks them.
+
+        Parameters
+        ----------
+        **params
+            Hyperparameters by name. When one is invalid, none is changed.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        ValueError, TypeError
+            An unknown name, or an invalid value (the model keeps its previous values).
+        """
         valid = set(self._param_names())
         for name in params:
             if name not in valid:
@@ -62,15 +92,25 @@ class Estimator(abc.ABC):
     @property
     def fitted_device_(self) -> str:
         """Where the fitted factors live: ``"cpu"`` (numpy) or ``"cuda"`` (cupy)."""
-        from recore import _device
+        from recore.backends import _device
 
         values = [getattr(self, name, None) for name in self._fitted_attributes]
         return "cuda" if any(_device.is_gpu_array(value) for value in values) else "cpu"
 
     def to_device(self, device: str):
-        """Moves the fitted arrays to ``"cpu"`` (numpy) or ``"cuda"`` (cupy, the current GPU);
-        returns self. Moving to where they are does nothing."""
-        from recore import _device, _gpu
+        """Moves the fitted arrays to ``"cpu"`` (numpy) or ``"cuda"`` (cupy, the current GPU).
+
+        Parameters
+        ----------
+        device : {"cpu", "cuda"}
+            Moving to where they are does nothing.
+
+        Returns
+        -------
+        self
+        """
+        from recore import backends
+        from recore.backends import _device
 
         check = ("cpu", "cuda")
         if not isinstance(device, str) or device not in check:
@@ -80,27 +120,38 @@ class Estimator(abc.ABC):
             from recore import cuda
 
             cuda.require("device")
-        move = _gpu.to_gpu if device == "cuda" else _gpu.to_host
         for name in self._fitted_attributes:
             value = getattr(self, name)
             if isinstance(value, np.ndarray) or _device.is_gpu_array(value):
-                setattr(self, name, move(value))
+                moved = backends.get("cuda").from_host(value) if device == "cuda" else backends.holding(value).to_host(value)
+                setattr(self, name, moved)
         self.__dict__.pop("_serving_cache", None)
         return self
 
     # -- model files ------------------------------------------------------------------------
 
     def save(self, path) -> None:
-        """Writes the fitted model to ``path`` (an ``.npz`` archive with no pickled objects, a
-        format version and a checksum; see :func:`recore.load`). The file appears whole or
-        not at all: a temporary file is renamed over ``path``."""
+        """Writes the fitted model to ``path``.
+
+        The file is an ``.npz`` archive with no pickled objects, a format version and a
+        checksum (see :func:`recore.load`). It appears whole or not at all: a temporary file
+        is renamed over ``path``.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Where to write the model.
+        """
         _persistence.save_model(self, path)
 
     def _fitted_state(self) -> dict:
-        from recore import _gpu
+        from recore import backends
 
         self._check_fitted(on_host=False)
-        return {name: np.asarray(_gpu.to_host(getattr(self, name))) for name in self._fitted_attributes}
+        return {
+            name: np.asarray(backends.holding(value).to_host(value))
+            for name, value in ((name, getattr(self, name)) for name in self._fitted_attributes)
+        }
 
     def _restore_fitted_state(self, state: dict) -> None:
         missing = [name for name in self._fitted_attributes if name not in state]

@@ -122,7 +122,25 @@ def _string(members, name, path) -> str:
 
 
 def load_model(path):
-    """Reads a model written by ``save``: a fitted estimator of the saved class."""
+    """Reads a model written by ``save``.
+
+    The file is read with ``allow_pickle=False``: nothing in it is ever unpickled.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file written by a model's ``save``.
+
+    Returns
+    -------
+    ALS, SGD or another recore model
+        A fitted estimator of the saved class, with the saved hyperparameters.
+
+    Raises
+    ------
+    ModelFileError
+        The file is missing, damaged, modified, of another format version, or not a recore model.
+    """
     members = _read_members(path)
     if members.get("recore_format") is None or _string(members, "recore_format", path) != FORMAT:
         raise ModelFileError(f"{path} is not a recore model file")

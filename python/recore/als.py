@@ -3,13 +3,14 @@ explicit ratings."""
 
 from __future__ import annotations
 
-import time
+import warnings
 from typing import Callable
 
 import numpy as np
 
-from recore import _device, kernels
+from recore import backends
 from recore._estimator import Estimator
+from recore._iterations import iteration_callback, run_iterations
 from recore._recommend import Recommender
 from recore._threads import engine_threads
 from recore._validation import (
@@ -21,7 +22,6 @@ from recore._validation import (
     check_ids,
     check_int,
     check_random_state,
-    transpose_csr,
 )
 
 __all__ = ["ALS"]
@@ -71,7 +71,7 @@ class ALS(Recommender, Estimator):
         dtype, users first.
     calculate_training_loss : bool, default False
         Compute the full training objective after each iteration (reported to the
-        callback and the progress bar, kept in ``loss_history_``).
+        callback and the progress bar, kept in ``history_["loss"]``).
     device : {"auto", "cpu", "cuda"}, default "auto"
         Where to train. ``"auto"`` follows the data: host (numpy / scipy) data trains on the
         CPU, GPU data (a ``cupyx.scipy.sparse`` matrix) on the GPU. ``"cuda"`` trains on the
@@ -85,8 +85,11 @@ class ALS(Recommender, Estimator):
     ----------
     user_factors_ : ndarray (n_users, factors), C-contiguous
     item_factors_ : ndarray (n_items, factors), C-contiguous
-    loss_history_ : list of float
-        The objective after each iteration, when ``calculate_training_loss`` is set.
+    history_ : dict of lists
+        Per iteration: ``"seconds"`` (the time of both half-steps) and, with
+        ``calculate_training_loss``, ``"loss"`` (the objective after the iteration).
+    iterations_completed_ : int
+        Iterations the factors went through (fewer than ``iterations`` after Ctrl-C).
     """
 
     def __init__(
@@ -124,19 +127,21 @@ class ALS(Recommender, Estimator):
 
     def _check_params(self) -> None:
         check_int(self.factors, "factors", 1)
-        check_float(self.regularization, "regularization", 0.0)
-        check_float(self.alpha, "alpha", 0.0)
+        check_float(self.regularization, "regularization")
+        check_float(self.alpha, "alpha")
         check_int(self.iterations, "iterations", 0)
         check_choice(self.solver, "solver", ("cg", "cholesky"))
-        check_int(self.cg_steps, "cg_steps", 1)
+        check_int(self.cg_steps, "cg_steps")
         check_choice(self.feedback, "feedback", ("implicit", "explicit"))
         check_choice(self.confidence, "confidence", ("linear", "scaled"))
         check_bool(self.weighted_regularization, "weighted_regularization")
         check_float_dtype(self.dtype)
-        check_int(self.num_threads, "num_threads", 0)
+        check_int(self.num_threads, "num_threads")
         check_random_state(self.random_state)  # type check only; the generator is made in fit
         check_bool(self.calculate_training_loss, "calculate_training_loss")
-        check_choice(self.device, "device", _device.DEVICES)
+        check_choice(self.device, "device", backends.DEVICES)
+        # The values: the engines' own check, the one every ALS entry point makes.
+        backends.get("cpu").check_als_options(solver=self.solver, cg_steps=self.cg_steps, **self._objective())
 
     # -- fitting --------------------------------------------------------------------------
 
@@ -148,10 +153,10 @@ class ALS(Recommender, Estimator):
         user_items : scipy.sparse matrix or array, or 2-D numpy array (n_users, n_items)
             Any format; int32 or int64 indices; any real dtype. Converted once to a
             canonical CSR of ``dtype`` (duplicates summed); a canonical CSR of that dtype
-            is used without a copy.
+            is used without a copy. A ``cupyx.scipy.sparse`` matrix trains on the GPU.
         callback : callable, optional
-            Called after each iteration as ``callback(iteration, elapsed_seconds, loss)``
-            (loss is None unless ``calculate_training_loss``).
+            Called after each iteration as ``callback(iteration, metrics)``, ``metrics`` a
+            dict with ``"seconds"`` and, with ``calculate_training_loss``, ``"loss"``.
         progress : bool, default False
             Show a tqdm progress bar.
 
@@ -160,113 +165,50 @@ class ALS(Recommender, Estimator):
         self
         """
         self._check_params()
-        if callback is not None and not callable(callback):
-            raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+        callback = iteration_callback(
+            callback, lambda function, iteration, metrics: function(iteration, metrics["seconds"], metrics.get("loss")), 3
+        )
         dtype = check_float_dtype(self.dtype)
-        implicit = self.feedback == "implicit"
-        if _device.resolve_device(self.device, user_items, names=("user_items",)) == "cuda":
-            return self._fit_cuda(user_items, dtype, callback, progress)
-        user_items = as_user_items(user_items, dtype, allow_negative=not implicit)
-        self._check_magnitudes(user_items, dtype)
-        item_users = transpose_csr(user_items)
-        n_users, n_items = user_items.shape
-
-        user_factors, item_factors = self._initial_factors(n_users, n_items, dtype)
-
-        def half_steps():
-            self._half_step(user_items, item_factors, user_factors)
-            self._half_step(item_users, user_factors, item_factors)
-
-        with engine_threads():
-            self._iterate(
-                np, user_factors, item_factors, half_steps, lambda: self._loss(user_items, user_factors, item_factors),
-                callback, progress, "ALS", f"{dtype}; rescale the values or use dtype='float64'",
-            )  # fmt: skip
-        return self
-
-    def _iterate(self, xp, user_factors, item_factors, half_steps, loss_now, callback, progress, label, overflow_hint):
-        """The iterations of a fit, on either device (``xp``: numpy or cupy): both half-steps,
-        the loss, progress and callback, then the fitted state."""
-        from tqdm.auto import tqdm
-
-        history = []
-        # Both factor matrices as they were before the current iteration: on Ctrl-C inside an
-        # iteration they are put back, so the model always holds the factors of the last
-        # completed iteration.
-        users_before, items_before = xp.empty_like(user_factors), xp.empty_like(item_factors)
-        in_iteration = False
-        try:
-            with tqdm(total=self.iterations, disable=not progress, unit="it", desc=label) as bar:
-                for iteration in range(self.iterations):
-                    start = time.perf_counter()
-                    xp.copyto(users_before, user_factors)
-                    xp.copyto(items_before, item_factors)
-                    in_iteration = True
-                    half_steps()
-                    in_iteration = False
-                    elapsed = time.perf_counter() - start
-                    loss = None
-                    if self.calculate_training_loss:
-                        loss = loss_now()
-                        history.append(loss)
-                        bar.set_postfix(loss=f"{loss:.6g}")
-                    bar.update(1)
-                    if callback is not None:
-                        callback(iteration, elapsed, loss)
-        except KeyboardInterrupt:
-            if in_iteration:
-                xp.copyto(user_factors, users_before)
-                xp.copyto(item_factors, items_before)
-            self._set_fitted(user_factors, item_factors, history)
-            raise
-        if not (bool(xp.isfinite(user_factors).all()) and bool(xp.isfinite(item_factors).all())):
-            raise ValueError(
-                "training overflowed: user_items and the hyperparameters give factors beyond the range of "
-                + overflow_hint
-            )
-        self._set_fitted(user_factors, item_factors, history)
-
-    def _fit_cuda(self, user_items, dtype, callback, progress) -> ALS:
-        """fit on the GPU: the same iterations, initial factors and objective as on the CPU."""
-        from recore import _gpu
-
-        if dtype != np.float32:
-            raise ValueError(f"the CUDA engine trains in float32: dtype must be 'float32' with device='cuda', got {dtype}")
-        import cupy as cp
-
-        implicit = self.feedback == "implicit"
-        rows = _gpu.device_csr(user_items, "user_items", allow_negative=not implicit)
-        if rows.nnz:
-            self._check_largest_value(float(cp.abs(rows.data).max()), np.float32, remedy="rescale them")
-        columns = rows.transpose()
+        backend = backends.select(self.device, user_items, names=("user_items",))
+        rows = backend.interactions(user_items, dtype, allow_negative=self.feedback != "implicit")
+        self._check_largest_value(backend.largest_abs(rows), dtype, remedy=self._overflow_remedy(backend, dtype))
+        columns = backend.transpose(rows)
         n_users, n_items = rows.shape
-        users_host, items_host = self._initial_factors(n_users, n_items, np.float32)
-        user_factors, item_factors = cp.asarray(users_host), cp.asarray(items_host)
-        objective = self._objective()
-        del objective["num_threads"]
-
-        def half_steps():
-            for fixed, target, matrix in ((item_factors, user_factors, rows), (user_factors, item_factors, columns)):
-                gram = _gpu.gram_matrix(fixed) if implicit else None
-                _gpu.als_half_step(matrix, fixed, gram, target, solver=self.solver, cg_steps=self.cg_steps, **objective)
-
-        self._iterate(
-            cp, user_factors, item_factors, half_steps,
-            lambda: _gpu.als_loss(rows, user_factors, item_factors, **objective),
-            callback, progress, "ALS (cuda)", "float32; rescale the values",
-        )  # fmt: skip
+        users, items = (backend.from_host(f) for f in self._initial_factors(n_users, n_items, dtype))
+        run = _AlsRun(self, backend, rows, columns, users, items)
+        label = "ALS" if backend.name == "cpu" else f"ALS ({backend.name})"
+        self._iterate(run, callback, progress, label, self._overflow_remedy(backend, dtype))
         return self
+
+    def _iterate(self, run, callback, progress: bool, label: str, overflow_remedy: str) -> None:
+        """The iterations of a fit (``run``: this process's, or a cluster's), then the fitted
+        state; after Ctrl-C the factors of the last completed iteration."""
+        history: dict = {}
+        try:
+            with engine_threads():
+                run_iterations(run, self.iterations, history, callback=callback, progress=progress, label=label)
+        except KeyboardInterrupt:
+            self._set_fitted(run.users, run.items, history)
+            raise
+        for factors in (run.users, run.items):
+            if not bool(backends.holding(factors).xp.isfinite(factors).all()):
+                raise ValueError(
+                    "training overflowed: user_items and the hyperparameters give factors beyond the range of "
+                    f"{factors.dtype}; {overflow_remedy}"
+                )
+        self._set_fitted(run.users, run.items, history)
+
+    @staticmethod
+    def _overflow_remedy(backend, dtype) -> str:
+        if backend.name == "cuda" or np.dtype(dtype) == np.float64:
+            return "rescale the values"
+        return "rescale the values or use dtype='float64'"
 
     # Values (or confidences) beyond these overflow the normal equations, whose entries
     # grow with their squares times the number of entries in a row.
     _MAGNITUDE_LIMITS = {np.dtype(np.float32): 1e15, np.dtype(np.float64): 1e150}
 
-    def _check_magnitudes(self, user_items, dtype) -> None:
-        if user_items.nnz == 0:
-            return
-        self._check_largest_value(float(np.abs(user_items.data).max()), dtype)
-
-    def _check_largest_value(self, largest: float, dtype, remedy: str = "rescale them or use dtype='float64'") -> None:
+    def _check_largest_value(self, largest: float, dtype, remedy: str = "rescale the values or use dtype='float64'") -> None:
         """Raises ValueError when values up to ``largest`` would overflow the arithmetic
         (shared with the GPU fit and the distributed fit, which learns the largest value
         shard by shard)."""
@@ -278,10 +220,21 @@ class ALS(Recommender, Estimator):
                 f"{np.dtype(dtype)} arithmetic; {remedy}"
             )
 
-    def _set_fitted(self, user_factors, item_factors, history) -> None:
+    def _set_fitted(self, user_factors, item_factors, history: dict) -> None:
         self.user_factors_ = user_factors
         self.item_factors_ = item_factors
-        self.loss_history_ = history
+        self.history_ = history
+        self.iterations_completed_ = len(history.get("seconds", []))
+
+    @property
+    def loss_history_(self) -> list:
+        """Deprecated: ``history_["loss"]``."""
+        warnings.warn(
+            "loss_history_ is deprecated and will be removed in a future release: use history_['loss']",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return list(self.history_.get("loss", []))
 
     def _initial_factors(self, n_users: int, n_items: int, dtype: np.dtype):
         # Drawn in float32 whatever the dtype, so that float32 and float64 fits start from
@@ -303,12 +256,29 @@ class ALS(Recommender, Estimator):
             num_threads=self.num_threads,
         )
 
-    _fitted_attributes = ("user_factors_", "item_factors_", "loss_history_")
+    _fitted_attributes = ("user_factors_", "item_factors_", "history_")
 
     def _fitted_state(self) -> dict:
-        state = super()._fitted_state()
-        state["loss_history_"] = np.asarray(self.loss_history_, dtype=np.float64)
-        return state
+        # The file keeps the loss per iteration under its original name, loss_history_.
+        from recore import backends
+
+        self._check_fitted(on_host=False)
+        return {
+            "user_factors_": np.asarray(backends.holding(self.user_factors_).to_host(self.user_factors_)),
+            "item_factors_": np.asarray(backends.holding(self.item_factors_).to_host(self.item_factors_)),
+            "loss_history_": np.asarray(self.history_.get("loss", []), dtype=np.float64),
+        }
+
+    def _restore_fitted_state(self, state: dict) -> None:
+        expected = {"user_factors_", "item_factors_", "loss_history_"}
+        if set(state) != expected:
+            raise ValueError(
+                f"fitted attributes missing {sorted(expected - set(state))} or unexpected {sorted(set(state) - expected)}"
+            )
+        self._check_restored(state)
+        losses = state["loss_history_"]
+        self._set_fitted(state["user_factors_"], state["item_factors_"], {"loss": losses} if losses else {})
+        self.iterations_completed_ = self.iterations
 
     def _check_restored(self, state: dict) -> None:
         super()._check_restored(state)
@@ -330,20 +300,24 @@ class ALS(Recommender, Estimator):
     def _fold_in_objective(self) -> dict:
         return self._objective()
 
-    def _half_step(self, rows, fixed, target) -> None:
-        gram = kernels.gram_matrix(fixed, num_threads=self.num_threads) if self.feedback == "implicit" else None
-        kernels.als_half_step(
-            rows, fixed, gram, target, solver=self.solver, cg_steps=self.cg_steps, **self._objective()
-        )
-
     def _loss(self, user_items, user_factors, item_factors) -> float:
-        return kernels.als_loss(user_items, user_factors, item_factors, **self._objective())
+        return backends.get("cpu").als_loss(user_items, user_factors, item_factors, **self._objective())
 
     # -- using a fitted model -------------------------------------------------------------
 
     def loss(self, user_items) -> float:
-        """The training objective of the fitted factors on ``user_items`` (see
-        :func:`recore.kernels.als_loss`)."""
+        """The training objective of the fitted factors on ``user_items``.
+
+        Parameters
+        ----------
+        user_items : sparse matrix or 2-D array (n_users, n_items)
+            The interactions, of the shape the model was fitted on.
+
+        Returns
+        -------
+        float
+            The full objective (see :func:`recore.kernels.als_loss`).
+        """
         self._check_fitted()
         dtype = self.user_factors_.dtype
         user_items = as_user_items(user_items, dtype, allow_negative=self.feedback != "implicit")
@@ -376,3 +350,49 @@ class ALS(Recommender, Estimator):
         except ValueError as error:
             raise ValueError(f"users and items must have broadcastable shapes: {error}") from None
         return np.einsum("...f,...f->...", self.user_factors_[users], self.item_factors_[items])
+
+
+class _AlsRun:
+    """One ALS fit in this process, on either backend (see recore._iterations)."""
+
+    def __init__(self, model: ALS, backend, rows, columns, users, items):
+        self.backend = backend
+        self.rows, self.columns = rows, columns
+        self.users, self.items = users, items
+        self.implicit = model.feedback == "implicit"
+        self.num_threads = model.num_threads
+        self.objective = model._objective()
+        self.solver = dict(solver=model.solver, cg_steps=model.cg_steps)
+        self.metric_names = ("loss",) if model.calculate_training_loss else ()
+        # Both factor matrices as they were before the current iteration: on Ctrl-C inside an
+        # iteration they are put back, so the model always holds the factors of the last
+        # completed iteration.
+        xp = backend.xp
+        self.users_before, self.items_before = xp.empty_like(users), xp.empty_like(items)
+
+    def begin_iteration(self) -> None:
+        xp = self.backend.xp
+        xp.copyto(self.users_before, self.users)
+        xp.copyto(self.items_before, self.items)
+
+    def _half_step(self, rows, fixed, target) -> None:
+        gram = self.backend.gram_matrix(fixed, num_threads=self.num_threads) if self.implicit else None
+        self.backend.als_half_step(rows, fixed, gram, target, **self.solver, **self.objective)
+
+    def iteration(self) -> dict:
+        self._half_step(self.rows, self.items, self.users)
+        self._half_step(self.columns, self.users, self.items)
+        return {}
+
+    def evaluate(self) -> dict:
+        if not self.metric_names:
+            return {}
+        return {"loss": self.backend.als_loss(self.rows, self.users, self.items, **self.objective)}
+
+    def roll_back(self) -> None:
+        xp = self.backend.xp
+        xp.copyto(self.users, self.users_before)
+        xp.copyto(self.items, self.items_before)
+
+    def stop(self, metrics: dict) -> bool:
+        return False

@@ -48,13 +48,13 @@ def _bench(args: argparse.Namespace) -> int:
     say(f"{'iteration':>9}  {'seconds':>8}  {'training loss':>16}")
     times = []
 
-    def report(iteration, elapsed, loss):
-        times.append(elapsed)
-        say(f"{iteration + 1:>9}  {elapsed:>8.3f}  {loss:>16.6g}")
+    def report(iteration, metrics):
+        times.append(metrics["seconds"])
+        say(f"{iteration + 1:>9}  {metrics['seconds']:>8.3f}  {metrics['loss']:>16.6g}")
 
     model.fit(user_items, callback=report)
     if times:
-        say(f"mean {sum(times) / len(times):.3f} s per iteration, final loss {model.loss_history_[-1]:.6g}")
+        say(f"mean {sum(times) / len(times):.3f} s per iteration, final loss {model.history_['loss'][-1]:.6g}")
     if args.report_only_als:
         return 0
     rows = _cost_effectiveness(args, user_items, say)
@@ -115,7 +115,7 @@ def _cost_effectiveness(args, interactions, say) -> list[dict]:
     candidates = [
         ("ALS, CG", lambda: recore.ALS(**als), "ranking"),
         ("ALS, Cholesky", lambda: recore.ALS(solver="cholesky", **als), "ranking"),
-        ("BPR (SGD)", lambda: recore.SGD(loss="bpr", epochs=30, learning_rate=0.05, regularization=0.01, **common),
+        ("BPR (SGD)", lambda: recore.SGD(loss="bpr", iterations=30, learning_rate=0.05, regularization=0.01, **common),
          "ranking"),
         ("biased MF (SGD)", lambda: recore.SGD(**common), "rating"),
     ]  # fmt: skip

@@ -25,8 +25,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from recore import _core
 from recore._validation import as_user_items, check_float, check_int, check_random_state
+from recore.backends import cpu as _cpu
 
 __all__ = ["leave_k_out", "random_split", "ranking_metrics", "ranking_metrics_at_k", "rating_metrics", "time_split"]
 
@@ -91,7 +91,7 @@ def ranking_metrics_at_k(ids, test, *, train=None, n_items: int | None = None, n
         both = seen.multiply(relevant)
         # Test items that are also training items stay candidates (they are relevant).
         candidates = (n_items - np.diff(seen.indptr) + np.diff(both.tocsr().indptr)).astype(np.int64)
-    totals = _core.ranking_totals(ids, relevant, n_items, candidates, check_int(num_threads, "num_threads", 0))
+    totals = _cpu.ranking_totals(ids, relevant, n_items, candidates, check_int(num_threads, "num_threads", 0))
     users = totals["users"]
     result = {
         name: (totals[name] / users if users else 0.0) for name in ("precision", "recall", "ndcg", "map", "hit_rate")

@@ -8,14 +8,16 @@ is never formed, and each query's excluded items are skipped inside the search.
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 
-from recore import _core
-from recore._validation import _check_compressed, check_bool, check_choice, check_ids, check_int
+from recore._filters import INT32_MAX, as_exclusions, denied_bits, exclusion_rows, factor_matrix, item_ids, unit_rows
+from recore._validation import check_bool, check_choice, check_int
+from recore.backends import _device, cpu
 
 __all__ = ["ItemIndex", "bfloat16_supported", "topk"]
 
-_INT32_MAX = np.iinfo(np.int32).max
+# Work per engine call of a large batch, in multiply-adds (queries x items x factors): about
+# 0.4 s on 2 cores, so that Ctrl-C is answered between calls within about a second.
+SEARCH_CHUNK_MULTIPLY_ADDS = 1 << 35
 
 
 def bfloat16_supported() -> bool:
@@ -25,79 +27,17 @@ def bfloat16_supported() -> bool:
     batches then search in float32, which gives the same results. Single queries searched
     on an :class:`ItemIndex` with ``precision="bfloat16"`` read bfloat16 items on every CPU
     (half the memory traffic), then re-rank the candidates exactly in float32.
+
+    Returns
+    -------
+    bool
     """
     return False
 
 
-def _factor_matrix(array, name: str) -> np.ndarray:
-    """A float32 C-contiguous 2-D array, as given (never converted)."""
-    if not isinstance(array, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array, got {type(array).__name__}")
-    if array.ndim != 2:
-        raise ValueError(f"{name} must be 2-dimensional, got {array.ndim} dimensions")
-    if array.dtype != np.float32:
-        raise TypeError(f"{name} must have dtype float32, got {array.dtype} (convert it with .astype(np.float32))")
-    if not array.flags.c_contiguous:
-        raise ValueError(f"{name} must be C-contiguous (use np.ascontiguousarray)")
-    return array
-
-
-# Batches this small take the item-parallel path, which reads the panels.
-_SINGLE_QUERY_PATH_MAX = 2
-_PANEL_ITEMS = 96  # items per panel (kPanelItems in cpp/include/recore/topk.hpp)
-
-
-def _all_finite(array: np.ndarray) -> bool:
-    return bool(_core.all_finite(array))
-
-
 def normalized_rows(vectors: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (float32); a zero row stays zero, so that its cosine with
-    any vector is 0."""
-    # Quietly: with check_finite=False a caller may pass infinities, and gets what they give.
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64))
-        scale = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
-        return np.ascontiguousarray(vectors * scale[:, None].astype(np.float32), dtype=np.float32)
-
-
-def as_exclusions(exclude, n_queries: int, n_items: int):
-    """Per-query exclusions as a CSR matrix with sorted, unique indices (int32 or int64);
-    every stored entry excludes its item, whatever its value. Not copied when already so."""
-    if not sp.issparse(exclude):
-        raise TypeError(f"exclude must be a scipy.sparse matrix, got {type(exclude).__name__}")
-    if exclude.ndim != 2 or exclude.shape != (n_queries, n_items):
-        raise ValueError(
-            f"exclude must have one row per query and one column per item: shape "
-            f"{(n_queries, n_items)}, got {exclude.shape}"
-        )
-    if exclude.format == "csr":
-        _check_compressed(exclude, "exclude")
-    csr = exclude if exclude.format == "csr" else exclude.tocsr()
-    index_dtype = np.int64 if max(csr.nnz, n_items) > _INT32_MAX else np.int32
-    if not (csr.has_canonical_format and csr.indices.dtype == index_dtype and csr.indptr.dtype == index_dtype):
-        csr = sp.csr_matrix(
-            (np.ones(csr.nnz, dtype=np.float32), csr.indices.copy(), csr.indptr.copy()), shape=csr.shape
-        )
-        csr.sum_duplicates()
-        csr.indices = csr.indices.astype(index_dtype, copy=False)
-        csr.indptr = csr.indptr.astype(index_dtype, copy=False)
-    return csr
-
-
-def _item_ids(ids, n_items: int, name: str) -> np.ndarray:
-    array = check_ids(np.atleast_1d(np.asarray(ids)), n_items, name)
-    if array.ndim != 1:
-        raise ValueError(f"{name} must be a 1-dimensional list of item ids")
-    return np.unique(array)
-
-
-def denied_bits(ids: np.ndarray, n_items: int) -> np.ndarray:
-    """A bitmap over the catalog, 64 items per uint64 word, bit ``i % 64`` of word ``i // 64``
-    set for each id ``i``."""
-    bits = np.zeros(((n_items + 63) // 64) * 64, dtype=bool)
-    bits[ids] = True
-    return np.packbits(bits.reshape(-1, 8), axis=1, bitorder="little").reshape(-1).view("<u8")
+    """Rows scaled to unit length (float32); a zero row stays zero (see ``_filters.unit_rows``)."""
+    return unit_rows(np, vectors)
 
 
 def topk(
@@ -141,6 +81,9 @@ def topk(
         This reads every item once more; a server that checked its factors when it loaded
         them can turn it off (a model's own methods do).
 
+    Large batches are searched in pieces of about half a second each, so that Ctrl-C
+    (KeyboardInterrupt) is answered within about a second.
+
     Returns
     -------
     ids : ndarray (n_queries, k), int32 (int64 for catalogs of 2**31 items or more)
@@ -154,12 +97,12 @@ def topk(
     ``cupyx.scipy.sparse`` or scipy matrix, ``allow`` is not supported, and ``num_threads``
     is ignored.
     """
-    from recore import _device
-
     if _device.on_gpu(queries) or _device.on_gpu(items):
-        return _gpu_topk(queries, items, k, metric=metric, exclude=exclude, allow=allow, deny=deny,
-                         precision=precision, check_finite=check_finite)  # fmt: skip
-    items = _factor_matrix(items, "items")
+        from recore.backends import cuda
+
+        return cuda.search(queries, items, k, metric=metric, exclude=exclude, allow=allow, deny=deny,
+                           precision=precision, check_finite=check_finite)  # fmt: skip
+    items = factor_matrix(items, "items")
     check_choice(metric, "metric", ("dot", "cosine"))
     index = ItemIndex(items, metric=metric, check_finite=check_finite)
     index._single_query_layout = False  # used once: a panel copy would cost more than it saves
@@ -173,45 +116,6 @@ def topk(
         num_threads=num_threads,
         check_finite=check_finite,
     )
-
-
-def _gpu_topk(queries, items, k, *, metric, exclude, allow, deny, precision, check_finite):
-    from recore import _device, _gpu, cuda
-
-    for name, value in (("queries", queries), ("items", items)):
-        if not _device.is_gpu_array(value):
-            raise TypeError(
-                f"queries and items must both be GPU arrays or both numpy arrays; {name} is {type(value).__name__}"
-            )
-    cuda.require("device")
-    import cupy as cp
-
-    k = check_int(k, "k", minimum=1)
-    check_choice(metric, "metric", ("dot", "cosine"))
-    precision = check_choice(precision, "precision", ("float32", "bfloat16"))
-    check_finite = check_bool(check_finite, "check_finite")
-    if allow is not None:
-        raise ValueError("allow is not supported for GPU arrays: gather the allowed item rows instead")
-    single = len(_device.describe(queries, "queries").shape) == 1
-    queries, items = _device.as_cupy(queries), _device.as_cupy(items)
-    if single:
-        queries = queries[None, :]
-    _device.require_array(queries, "queries", np.float32, 2)
-    _device.require_array(items, "items", np.float32, 2)
-    if check_finite:
-        for name, value in (("queries", queries), ("items", items)):
-            if not bool(cp.isfinite(value).all()):
-                raise ValueError(f"{name} must not contain NaN or infinity")
-    if metric == "cosine":
-
-        def unit(rows):
-            norms = cp.sqrt(cp.einsum("ij,ij->i", rows, rows, dtype=cp.float64))
-            scale = cp.where(norms > 0, 1.0 / cp.where(norms > 0, norms, 1.0), 0.0).astype(cp.float32)
-            return cp.ascontiguousarray(rows * scale[:, None])
-
-        queries, items = unit(queries), unit(items)
-    ids, scores = _gpu.topk(queries, items, k, exclude=exclude, deny=deny, precision=precision)
-    return (ids[0], scores[0]) if single else (ids, scores)
 
 
 class ItemIndex:
@@ -233,9 +137,9 @@ class ItemIndex:
     """
 
     def __init__(self, items: np.ndarray, *, metric: str = "dot", check_finite: bool = True):
-        items = _factor_matrix(items, "items")
+        items = factor_matrix(items, "items")
         self.metric = check_choice(metric, "metric", ("dot", "cosine"))
-        if check_bool(check_finite, "check_finite") and not _all_finite(items):
+        if check_bool(check_finite, "check_finite") and not cpu.all_finite(items):
             raise ValueError("items must not contain NaN or infinity")
         self.items = normalized_rows(items) if metric == "cosine" else items
         self._panels = None
@@ -244,27 +148,33 @@ class ItemIndex:
 
     @property
     def n_items(self) -> int:
+        """Items in the catalog."""
         return self.items.shape[0]
 
     def panels(self) -> np.ndarray:
-        """The items in panels of 96 rows stored factor-major (built on first use)."""
+        """The items in the engine's single-query layout: panels of ``PANEL_ITEMS`` rows
+        stored factor-major (built by the engine on first use).
+
+        Returns
+        -------
+        ndarray of float32, 1-D
+        """
         if self._panels is None:
-            n, f = self.items.shape
-            count = -(-n // _PANEL_ITEMS)
-            padded = np.zeros((count * _PANEL_ITEMS, f), dtype=np.float32)
-            padded[:n] = self.items
-            panels = padded.reshape(count, _PANEL_ITEMS, f).transpose(0, 2, 1)
-            self._panels = np.ascontiguousarray(panels).reshape(-1)
+            self._panels = cpu.item_panels(self.items)
         return self._panels
 
     def bfloat16_panels(self) -> tuple[np.ndarray, float]:
-        """The panels rounded to bfloat16 (to nearest, ties to even) as uint16, and the largest
-        row norm, which bounds the error of scores computed from them (built on first use)."""
+        """The panels rounded to bfloat16 (to nearest, ties to even) as uint16 in the engine's
+        layout, and the largest row norm, which bounds the error of scores computed from them
+        (built on first use).
+
+        Returns
+        -------
+        panels : ndarray of uint16, 1-D
+        max_norm : float
+        """
         if self._bfloat16 is None:
-            words = self.panels().view(np.uint32).astype(np.uint64)
-            rounded = ((words + 0x7FFF + ((words >> 16) & 1)) >> 16).astype(np.uint16)
-            # Each row of 16 as 8 words: item l in the low half, item l + 8 in the high half.
-            panels = np.ascontiguousarray(rounded.reshape(-1, 2, 8).transpose(0, 2, 1)).reshape(-1)
+            panels = cpu.bfloat16_panels(self.panels())
             norms = np.sqrt(np.einsum("ij,ij->i", self.items, self.items, dtype=np.float64))
             max_norm = float(norms.max() * (1 + 1e-12)) if len(norms) else 0.0
             self._bfloat16 = (panels, max_norm)  # one assignment: concurrent searches see both or neither
@@ -282,11 +192,24 @@ class ItemIndex:
         num_threads: int = 0,
         check_finite: bool = True,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The ``k`` best items for each query: see :func:`topk` for every argument."""
+        """The ``k`` best items for each query: see :func:`topk` for every argument.
+
+        Parameters
+        ----------
+        queries : ndarray (n_queries, f) or (f,), float32, C-contiguous
+        k : int >= 1
+        exclude, allow, deny, precision, num_threads, check_finite
+            As for :func:`topk`.
+
+        Returns
+        -------
+        ids : ndarray (n_queries, k) or (k,), int32 (int64 for catalogs of 2**31 items or more)
+        scores : ndarray of float32, the same shape
+        """
         single = isinstance(queries, np.ndarray) and queries.ndim == 1
         if single:
             queries = queries[None, :]
-        queries = _factor_matrix(queries, "queries")
+        queries = factor_matrix(queries, "queries")
         k = check_int(k, "k", minimum=1)
         precision = check_choice(precision, "precision", ("float32", "bfloat16"))
         num_threads = check_int(num_threads, "num_threads", minimum=0)
@@ -298,34 +221,61 @@ class ItemIndex:
             )
         n_items = items.shape[0]
         exclusions = None if exclude is None else as_exclusions(exclude, queries.shape[0], n_items)
-        if check_finite and not _all_finite(queries):
+        if check_finite and not cpu.all_finite(queries):
             raise ValueError("queries must not contain NaN or infinity")
         if self.metric == "cosine":
             queries = normalized_rows(queries)
-        item_ids = panels = bfloat16_panels = None
+        allowed = None if allow is None else item_ids(allow, n_items, "allow")
+        denied = None if deny is None else denied_bits(item_ids(deny, n_items, "deny"), n_items)
+        ids, scores = self._search_checked(queries, k, exclusions, allowed, denied, precision, num_threads)
+        return (ids[0], scores[0]) if single else (ids, scores)
+
+    def _search_checked(self, queries, k, exclusions, allowed, denied, precision, num_threads):
+        """The search of checked arguments (unit-length queries for cosine), in pieces of
+        about half a second, so that Ctrl-C is answered between them."""
+        n = queries.shape[0]
+        searched_items = self.items.shape[0] if allowed is None else len(allowed)
+        per_query = max(1, searched_items * queries.shape[1])
+        chunk = max(cpu.SINGLE_QUERY_PATH_MAX + 1, SEARCH_CHUNK_MULTIPLY_ADDS // per_query)
+        if n <= chunk:
+            return self._engine_search(queries, k, exclusions, allowed, denied, precision, num_threads)
+        ids: np.ndarray | None = None
+        scores = np.empty((n, k), dtype=np.float32)
+        for first in range(0, n, chunk):
+            last = min(n, first + chunk)
+            rows = None if exclusions is None else exclusion_rows(exclusions, first, last)
+            part_ids, part_scores = self._engine_search(
+                queries[first:last], k, rows, allowed, denied, precision, num_threads
+            )
+            if ids is None:
+                ids = np.empty((n, k), dtype=part_ids.dtype)
+            ids[first:last], scores[first:last] = part_ids, part_scores
+        return ids, scores
+
+    def _engine_search(self, queries, k, exclusions, allowed, denied, precision, num_threads):
+        items = self.items
+        n_items = items.shape[0]
+        panels = bfloat16_panels = None
         max_norm = 0.0
-        if allow is not None:
-            item_ids = _item_ids(allow, n_items, "allow")
-            items = np.ascontiguousarray(items[item_ids])
-        elif queries.shape[0] <= _SINGLE_QUERY_PATH_MAX and self._single_query_layout:
+        if allowed is not None:
+            items = np.ascontiguousarray(items[allowed])
+        elif queries.shape[0] <= cpu.SINGLE_QUERY_PATH_MAX and self._single_query_layout:
             if precision == "bfloat16":
                 bfloat16_panels, max_norm = self.bfloat16_panels()
             else:
                 panels = self.panels()
-        denied = None if deny is None else denied_bits(_item_ids(deny, n_items, "deny"), n_items)
-        ids, scores = _core.topk(
+        return cpu.topk(
             queries,
             items,
             k,
             exclude=exclusions,
             denied=denied,
-            item_ids=item_ids,
+            item_ids=allowed,
             catalog_size=n_items,
-            wide_ids=n_items > _INT32_MAX,
-            check_finite=False,  # checked above, and the items when the index was made
+            wide_ids=n_items > INT32_MAX,
+            check_finite=False,  # checked by the caller, and the items when the index was made
             num_threads=num_threads,
             item_panels=panels,
             item_panels_bfloat16=bfloat16_panels,
             max_item_norm=max_norm,
         )
-        return (ids[0], scores[0]) if single else (ids, scores)

@@ -20,6 +20,10 @@
 
 namespace recore {
 
+// Factor rows are stored with a stride (and slow_factors chosen) in multiples of this many floats:
+// one 64-byte vector, the widest the kernels use.
+constexpr int64_t kSgdRowFloats = 16;
+
 struct SgdModel {
   float* user_factors = nullptr;  // users x fp
   float* item_factors = nullptr;  // items x fp

@@ -56,6 +56,15 @@ void topk(MatrixView<const float> queries, MatrixView<const float> items, int64_
           const Exclusions<I>& exclusions, const TopkOutput<O>& output, int num_threads,
           const ItemPanels& panels = ItemPanels{});
 
+// The catalog in panels as ItemPanels::float32 reads them: panels (ceil(n / 96) * f * 96 floats)
+// receives item row 96p + l's value j at (p * f + j) * 96 + l, zeros past the last item.
+void make_item_panels(MatrixView<const float> items, float* panels);
+
+// The panels (count floats, from make_item_panels) rounded to bfloat16 to nearest, ties to even,
+// in the layout ItemPanels::bfloat16 reads: each 16 values of a panel row as 8 32-bit words, word
+// l holding value l in its low half and value l + 8 in its high half (count / 2 words).
+void make_bfloat16_panels(const float* panels, int64_t count, uint32_t* words);
+
 // Batches with at most this many queries take the single-query path (items split between
 // threads, item rows scored a SIMD vector at a time).
 constexpr int64_t kSingleQueryPathMax = 2;

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from typing import Callable
 
 import numpy as np
 
-from recore import kernels
+from recore import backends, kernels
+from recore._iterations import iteration_callback
 from recore._validation import check_choice, check_float_dtype, check_int
 from recore.als import ALS as _SingleMachineALS
 from recore.distributed import _cluster, _inputs
@@ -32,11 +32,13 @@ class DistributedALS(_SingleMachineALS):
     Parameters
     ----------
     factors, regularization, alpha, iterations, solver, cg_steps, feedback, confidence, \
-weighted_regularization, dtype, random_state, calculate_training_loss
+weighted_regularization, dtype
         As for :class:`recore.ALS`.
     num_threads : int, default 0
         Threads per worker for each shard's kernel; 0 uses the worker's own thread count
         (``nthreads``), so that workers sharing a machine do not oversubscribe it.
+    random_state, calculate_training_loss
+        As for :class:`recore.ALS`.
     num_shards : int or None, default None
         Row shards per side; None makes one per worker. Shards are cut at about equal
         numbers of entries. With ``gram="workers"`` and implicit feedback the cuts lie on the
@@ -63,7 +65,8 @@ weighted_regularization, dtype, random_state, calculate_training_loss
     ----------
     user_factors_ : ndarray (n_users, factors), or a dask array with ``output="dask"``
     item_factors_ : ndarray (n_items, factors)
-    loss_history_ : list of float
+    history_ : dict of lists
+        As for :class:`recore.ALS`.
     recoveries_ : int
         How many times the last fit recovered from a lost worker.
     """
@@ -129,7 +132,8 @@ weighted_regularization, dtype, random_state, calculate_training_loss
         client : dask.distributed.Client, optional
             Defaults to the current client; ValueError when there is none.
         callback : callable, optional
-            ``callback(iteration, elapsed_seconds, loss)`` after each iteration, on the driver.
+            ``callback(iteration, metrics)`` after each iteration, on the driver (as for
+            :meth:`recore.ALS.fit`).
         output : {"numpy", "dask"}, default "numpy"
             ``"dask"`` leaves ``user_factors_`` as a dask array whose chunks are the user
             shards where they were solved, for work that goes on on the cluster (such as
@@ -145,8 +149,9 @@ weighted_regularization, dtype, random_state, calculate_training_loss
         self
         """
         self._check_params()
-        if callback is not None and not callable(callback):
-            raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+        callback = iteration_callback(
+            callback, lambda function, iteration, metrics: function(iteration, metrics["seconds"], metrics.get("loss")), 3
+        )
         check_choice(output, "output", ("numpy", "dask"))
         names = {"user_column": user_column, "item_column": item_column, "value_column": value_column}
         columns = tuple(_string(value, name) for name, value in names.items())
@@ -178,40 +183,14 @@ weighted_regularization, dtype, random_state, calculate_training_loss
         user_factors, item_factors = self._initial_factors(data.n_users, data.n_items, dtype)
         run = _Run(self, client, data, placement(num_shards), user_factors, item_factors)
         try:
-            self._iterate(run, callback)
+            # The same loop as recore.ALS's, over the cluster's run.
+            self._iterate(run, callback, False, "ALS (distributed)", self._overflow_remedy(backends.get("cpu"), dtype))
         finally:
             run.release_inputs()
-        if not (np.isfinite(run.users).all() and np.isfinite(run.items).all()):
-            raise ValueError(
-                "training overflowed: user_items and the hyperparameters give factors beyond the range of "
-                f"{dtype}; rescale the values or use dtype='float64'"
-            )
         self.recoveries_ = run.recoveries
         user_result = run.users_as_dask() if output == "dask" else run.users
-        self._set_fitted(user_result, run.items, self.loss_history_)
+        self._set_fitted(user_result, run.items, self.history_)
         return self
-
-    def _iterate(self, run: _Run, callback) -> None:
-        self.loss_history_ = []
-        try:
-            for iteration in range(self.iterations):
-                start = time.perf_counter()
-                run.begin_iteration()
-                run.half_step("users")
-                run.half_step("items")
-                elapsed = time.perf_counter() - start
-                loss = None
-                if self.calculate_training_loss:
-                    loss = run.loss()
-                    self.loss_history_.append(loss)
-                if callback is not None:
-                    callback(iteration, elapsed, loss)
-        except KeyboardInterrupt:
-            # The driver's copies are those of the last completed half-step; put back the
-            # last completed iteration, as recore.ALS does.
-            run.roll_back()
-            self._set_fitted(run.users, run.items, self.loss_history_)
-            raise
 
     def recommend_all(self, user_items=None, k: int = 10, *, client=None, **options):
         """All users' top ``k`` items computed on the cluster (see
@@ -249,6 +228,7 @@ class _Run:
         self.users, self.items = users, items
         self.begin_iteration()
         self.recoveries = 0
+        self.metric_names = ("loss",) if model.calculate_training_loss else ()
         self.options = dict(model._objective(), solver=model.solver, cg_steps=model.cg_steps)
         self.implicit = model.feedback == "implicit"
         self.factor_shards = {
@@ -284,6 +264,19 @@ class _Run:
         if target == "users":
             return self.data.user_items, self.items, "items"
         return self.data.item_users, self.users, "users"
+
+    # -- one iteration (the run protocol of recore._iterations) ------------------------------
+
+    def iteration(self) -> dict:
+        self.half_step("users")
+        self.half_step("items")
+        return {}
+
+    def evaluate(self) -> dict:
+        return {"loss": self.loss()} if self.metric_names else {}
+
+    def stop(self, metrics: dict) -> bool:
+        return False
 
     # -- one half-step --------------------------------------------------------------------
 

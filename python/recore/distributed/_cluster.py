@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from recore import _core, kernels
+from recore import kernels
 from recore._validation import check_int
+from recore.backends import cpu as _cpu
 from recore.topk import topk
 
 
@@ -213,7 +214,7 @@ def shard_topk(queries, items, exclude, first_query: int, first_item: int, k: in
     """Top-k of a query batch among one item shard, with the shard's exclusions for those
     queries, ids returned as catalog ids."""
     queries, items, exclude = _on_host(queries, items, exclude)
-    if not _core.all_finite(queries):  # a dask array's blocks are first seen here
+    if not _cpu.all_finite(queries):  # a dask array's blocks are first seen here
         raise ValueError("user_factors contains NaN or infinity")
     rows = None
     if exclude is not None:

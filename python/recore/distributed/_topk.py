@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from recore import _core
 from recore._validation import check_int
+from recore.backends import cpu as _cpu
 from recore.distributed import _cluster
 from recore.distributed._cluster import WorkerLostError
-from recore.topk import as_exclusions
+from recore._filters import as_exclusions
 
 __all__ = ["merge_topk", "recommend_all"]
 
@@ -34,7 +34,7 @@ def _as_factors(array, name: str) -> np.ndarray:
         raise TypeError(f"{name} must be a numpy array, got {type(array).__name__}")
     _check_matrix(array, name)
     factors = np.ascontiguousarray(array, dtype=np.float32)
-    if not _core.all_finite(factors):
+    if not _cpu.all_finite(factors):
         raise ValueError(f"{name} contains NaN or infinity")
     return factors
 

@@ -1,0 +1,107 @@
+"""What a search is asked for, checked and put in the engines' forms: factor matrices,
+per-query exclusions, allow and deny lists, and unit-length rows for cosine. Shared by the
+CPU and GPU searches; no engine is imported here."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from recore._validation import _check_compressed, check_ids
+
+INT32_MAX = np.iinfo(np.int32).max
+
+# Rows normalized at a time: a float64 block of this many rows stays in cache.
+_UNIT_ROWS_BLOCK = 4096
+
+
+def factor_matrix(array, name: str) -> np.ndarray:
+    """A float32 C-contiguous 2-D numpy array, as given (never converted)."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(array).__name__}")
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be 2-dimensional, got {array.ndim} dimensions")
+    if array.dtype != np.float32:
+        raise TypeError(f"{name} must have dtype float32, got {array.dtype} (convert it with .astype(np.float32))")
+    if not array.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous (use np.ascontiguousarray)")
+    return array
+
+
+def unit_rows(xp, vectors):
+    """Rows scaled to unit length (float32; ``xp`` is numpy or cupy); a zero row stays zero,
+    so that its cosine with any vector is 0.
+
+    Each row's squared norm is summed in float64 factor by factor, in factor order, with
+    separate multiplications and additions: the same operations in the same order on either
+    device, so CPU and GPU cosine scores are equal bit for bit.
+    """
+    n, f = vectors.shape
+    out = xp.empty((n, f), dtype=xp.float32)
+    # Quietly: with check_finite=False a caller may pass infinities, and gets what they give.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for first in range(0, n, _UNIT_ROWS_BLOCK):
+            block = vectors[first : first + _UNIT_ROWS_BLOCK]
+            wide = block.astype(xp.float64)
+            sums = xp.zeros(block.shape[0], dtype=xp.float64)
+            for j in range(f):
+                column = wide[:, j]
+                sums += column * column
+            norms = xp.sqrt(sums)
+            positive = norms > 0
+            scale = xp.where(positive, 1.0 / xp.where(positive, norms, 1.0), 0.0).astype(xp.float32)
+            out[first : first + _UNIT_ROWS_BLOCK] = block * scale[:, None]
+    return out
+
+
+def as_exclusions(exclude, n_queries: int, n_items: int):
+    """Per-query exclusions as a CSR matrix with sorted, unique indices (int32 or int64);
+    every stored entry excludes its item, whatever its value. Not copied when already so."""
+    if not sp.issparse(exclude):
+        raise TypeError(f"exclude must be a scipy.sparse matrix, got {type(exclude).__name__}")
+    if exclude.ndim != 2 or exclude.shape != (n_queries, n_items):
+        raise ValueError(
+            f"exclude must have one row per query and one column per item: shape "
+            f"{(n_queries, n_items)}, got {exclude.shape}"
+        )
+    if exclude.format == "csr":
+        _check_compressed(exclude, "exclude")
+    csr = exclude if exclude.format == "csr" else exclude.tocsr()
+    index_dtype = np.int64 if max(csr.nnz, n_items) > INT32_MAX else np.int32
+    if not (csr.has_canonical_format and csr.indices.dtype == index_dtype and csr.indptr.dtype == index_dtype):
+        csr = sp.csr_matrix(
+            (np.ones(csr.nnz, dtype=np.float32), csr.indices.copy(), csr.indptr.copy()), shape=csr.shape
+        )
+        csr.sum_duplicates()
+        csr.indices = csr.indices.astype(index_dtype, copy=False)
+        csr.indptr = csr.indptr.astype(index_dtype, copy=False)
+    return csr
+
+
+def exclusion_rows(exclusions, first: int, last: int):
+    """Rows ``[first, last)`` of exclusions made by :func:`as_exclusions`, in the same form
+    (views of its arrays, index dtype kept, still canonical)."""
+    indptr = exclusions.indptr
+    begin, end = int(indptr[first]), int(indptr[last])
+    rows = sp.csr_matrix((last - first, exclusions.shape[1]), dtype=exclusions.dtype)
+    rows.data = exclusions.data[begin:end]
+    rows.indices = exclusions.indices[begin:end]
+    rows.indptr = indptr[first : last + 1] - indptr.dtype.type(begin)
+    rows.has_canonical_format = True
+    return rows
+
+
+def item_ids(ids, n_items: int, name: str) -> np.ndarray:
+    """A list of item ids, checked, sorted and unique."""
+    array = check_ids(np.atleast_1d(np.asarray(ids)), n_items, name)
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be a 1-dimensional list of item ids")
+    return np.unique(array)
+
+
+def denied_bits(ids: np.ndarray, n_items: int) -> np.ndarray:
+    """A bitmap over the catalog, 64 items per uint64 word, bit ``i % 64`` of word ``i // 64``
+    set for each id ``i``."""
+    bits = np.zeros(((n_items + 63) // 64) * 64, dtype=bool)
+    bits[ids] = True
+    return np.packbits(bits.reshape(-1, 8), axis=1, bitorder="little").reshape(-1).view("<u8")
