@@ -75,12 +75,16 @@ def test_common_layouts_read_with_no_options(tmp_path, name):
 
 def test_movielens_layouts_name_their_columns(tmp_path):
     (tmp_path / "ratings.csv").write_text(LAYOUTS["ratings.csv"][0])
-    assert _files.sniff(tmp_path / "ratings.csv").describe().endswith(
-        "user = 'userId', item = 'movieId', value = 'rating', timestamp = 'timestamp'"
+    assert (
+        _files.sniff(tmp_path / "ratings.csv")
+        .describe()
+        .endswith("user = 'userId', item = 'movieId', value = 'rating', timestamp = 'timestamp'")
     )
     (tmp_path / "u.data").write_text(LAYOUTS["u.data"][0])
-    assert _files.sniff(tmp_path / "u.data").describe().endswith(
-        "user = column 0, item = column 1, value = column 2, timestamp = column 3"
+    assert (
+        _files.sniff(tmp_path / "u.data")
+        .describe()
+        .endswith("user = column 0, item = column 1, value = column 2, timestamp = column 3")
     )
 
 

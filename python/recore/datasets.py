@@ -209,6 +209,157 @@ def synthetic_ratings(
     return ratings
 
 
+def synthetic_preferences(
+    n_users: int = 20_000,
+    n_items: int = 5_000,
+    nnz: int = 1_000_000,
+    *,
+    rank: int = 16,
+    taste_concentration: float = 0.1,
+    item_concentration: float = 0.1,
+    popularity_exponent: float = 1.0,
+    popularity_offset: float = 20.0,
+    activity_sigma: float = 1.0,
+    random_state=0,
+    return_model: bool = False,
+):
+    """Implicit interactions with planted low-rank preferences and popularity skew.
+
+    Unlike :func:`synthetic`, whose users all draw from one popularity law (so that nothing
+    beats recommending the most popular items), here users differ in taste. There are
+    ``rank`` topics. User u has tastes theta_u ~ Dirichlet(``taste_concentration``) over
+    the topics (a small concentration: a few favourite topics each). Item i has a
+    popularity w_i, Zipf-Mandelbrot as in :func:`synthetic` (the item of popularity rank r
+    weighs ``(r + popularity_offset) ** -popularity_exponent``, ranks shuffled over ids),
+    and affinities a_i ~ Dirichlet(``item_concentration``) over the topics. Topic k picks
+    item i with probability phi_k(i) = w_i a_ik / sum_j w_j a_jk, and each interaction of
+    u is a topic drawn from theta_u, then an item drawn from that topic. So u picks i with
+    probability P(i | u) = sum_k theta_uk phi_k(i): a rank-``rank`` matrix (the planted
+    preferences) whose popular items are picked most. Users' numbers of draws are
+    lognormal (``activity_sigma``) as in :func:`synthetic`; repeated draws of an item add
+    up, so values are counts >= 1, and draws go on until about ``nnz`` distinct pairs are
+    stored.
+
+    A model that learns the preferences ranks a user's held-out items well above the most
+    popular items; ranking by P(i | u) itself (``return_model=True``) is the best any
+    model can expect to do.
+
+    Parameters
+    ----------
+    n_users, n_items : int >= 1
+        The matrix's shape, each at most 2**31 - 1.
+    nnz : int >= 0
+        Target number of stored entries, at most ``n_users * n_items`` (the result holds
+        a little fewer where popular items saturate).
+    rank : int >= 1, default 16
+        Topics: the rank of the planted preferences.
+    taste_concentration : float > 0, default 0.1
+        Dirichlet concentration of each user's tastes; smaller: fewer topics per user.
+    item_concentration : float > 0, default 0.1
+        Dirichlet concentration of each item's topic affinities; smaller: fewer topics per
+        item.
+    popularity_exponent : float >= 0, default 1.0
+        Exponent of the popularity law; 0 gives no popularity skew.
+    popularity_offset : float >= 0, default 20.0
+        Offset of the popularity law, which flattens its head.
+    activity_sigma : float >= 0, default 1.0
+        Shape of the lognormal user activity.
+    random_state : None, int or numpy.random.Generator, default 0
+        The same seed always gives the same matrix (and model).
+    return_model : bool, default False
+        Also return the planted model.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix
+        ``(n_users, n_items)`` float32 counts, canonical (sorted indices, no duplicates).
+    tastes : float32 ndarray (n_users, rank)
+        Only with ``return_model``: theta, each row summing to 1.
+    topics : float32 ndarray (n_items, rank)
+        Only with ``return_model``: phi transposed, each column summing to 1, so that
+        ``tastes @ topics.T`` is P(i | u).
+
+    Raises
+    ------
+    ValueError
+        A size or parameter out of range, or ``nnz`` larger than the matrix.
+    """
+    n_users = check_int(n_users, "n_users", 1)
+    n_items = check_int(n_items, "n_items", 1)
+    nnz = check_int(nnz, "nnz", 0)
+    rank = check_int(rank, "rank", 1)
+    concentrations = {"taste_concentration": taste_concentration, "item_concentration": item_concentration}
+    for name, value in concentrations.items():
+        if check_float(value, name) <= 0:
+            raise ValueError(f"{name} must be > 0, got {value}")
+    popularity_exponent = check_float(popularity_exponent, "popularity_exponent", 0.0)
+    popularity_offset = check_float(popularity_offset, "popularity_offset", 0.0)
+    activity_sigma = check_float(activity_sigma, "activity_sigma", 0.0)
+    if not isinstance(return_model, (bool, np.bool_)):
+        raise TypeError(f"return_model must be a bool, got {type(return_model).__name__}")
+    for name, value in (("n_users", n_users), ("n_items", n_items)):
+        if value > _MAX_DIMENSION:
+            raise ValueError(f"{name} must be at most {_MAX_DIMENSION}, got {value}")
+    if nnz > n_users * n_items:
+        raise ValueError(f"nnz={nnz} exceeds n_users * n_items = {n_users * n_items}")
+    rng = check_random_state(random_state)
+
+    popularity = (rng.permutation(n_items) + 1.0 + popularity_offset) ** -popularity_exponent
+    affinity = rng.dirichlet(np.full(rank, float(item_concentration)), size=n_items)
+    topics = popularity[:, None] * affinity
+    topics /= topics.sum(axis=0, keepdims=True)
+    tastes = rng.dirichlet(np.full(rank, float(taste_concentration)), size=n_users)
+    activity = rng.lognormal(0.0, activity_sigma, size=n_users)
+    activity /= activity.sum()
+    # Row-wise cumulative probabilities laid end to end, row r shifted by r: one sorted array,
+    # searched once for all draws (a draw from row r is r + a uniform number).
+    taste_table = _shifted_cumulative(tastes)
+    topic_table = _shifted_cumulative(topics.T)
+
+    keys = np.empty(0, dtype=np.int64)
+    counts = np.empty(0, dtype=np.int64)
+    draws = nnz
+    for _ in range(16):  # repeated draws merge into one entry; draw again for the shortfall
+        if draws <= 0:
+            break
+        users = np.repeat(np.arange(n_users, dtype=np.int64), rng.multinomial(draws, activity))
+        topic = _draw_rows(taste_table, users, rank, rng)
+        items = _draw_rows(topic_table, topic, n_items, rng)
+        new_keys = np.sort(users * n_items + items)
+        merged = np.concatenate([keys, new_keys])
+        order = np.argsort(merged, kind="stable")
+        keys, counts = _sum_runs(merged[order], np.concatenate([counts, np.ones(draws, np.int64)])[order])
+        draws = int((nnz - keys.size) * 1.5) + 1 if keys.size < nnz * 0.995 else 0
+    if keys.size > nnz:
+        keep = np.sort(rng.choice(keys.size, size=nnz, replace=False))
+        keys, counts = keys[keep], counts[keep]
+
+    rows = keys // n_items
+    indptr = np.zeros(n_users + 1, dtype=np.int32 if keys.size < 2**31 else np.int64)
+    np.cumsum(np.bincount(rows, minlength=n_users), out=indptr[1:])
+    matrix = sp.csr_matrix(
+        (counts.astype(np.float32), (keys % n_items).astype(indptr.dtype), indptr), shape=(n_users, n_items)
+    )
+    if return_model:
+        return matrix, tastes.astype(np.float32), topics.astype(np.float32)
+    return matrix
+
+
+def _shifted_cumulative(probabilities: np.ndarray) -> np.ndarray:
+    """Each row's cumulative sums, ending at exactly 1, plus the row's index; flattened."""
+    table = np.cumsum(probabilities, axis=1)
+    table /= table[:, -1:]
+    table[:, -1] = 1.0
+    table += np.arange(len(table), dtype=np.float64)[:, None]
+    return table.ravel()
+
+
+def _draw_rows(table: np.ndarray, rows: np.ndarray, width: int, rng: np.random.Generator) -> np.ndarray:
+    """One column per entry of ``rows``, drawn from that row of a :func:`_shifted_cumulative` table."""
+    found = np.searchsorted(table, rows + rng.random(len(rows)), side="right") - rows * width
+    return np.clip(found, 0, width - 1)
+
+
 from recore.movielens import DatasetError, MovieLens, movielens  # noqa: E402  (re-exported)
 
-__all__ = ["DatasetError", "MovieLens", "movielens", "synthetic", "synthetic_ratings"]
+__all__ = ["DatasetError", "MovieLens", "movielens", "synthetic", "synthetic_preferences", "synthetic_ratings"]
