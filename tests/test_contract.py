@@ -952,16 +952,6 @@ class _SGDContract(ModelContract):
         biases = np.asarray(model.item_biases_, np.float64)[:, None]
         return np.hstack([np.asarray(model.item_factors_, np.float64), biases, np.ones((n, 1))])
 
-    @pytest.mark.xfail(
-        strict=True,
-        raises=AssertionError,
-        reason="recore.load gives an SGD model history_ == {} (the per-epoch train_rmse / validation_rmse / "
-        "train_auc are not in the file) and sets the epochs completed to the configured count (wrong after "
-        "early stopping); ALS keeps its loss history through save/load",
-    )
-    def test_save_and_load_keep_the_training_record(self, model, tmp_path):
-        super().test_save_and_load_keep_the_training_record(model, tmp_path)
-
 
 class TestSGDSquaredContract(_SGDContract):
     def make_model(self, **params):

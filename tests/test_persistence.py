@@ -172,3 +172,30 @@ def test_not_a_zip_and_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError):
         recore.load(tmp_path / "absent.npz")
     assert zipfile.is_zipfile(path) is False
+
+
+def test_files_of_the_earlier_layout_still_load(tmp_path):
+    """Before the training record, an ALS file kept its losses as loss_history_ and nothing else
+    of the fit: it loads, with those losses as history_['loss']."""
+    matrix = recore.datasets.synthetic(30, 20, 150, random_state=1)
+    model = recore.ALS(factors=3, iterations=2, calculate_training_loss=True, random_state=0).fit(matrix)
+    earlier = {
+        "user_factors_": model.user_factors_,
+        "item_factors_": model.item_factors_,
+        "loss_history_": np.asarray(model.history_["loss"], np.float64),
+    }
+    model._fitted_state = lambda: earlier  # the layout earlier releases wrote
+    model.save(tmp_path / "earlier.npz")
+    loaded = recore.load(tmp_path / "earlier.npz")
+    assert loaded.history_ == {"loss": model.history_["loss"]}
+    np.testing.assert_array_equal(loaded.user_factors_, model.user_factors_)
+
+
+def test_the_training_record_survives_a_round_trip(tmp_path):
+    ratings = recore.datasets.synthetic_ratings(60, 40, 800, random_state=0)
+    model = recore.SGD(factors=4, iterations=6, early_stopping=1, num_threads=1, random_state=0)
+    model.fit(ratings, validation=ratings[:20])
+    model.save(tmp_path / "sgd.npz")
+    loaded = recore.load(tmp_path / "sgd.npz")
+    assert loaded.history_ == model.history_
+    assert loaded.iterations_completed_ == model.iterations_completed_

@@ -12,6 +12,10 @@ import numpy as np
 from recore import _persistence
 
 
+# Members of a model file that hold the training record rather than fitted arrays.
+_RECORD = "record."
+
+
 class Estimator(abc.ABC):
     # Fitted attributes a model file holds (see recore._persistence), in the order saved.
     _fitted_attributes: tuple[str, ...] = ()
@@ -148,12 +152,19 @@ class Estimator(abc.ABC):
         from recore import backends
 
         self._check_fitted(on_host=False)
-        return {
+        state = {
             name: np.asarray(backends.holding(value).to_host(value))
             for name, value in ((name, getattr(self, name)) for name in self._fitted_attributes)
         }
+        # The training record: how many iterations the factors went through, and history_.
+        state[_RECORD + "iterations_completed"] = np.asarray(getattr(self, "iterations_completed_", 0), np.int64)
+        for name, values in getattr(self, "history_", {}).items():
+            state[_RECORD + "history." + name] = np.asarray(values, dtype=np.float64)
+        return state
 
     def _restore_fitted_state(self, state: dict) -> None:
+        state = dict(state)
+        history, completed = self._restored_record(state)  # takes the record's members out of state
         missing = [name for name in self._fitted_attributes if name not in state]
         unexpected = [name for name in state if name not in self._fitted_attributes]
         if missing or unexpected:
@@ -161,6 +172,26 @@ class Estimator(abc.ABC):
         self._check_restored(state)
         for name in self._fitted_attributes:
             setattr(self, name, state[name])
+        self.history_, self.iterations_completed_ = history, completed
+
+    def _restored_record(self, state: dict) -> tuple[dict, int]:
+        """The training record of a model file (files without one: no history, and the
+        iterations asked for), its members removed from ``state``."""
+        history: dict = {}
+        completed = getattr(self, "iterations", 0)
+        for key in [key for key in state if key.startswith(_RECORD)]:
+            value = state.pop(key)
+            if key == _RECORD + "iterations_completed":
+                if value.dtype != np.int64 or value.shape != () or int(value) < 0:
+                    raise ValueError("the record's iterations_completed must be a non-negative int64")
+                completed = int(value)
+            elif key.startswith(_RECORD + "history."):
+                if value.dtype != np.float64 or value.ndim != 1:
+                    raise ValueError(f"{key} must be a 1-D float64 array")
+                history[key[len(_RECORD + "history.") :]] = [float(v) for v in value]
+            else:
+                raise ValueError(f"unexpected member {key}")
+        return history, completed
 
     def _check_restored(self, state: dict) -> None:
         """Raises ValueError unless ``state`` is what a fit of these hyperparameters makes.

@@ -256,29 +256,15 @@ class ALS(Recommender, Estimator):
             num_threads=self.num_threads,
         )
 
-    _fitted_attributes = ("user_factors_", "item_factors_", "history_")
-
-    def _fitted_state(self) -> dict:
-        # The file keeps the loss per iteration under its original name, loss_history_.
-        from recore import backends
-
-        self._check_fitted(on_host=False)
-        return {
-            "user_factors_": np.asarray(backends.holding(self.user_factors_).to_host(self.user_factors_)),
-            "item_factors_": np.asarray(backends.holding(self.item_factors_).to_host(self.item_factors_)),
-            "loss_history_": np.asarray(self.history_.get("loss", []), dtype=np.float64),
-        }
+    _fitted_attributes = ("user_factors_", "item_factors_")
 
     def _restore_fitted_state(self, state: dict) -> None:
-        expected = {"user_factors_", "item_factors_", "loss_history_"}
-        if set(state) != expected:
-            raise ValueError(
-                f"fitted attributes missing {sorted(expected - set(state))} or unexpected {sorted(set(state) - expected)}"
-            )
-        self._check_restored(state)
-        losses = state["loss_history_"]
-        self._set_fitted(state["user_factors_"], state["item_factors_"], {"loss": losses} if losses else {})
-        self.iterations_completed_ = self.iterations
+        state = dict(state)
+        if "loss_history_" in state:  # a file of an earlier release: the losses under their old name
+            losses = state.pop("loss_history_")
+            if losses.size:
+                state["record.history.loss"] = losses
+        super()._restore_fitted_state(state)
 
     def _check_restored(self, state: dict) -> None:
         super()._check_restored(state)
@@ -292,10 +278,6 @@ class ALS(Recommender, Estimator):
             if not np.isfinite(factors).all():
                 raise ValueError(f"{name} contains NaN or infinity")
             state[name] = np.ascontiguousarray(factors)
-        history = state["loss_history_"]
-        if history.dtype != np.float64 or history.ndim != 1:
-            raise ValueError("loss_history_ must be a 1-D float64 array")
-        state["loss_history_"] = [float(v) for v in history]
 
     def _fold_in_objective(self) -> dict:
         return self._objective()

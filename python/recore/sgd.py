@@ -354,8 +354,6 @@ class SGD(Recommender, Estimator):
         if bias.shape != () or not np.isfinite(bias):
             raise ValueError("global_bias_ must be a finite number")
         state["global_bias_"] = float(bias)
-        self.history_ = {}
-        self.iterations_completed_ = self.iterations
 
     # -- using a fitted model -----------------------------------------------------------------
 
