@@ -124,16 +124,19 @@ repair() {
   wheel=$(ls "$WHEEL_DIR"/repaired/recore-*.whl)
   step "auditwheel show (repaired)"
   auditwheel show "$wheel"
+  # Listed once: grep -q closing a pipe early would fail the pipeline under pipefail.
+  local listing
+  listing=$(unzip -l "$wheel")
   # OpenMP's runtime must travel inside the wheel (gcc's libgomp is not on every system).
-  if ! unzip -l "$wheel" | grep -q 'recore\.libs/libgomp'; then
+  if ! grep -q 'recore\.libs/libgomp' <<<"$listing"; then
     echo "the repaired wheel has no grafted libgomp" >&2
     exit 1
   fi
-  if [ "$cuda" = 1 ] && ! unzip -l "$wheel" | grep -q 'recore/_cuda'; then
+  if [ "$cuda" = 1 ] && ! grep -q 'recore/_cuda' <<<"$listing"; then
     echo "--cuda, but the wheel has no recore._cuda (see the CMake output above)" >&2
     exit 1
   fi
-  unzip -l "$wheel" | grep -E '\.so|recore\.libs' | awk '{print $1, $4}'
+  grep -E '\.so|recore\.libs' <<<"$listing" | awk '{print $1, $4}'
 }
 
 # Disassembles the extension (the build directory's copy: the wheel's is stripped of the symbols
