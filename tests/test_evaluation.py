@@ -14,7 +14,7 @@ from recore import evaluation
 def reference(ids, relevant_sets, n_items, train_sets):
     """The module docstring's definitions, one user at a time."""
     k = ids.shape[1]
-    sums = dict(precision=0.0, recall=0.0, ndcg=0.0, map=0.0, hit_rate=0.0)
+    sums = dict(precision=0.0, recall=0.0, recall_capped=0.0, ndcg=0.0, map=0.0, hit_rate=0.0)
     auc_sum, auc_users, users = 0.0, 0, 0
     for u, relevant in enumerate(relevant_sets):
         if not relevant:
@@ -25,6 +25,7 @@ def reference(ids, relevant_sets, n_items, train_sets):
         hits = sum(f for f, i in zip(hit_flags, ids[u]) if i >= 0)
         sums["precision"] += hits / k
         sums["recall"] += hits / len(relevant)
+        sums["recall_capped"] += hits / min(k, len(relevant))
         dcg = sum(1 / np.log2(r + 2) for r, (f, i) in enumerate(zip(hit_flags, ids[u])) if f and i >= 0)
         idcg = sum(1 / np.log2(r + 2) for r in range(min(k, len(relevant))))
         sums["ndcg"] += dcg / idcg
@@ -87,7 +88,7 @@ def test_metrics_match_the_definitions(problem, threads):
     )
     expected = reference(ids, relevant_sets, n_items, train_sets)
     assert got["users"] == expected["users"]
-    for name in ("precision", "recall", "ndcg", "map", "hit_rate", "auc", "coverage"):
+    for name in ("precision", "recall", "recall_capped", "ndcg", "map", "hit_rate", "auc", "coverage"):
         assert got[name] == pytest.approx(expected[name], abs=1e-12), name
 
 
