@@ -162,12 +162,22 @@ def test_the_reader_matches_the_constructor_on_many_records():
     times = rng.integers(0, 10**9, 20_000)
     user_codes, user_ids = _files._integer_codes(users)
     item_codes, item_ids = _files._integer_codes(items)
-    np.testing.assert_array_equal(
-        _files._pair_order(user_codes, item_codes, len(item_ids)), np.lexsort((item_codes, user_codes))
-    )
+    order, keys = _files._pair_order(user_codes, item_codes, len(item_ids))
+    np.testing.assert_array_equal(order, np.lexsort((item_codes, user_codes)))
+    np.testing.assert_array_equal(keys, user_codes[order].astype(np.int64) * len(item_ids) + item_codes[order])
     assembled = _files._assemble(user_codes, item_codes, user_ids, item_ids, values, times, "sum")
     assert_same(assembled, recore.Interactions(users, items, values, times))
     assert assembled.matrix.has_canonical_format
+    # Without values, and with every pair once (no sums to make).
+    unique = np.unique(users * 1000 + items, return_index=True)[1]
+    for keep in (slice(None), unique):
+        u, i, t = users[keep], items[keep], times[keep]
+        user_codes, user_ids = _files._integer_codes(u)
+        item_codes, item_ids = _files._integer_codes(i)
+        assembled = _files._assemble(user_codes, item_codes, user_ids, item_ids, None, t, "sum")
+        assert_same(assembled, recore.Interactions(u, i, None, t))
+    with pytest.raises(ValueError, match="more than once"):
+        _files._assemble(user_codes[[0, 0]], item_codes[[0, 0]], user_ids, item_ids, None, None, "error")
 
 
 def test_interactions_from_csv_reads_every_layout(tmp_path):

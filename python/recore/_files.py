@@ -290,7 +290,7 @@ def _looks_like_header(first: list[str], rest: list[list[str]]) -> bool:
     return False
 
 
-def _position(choice, columns: tuple, header: bool, role: str, flag: str, path: str) -> int:
+def _position(choice, columns: tuple, header: bool, role: str, flag: str, path: str, first_line: str) -> int:
     """A column given by position (int or digits) or header name, as a position."""
     if isinstance(choice, bool) or not isinstance(choice, (int, np.integer, str)):
         raise TypeError(f"{role} must be a column name or position, got {type(choice).__name__}")
@@ -304,9 +304,9 @@ def _position(choice, columns: tuple, header: bool, role: str, flag: str, path: 
         return int(choice)
     if not header:
         raise ValueError(
-            f"{role}: {path} has no header row to find the column {choice!r} in (first row: "
-            f"{', '.join(columns[:8])}); give the column's position ({flag} 0 for the first) or, if the first "
-            f"row does name the columns, pass --header (header=True)"
+            f"{role}: {path} has no header row to find the column {choice!r} in (its first line: "
+            f"{first_line[:120]!r}); give the column's position ({flag} 0 for the first) or, if the first line "
+            f"does name the columns, pass --header (header=True)"
         )
     names = [_normalized(name) for name in columns]
     if choice in columns:
@@ -409,7 +409,7 @@ def _layout(path, kind, separator, header, columns, rows, user, item, value, tim
                 raise ValueError(f"{role} must name a column: a file of interactions needs one")
             positions[role] = None
         elif not (isinstance(choice, str) and choice == "auto"):
-            positions[role] = _position(choice, columns, header, role, f"--{role}", path)
+            positions[role] = _position(choice, columns, header, role, f"--{role}", path, first_line)
     for role in choices:
         if role in positions:
             continue
@@ -630,17 +630,18 @@ def _codes(column, role: str, path: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _integer_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Integer ids to dense codes: by a table over the id range when it is small (linear time),
-    else by sorting."""
+    else by sorting. Codes are int32 where the ids are fewer than 2**31 (half the memory of a
+    large file's column)."""
     if values.size == 0:
         return values.astype(np.int64), values
     low, high = values.min(), values.max()
     if float(high) - float(low) < 4 * values.size + (1 << 20):
-        offsets = (values - low).astype(np.int64)
+        offsets = values - low if low != 0 else values
         present = np.zeros(int(high - low) + 1, dtype=bool)
         present[offsets] = True
-        index = np.cumsum(present) - 1
+        index = np.cumsum(present, dtype=np.int64) - 1
         ids = (np.flatnonzero(present) + low).astype(values.dtype)
-        return index[offsets], ids
+        return index.astype(np.int32 if len(ids) < 2**31 else np.int64)[offsets], ids
     return _sorted_codes(values)
 
 
@@ -735,20 +736,27 @@ def read_interactions(
     )
 
 
-def _pair_order(user_codes: np.ndarray, item_codes: np.ndarray, n_items: int) -> np.ndarray:
-    """The records in (user, item) order, records of one pair in file order: the order
-    ``np.lexsort((item_codes, user_codes))`` gives. The pair's key and the record number are
-    packed into one int64 where they fit, which one ``np.sort`` (vectorised) orders many times
-    faster than ``lexsort`` or ``argsort``."""
+def _pair_order(user_codes: np.ndarray, item_codes: np.ndarray, n_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """The records in (user, item) order, records of one pair in file order (the order
+    ``np.lexsort((item_codes, user_codes))`` gives), and each one's pair key
+    ``user * n_items + item`` in that order. The key and the record number are packed into
+    one int64 where they fit, which one ``np.sort`` (vectorised) orders many times faster
+    than ``lexsort`` or ``argsort``."""
     n = len(user_codes)
     record_bits = max(int(n - 1).bit_length(), 1)
     pairs = (int(user_codes.max()) + 1) * max(n_items, 1) if n else 1
     if pairs.bit_length() + record_bits > 63:
-        return np.lexsort((item_codes, user_codes))
-    packed = (user_codes * n_items + item_codes) << record_bits
+        order = np.lexsort((item_codes, user_codes))
+        return order, user_codes[order].astype(np.int64) * n_items + item_codes[order]
+    packed = user_codes.astype(np.int64)
+    packed *= n_items
+    packed += item_codes
+    packed <<= record_bits
     packed |= np.arange(n, dtype=np.int64)
     packed.sort()
-    return packed & ((1 << record_bits) - 1)
+    order = packed & ((1 << record_bits) - 1)
+    packed >>= record_bits  # now the keys
+    return order, packed
 
 
 def _assemble(user_codes, item_codes, user_ids, item_ids, values, timestamps, duplicates: str):
@@ -757,25 +765,41 @@ def _assemble(user_codes, item_codes, user_ids, item_ids, values, timestamps, du
     latest timestamp kept), without sorting the ids again."""
     from recore.interactions import Interactions
 
-    n, n_items = len(user_codes), len(item_ids)
-    order = _pair_order(user_codes, item_codes, n_items)
-    rows, cols = user_codes[order], item_codes[order]
-    keys = rows * n_items + cols
-    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if n else np.zeros(0, np.int64)
-    del keys
+    n, n_users, n_items = len(user_codes), len(user_ids), len(item_ids)
+    order, keys = _pair_order(user_codes, item_codes, n_items)
+    del user_codes, item_codes
+    if n:
+        first = np.empty(n, dtype=bool)
+        first[0] = True
+        np.not_equal(keys[1:], keys[:-1], out=first[1:])
+        starts = np.flatnonzero(first)
+        del first
+    else:
+        starts = np.zeros(0, np.int64)
     if duplicates == "error" and len(starts) != n:
         raise ValueError("some (user, item) pairs appear more than once (duplicates='error')")
-    values = np.ones(n, dtype=np.float32) if values is None else values
-    summed = np.add.reduceat(values[order], starts) if n else values
-    indptr = np.zeros(len(user_ids) + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows[starts], minlength=len(user_ids)), out=indptr[1:])
-    index_type = np.int32 if max(len(starts), len(user_ids), n_items) < 2**31 else np.int64
+    pairs = keys[starts] if len(starts) != n else keys
+    del keys
+    rows, cols = np.divmod(pairs, max(n_items, 1))
+    del pairs
+    index_type = np.int32 if max(len(starts), n_users, n_items) < 2**31 else np.int64
+    indptr = np.zeros(n_users + 1, dtype=index_type)
+    np.cumsum(np.bincount(rows, minlength=n_users), out=indptr[1:])
+    del rows
+
+    def per_pair(column, reduce):
+        in_order = column[order]
+        return in_order if len(starts) == n else reduce.reduceat(in_order, starts)
+
+    summed = np.ones(len(starts), np.float32) if values is None and len(starts) == n else None
+    if summed is None:
+        summed = per_pair(np.ones(n, np.float32) if values is None else values, np.add)
     data = Interactions.__new__(Interactions)
     # The attributes Interactions documents; the constructor would set the same ones.
     data.matrix = sp.csr_matrix(
-        (summed.astype(np.float32), cols[starts].astype(index_type), indptr.astype(index_type)),
-        shape=(len(user_ids), n_items),
+        (summed.astype(np.float32, copy=False), cols.astype(index_type, copy=False), indptr),
+        shape=(n_users, n_items),
     )
-    data.timestamps = np.maximum.reduceat(timestamps[order], starts) if timestamps is not None and n else timestamps
+    data.timestamps = per_pair(timestamps, np.maximum) if timestamps is not None and n else timestamps
     data.user_ids, data.item_ids = user_ids, item_ids
     return data

@@ -539,6 +539,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
+    except BrokenPipeError:
+        # The reader of a pipe stopped early (`recore recommend ... | head`): not an error of ours.
+        # Python would report the failed flush of stdout at exit, so stdout goes nowhere first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (TypeError, ValueError, IndexError, KeyError, OSError, RuntimeError, ImportError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"recore: error: {message}", file=sys.stderr)
