@@ -20,8 +20,8 @@ items excluded), hits h_u = |L_u & T_u|, and ranks r = 1..k:
 - coverage@k: distinct items in all users' lists / number of items
 
 Each metric is the mean over users with at least one relevant item; others are skipped. The
-sums run in C++ over users in parallel with the GIL released; the search and the sums read only
-the top-k lists, so k = 100 costs about ten times k = 10, no more.
+sums run in C++ over users in parallel with the GIL released, for any k (NDCG@100 included): one
+pass over each top-k list, with a binary search in the user's sorted test row per entry.
 
 Protocols: :func:`random_split`, :func:`leave_k_out` and :func:`time_split` hold out some
 interactions of every user (:func:`ranking_metrics`); :func:`held_out_users_split` holds out
