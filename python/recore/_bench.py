@@ -252,6 +252,7 @@ def _run_worker(directory: str, job: dict, bar) -> dict:
     # stderr to a file: a worker that writes much there never waits for the parent to read it.
     with open(os.path.join(directory, f"errors{job['index']}.txt"), "w+") as errors:
         with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True) as process:
+            assert process.stdout is not None  # a pipe was asked for
             for line in process.stdout:  # one JSON object per iteration, for the bar
                 try:
                     step = json.loads(line)
@@ -389,6 +390,12 @@ def _reading(study: Study, baseline, memory_method: str) -> str:
                 f"No model beats the most popular items (NDCG@{k} {baseline['ndcg']:.4f}) on these data with "
                 f"these hyperparameters: try others (see `recore bench --help`)."
             )
+    if any(r.get("rmse") is not None for r in results):
+        notes.append(
+            "Biased MF is fitted to predict ratings, not to rank: its lists are the items of highest predicted "
+            "rating, often items few users rated, so its ranking quality is low whatever its RMSE (its own "
+            "measure, on the held-out ratings)."
+        )
     peers = [r for r in results if r["source"] == "peer"]
     if not peers:
         notes.append("Peers: none installed (`pip install implicit faiss-cpu` adds their rows).")
@@ -445,17 +452,26 @@ def svg_chart(results: list[dict], *, title: str, k: int) -> str:
                 f'<line x1="{x0}" y1="{y:.1f}" x2="{x0 + panel_width}" y2="{y:.1f}" stroke="#888" '
                 f'stroke-dasharray="5,4"/>'
             )
+        placed: list[tuple[float, float]] = []
+        markers, leaders = [], []
         for index, r in enumerate(results):
             if r[key] is None:
                 continue
             x = x0 + panel_width * r[key] / x_top
             y = top + panel_height * (1 - r["ndcg"] / y_top)
+            # A marker that would hide one already placed moves aside, tied to its point by a line.
+            mx, my = _free_spot(x, y, placed)
+            placed.append((mx, my))
             colour = _COLOURS[index % len(_COLOURS)]
-            parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="9" fill="{colour}" fill-opacity="0.8" stroke="white"/>')
-            parts.append(
-                f'<text x="{x:.1f}" y="{y + 4:.1f}" text-anchor="middle" fill="white" font-size="11" '
+            if (mx, my) != (x, y):
+                leaders.append(f'<line x1="{x:.1f}" y1="{y:.1f}" x2="{mx:.1f}" y2="{my:.1f}" stroke="{colour}"/>')
+                leaders.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{colour}"/>')
+            markers.append(f'<circle cx="{mx:.1f}" cy="{my:.1f}" r="9" fill="{colour}" stroke="white"/>')
+            markers.append(
+                f'<text x="{mx:.1f}" y="{my + 4:.1f}" text-anchor="middle" fill="white" font-size="11" '
                 f'font-weight="bold">{index + 1}</text>'
             )
+        parts += leaders + markers  # lines first, so that no line crosses a number
     legend_y = top + panel_height + 66
     per_column = math.ceil(len(results) / columns)
     for index, r in enumerate(results):
@@ -477,6 +493,21 @@ def svg_chart(results: list[dict], *, title: str, k: int) -> str:
         parts.append(f'<text x="{left + 22}" y="{y}">most popular items: the baseline to beat</text>')
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
+
+
+def _free_spot(x: float, y: float, placed: list, radius: float = 9.0) -> tuple[float, float]:
+    """Where a marker of the point (x, y) can be drawn without covering another: the point
+    itself, or the nearest of a ring of spots around it."""
+    spots = [(0.0, 0.0)] + [
+        (distance * math.cos(angle), distance * math.sin(angle))
+        for distance in (22.0, 40.0, 58.0)
+        for angle in (-math.pi / 4, math.pi / 4, -3 * math.pi / 4, 3 * math.pi / 4, 0.0, math.pi, -math.pi / 2,
+                      math.pi / 2)
+    ]  # fmt: skip
+    for dx, dy in spots:
+        if all(math.hypot(x + dx - px, y + dy - py) >= 2 * radius for px, py in placed):
+            return x + dx, y + dy
+    return x, y
 
 
 def _axes(x0, y0, w, h, x_top, y_top, x_label, y_label) -> list[str]:
@@ -610,31 +641,31 @@ def _fit(job: dict, train: sp.csr_matrix, directory: str):
             np.ones((train.shape[0], 1), np.float32), counts[:, None].copy(), k, exclude=train, num_threads=threads
         )
     if kind == "als":
-        model = recore.ALS(num_threads=threads, random_state=seed, **params)
-        model.fit(train, callback=told("ALS", params["iterations"]))
+        als = recore.ALS(num_threads=threads, random_state=seed, **params)
+        als.fit(train, callback=told("ALS", params["iterations"]))
         np.savez(
             os.path.join(directory, f"model{job['index']}.npz"),
-            user_factors=model.user_factors_,
-            item_factors=model.item_factors_,
+            user_factors=als.user_factors_,
+            item_factors=als.item_factors_,
         )
-        return lambda k: model.recommend_all(train, k=k)
+        return lambda k: als.recommend_all(train, k=k)
     if kind == "bpr":
-        model = recore.SGD(loss="bpr", num_threads=threads, random_state=seed, **params)
-        model.fit(train, callback=told("BPR", params["iterations"]))
-        return lambda k: model.recommend_all(train, k=k)
+        bpr = recore.SGD(loss="bpr", num_threads=threads, random_state=seed, **params)
+        bpr.fit(train, callback=told("BPR", params["iterations"]))
+        return lambda k: bpr.recommend_all(train, k=k)
     if kind == "mf":
         ratings = sp.load_npz(os.path.join(directory, "ratings.npz")).tocsr()
-        model = recore.SGD(loss="squared", num_threads=threads, random_state=seed, **params)
-        model.fit(ratings, callback=told("biased MF", params["iterations"]))
+        mf = recore.SGD(loss="squared", num_threads=threads, random_state=seed, **params)
+        mf.fit(ratings, callback=told("biased MF", params["iterations"]))
         np.savez(
             os.path.join(directory, f"model{job['index']}.npz"),
-            user_factors=model.user_factors_,
-            item_factors=model.item_factors_,
-            user_biases=model.user_biases_,
-            item_biases=model.item_biases_,
-            global_bias=np.float32(model.global_bias_),
+            user_factors=mf.user_factors_,
+            item_factors=mf.item_factors_,
+            user_biases=mf.user_biases_,
+            item_biases=mf.item_biases_,
+            global_bias=np.float32(mf.global_bias_),
         )
-        return lambda k: model.recommend_all(train, k=k)
+        return lambda k: mf.recommend_all(train, k=k)
     if kind in ("implicit-als", "implicit-bpr"):
         return _fit_implicit(kind, params, train, threads, seed)
     if kind == "faiss-topk":
