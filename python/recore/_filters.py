@@ -4,6 +4,8 @@ CPU and GPU searches; no engine is imported here."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -26,6 +28,24 @@ def factor_matrix(array, name: str) -> np.ndarray:
     if not array.flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous (use np.ascontiguousarray)")
     return array
+
+
+def finite_in_calling_thread(array: np.ndarray) -> bool:
+    """Whether a float32 numpy array holds no NaN or infinity, read by numpy in the calling
+    thread (no thread team is started: the check of one query, or of a catalog searched with
+    ``num_threads=1``, stays on the caller's core).
+
+    One pass: a float sum that comes out finite proves every term finite, since NaN and the
+    infinities survive addition. Only a sum that does not (a NaN or infinity, or finite
+    values whose sum overflows) has its values tested one by one, a block of rows at a time.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = np.add.reduce(array, axis=None)
+    if math.isfinite(total):
+        return True
+    rows = array.reshape(array.shape[0], -1) if array.ndim > 1 else array
+    return all(bool(np.isfinite(rows[first : first + _UNIT_ROWS_BLOCK]).all())
+               for first in range(0, rows.shape[0], _UNIT_ROWS_BLOCK))  # fmt: skip
 
 
 def unit_rows(xp, vectors):
@@ -96,7 +116,23 @@ def item_ids(ids, n_items: int, name: str) -> np.ndarray:
     array = check_ids(np.atleast_1d(np.asarray(ids)), n_items, name)
     if array.ndim != 1:
         raise ValueError(f"{name} must be a 1-dimensional list of item ids")
+    if array.size < 2 or bool((array[1:] > array[:-1]).all()):
+        return array  # already sorted and unique (the usual case): one comparison, no sort
     return np.unique(array)
+
+
+def exclusions_as_denied(exclusions, denied, n_items: int) -> np.ndarray:
+    """One query's exclusions (a one-row CSR made by :func:`as_exclusions`) as a deny
+    bitmap over the catalog, joined with ``denied`` (a bitmap from :func:`denied_bits`, or
+    None).
+
+    For one query the two mean the same, and a bitmap reaches the engine with a check of its
+    length, where a CSR has its whole structure checked again by the engine's parallel
+    loops (a thread team started for a hundred entries).
+    """
+    indptr = exclusions.indptr
+    bits = denied_bits(exclusions.indices[int(indptr[0]) : int(indptr[1])], n_items)
+    return bits if denied is None else bits | denied
 
 
 def denied_bits(ids: np.ndarray, n_items: int) -> np.ndarray:
@@ -104,4 +140,6 @@ def denied_bits(ids: np.ndarray, n_items: int) -> np.ndarray:
     set for each id ``i``."""
     bits = np.zeros(((n_items + 63) // 64) * 64, dtype=bool)
     bits[ids] = True
-    return np.packbits(bits.reshape(-1, 8), axis=1, bitorder="little").reshape(-1).view("<u8")
+    # Flat: byte b holds items 8b..8b+7, lowest first, so eight bytes read little-endian are
+    # one word (packing along an axis of rows of 8 gives the same bytes, far more slowly).
+    return np.packbits(bits, bitorder="little").view("<u8")

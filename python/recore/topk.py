@@ -9,7 +9,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from recore._filters import INT32_MAX, as_exclusions, denied_bits, exclusion_rows, factor_matrix, item_ids, unit_rows
+from recore._filters import (
+    INT32_MAX,
+    as_exclusions,
+    denied_bits,
+    exclusion_rows,
+    exclusions_as_denied,
+    factor_matrix,
+    finite_in_calling_thread,
+    item_ids,
+    unit_rows,
+)
 from recore._validation import check_bool, check_choice, check_int
 from recore.backends import _device, cpu
 
@@ -18,6 +28,19 @@ __all__ = ["ItemIndex", "bfloat16_supported", "topk"]
 # Work per engine call of a large batch, in multiply-adds (queries x items x factors): about
 # 0.4 s on 2 cores, so that Ctrl-C is answered between calls within about a second.
 SEARCH_CHUNK_MULTIPLY_ADDS = 1 << 35
+
+# Arrays of at most this many values are checked for NaN and infinity in the calling thread:
+# the engine's parallel check would start a thread team for microseconds of work.
+CALLING_THREAD_CHECK_VALUES = 1 << 14
+
+
+def all_finite(array: np.ndarray, num_threads: int) -> bool:
+    """Whether a float32 C-contiguous array holds no NaN or infinity, read by the threads a
+    search of ``num_threads`` may use: one query, or any array searched with one thread, in
+    the calling thread only."""
+    if num_threads == 1 or array.size <= CALLING_THREAD_CHECK_VALUES:
+        return finite_in_calling_thread(array)
+    return cpu.all_finite(array)
 
 
 def bfloat16_supported() -> bool:
@@ -78,11 +101,20 @@ def topk(
     num_threads : int, default 0 (all cores)
     check_finite : bool, default True
         Reject NaN or infinity in ``queries`` and ``items`` (ValueError) before searching.
-        This reads every item once more; a server that checked its factors when it loaded
-        them can turn it off (a model's own methods do).
+        This reads every item once more (with ``num_threads=1``, in the calling thread); a
+        server that checked its factors when it loaded them can turn it off (a model's own
+        methods do).
 
     Large batches are searched in pieces of about half a second each, so that Ctrl-C
     (KeyboardInterrupt) is answered within about a second.
+
+    ``topk`` keeps nothing between calls: each call checks the items and searches them in
+    their row layout, and an array changed in place is searched as it is now. Repeated
+    single queries against the same items belong on an :class:`ItemIndex`, made once: it
+    checks the items once and reads them, for one query, in a factor-major layout made on
+    first use. A cache of prepared items here could not tell whether the caller changed the
+    array in place without reading all of it, which costs as much as the check it would
+    save (README "Speed" has the figures).
 
     Returns
     -------
@@ -104,7 +136,13 @@ def topk(
                            precision=precision, check_finite=check_finite)  # fmt: skip
     items = factor_matrix(items, "items")
     check_choice(metric, "metric", ("dot", "cosine"))
-    index = ItemIndex(items, metric=metric, check_finite=check_finite)
+    # The catalog is read here with the threads the search may use (one, for a single-threaded
+    # search); the index then takes it as checked.
+    if check_bool(check_finite, "check_finite") and not all_finite(
+        items, check_int(num_threads, "num_threads", minimum=0)
+    ):
+        raise ValueError("items must not contain NaN or infinity")
+    index = ItemIndex(items, metric=metric, check_finite=False)
     index._single_query_layout = False  # used once: a panel copy would cost more than it saves
     return index.search(
         queries,
@@ -221,7 +259,7 @@ class ItemIndex:
             )
         n_items = items.shape[0]
         exclusions = None if exclude is None else as_exclusions(exclude, queries.shape[0], n_items)
-        if check_finite and not cpu.all_finite(queries):
+        if check_finite and not all_finite(queries, num_threads):
             raise ValueError("queries must not contain NaN or infinity")
         if self.metric == "cosine":
             queries = normalized_rows(queries)
@@ -257,6 +295,8 @@ class ItemIndex:
         n_items = items.shape[0]
         panels = bfloat16_panels = None
         max_norm = 0.0
+        if exclusions is not None and queries.shape[0] == 1:
+            denied, exclusions = exclusions_as_denied(exclusions, denied, n_items), None
         if allowed is not None:
             items = np.ascontiguousarray(items[allowed])
         elif queries.shape[0] <= cpu.SINGLE_QUERY_PATH_MAX and self._single_query_layout:

@@ -1,0 +1,290 @@
+#!/usr/bin/env python
+"""One query at a time: the latency of recore's single-query searches against faiss.
+
+    python benchmarks/one_query.py                      # the best instruction set of this CPU
+    python benchmarks/one_query.py --cpu-target avx2    # recore's and faiss's AVX2 kernels
+    python benchmarks/one_query.py --json results.json
+
+Same data for every library: 27,000 x 64 random normal float32 items (the MovieLens-20M
+catalog), one random query, and a one-row exclusion CSR of 100 seen items. One thread each
+(``num_threads=1``; ``faiss.omp_set_num_threads(1)``). Measured, side by side:
+
+- faiss ``IndexFlatIP.search`` on an index built once (no exclusion: it has no per-query
+  filter, so it does less work);
+- ``recore.topk(q, items, 10, exclude=row, num_threads=1)``: everything per call, nothing
+  prepared (with and without ``check_finite``);
+- ``ItemIndex.search(q, 10, exclude=row, num_threads=1)``, float32 and bfloat16, on an
+  index built once;
+- ``model.recommend(user_id, user_items, k=10)`` of an ALS model whose item factors are those
+  items, ``user_items`` the whole users x items matrix (138,000 users by default).
+
+Every function is warmed up, then called in rounds (the order rotated every round, each
+taking a short burst of calls so that it serves with its own data in cache, as a server
+answering one user after another does); p50 and p99 are over all calls. Each table is
+printed with the CPU model, recore's CPU target, the CPU's AVX2 / AVX-512 flags, its cache
+sizes and the load average, since shared machines vary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+import recore
+import scipy.sparse as sp
+
+DEFAULT_SEED = 0
+
+
+def parse_arguments(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
+    parser.add_argument("--items", type=int, default=27_000)
+    parser.add_argument("--factors", type=int, default=64)
+    parser.add_argument("--users", type=int, default=138_000, help="rows of the model's user_items matrix")
+    parser.add_argument("--seen", type=int, default=100, help="items excluded from the query's results")
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--burst", type=int, default=10, help="consecutive calls of one function per round")
+    parser.add_argument("--cpu-target", help="lower recore's (and faiss's) instruction set, e.g. avx2")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--json", metavar="PATH", help="also write the results here")
+    return parser.parse_args(argv)
+
+
+# -- the machine ----------------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as file:
+            for line in file:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as file:
+            for line in file:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cache_sizes() -> str:
+    """Cache levels of CPU 0 as sysfs describes them, e.g. ``L1d 48K, L1i 64K, L2 2048K``."""
+    root = "/sys/devices/system/cpu/cpu0/cache"
+
+    def read(entry: str, field: str) -> str:
+        with open(f"{root}/{entry}/{field}") as file:
+            return file.read().strip()
+
+    found = []
+    try:
+        entries = sorted(name for name in os.listdir(root) if name.startswith("index"))
+        for entry in entries:
+            suffix = {"Data": "d", "Instruction": "i"}.get(read(entry, "type"), "")
+            found.append(f"L{read(entry, 'level')}{suffix} {read(entry, 'size')}")
+    except OSError:
+        pass
+    return ", ".join(found) or "unknown"
+
+
+def machine_context(faiss_level: str | None) -> dict:
+    flags = cpu_flags()
+    return {
+        "cpu": cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "recore_cpu_target": recore.cpu_target(),
+        "avx2": "avx2" in flags,
+        "avx512f": "avx512f" in flags,
+        "caches": cache_sizes(),
+        "faiss_simd": faiss_level,
+        "load_average": os.getloadavg(),
+    }
+
+
+def context_line(context: dict) -> str:
+    load = ", ".join(f"{value:.2f}" for value in context["load_average"])
+    faiss_part = f"; faiss SIMD level {context['faiss_simd']}" if context["faiss_simd"] else ""
+    return (
+        f"CPU {context['cpu']} ({context['logical_cpus']} logical CPUs); recore CPU target "
+        f"{context['recore_cpu_target']}{faiss_part}; flags avx2={'yes' if context['avx2'] else 'no'} "
+        f"avx512f={'yes' if context['avx512f'] else 'no'}; caches {context['caches']}; load average {load}"
+    )
+
+
+# -- the data -------------------------------------------------------------------------------
+
+
+def make_user_items(n_users: int, n_items: int, seen: int, rng: np.random.Generator) -> sp.csr_matrix:
+    """``seen`` distinct items per user (a canonical float32 CSR with int32 indices)."""
+    columns = np.sort(rng.integers(0, n_items, size=(n_users, seen), dtype=np.int32), axis=1)
+    keep = np.ones(columns.shape, dtype=bool)
+    keep[:, 1:] = columns[:, 1:] != columns[:, :-1]  # drop repeated draws
+    indptr = np.zeros(n_users + 1, dtype=np.int32)
+    np.cumsum(keep.sum(axis=1), out=indptr[1:])
+    indices = columns[keep].astype(np.int32)
+    return sp.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, indptr), shape=(n_users, n_items))
+
+
+def als_model(items: np.ndarray, n_users: int, rng: np.random.Generator):
+    """An ALS model (fitted on a small matrix, so that it is a real fitted model) whose
+    item factors are ``items`` and whose user factors are random."""
+    small = make_user_items(64, items.shape[0], 20, rng)
+    model = recore.ALS(factors=items.shape[1], iterations=1, random_state=0, num_threads=1).fit(small)
+    model.item_factors_ = items
+    model.user_factors_ = rng.standard_normal((n_users, items.shape[1]), dtype=np.float32) / np.float32(8)
+    return model
+
+
+# -- timing ---------------------------------------------------------------------------------
+
+
+def measure(functions: dict, rounds: int, burst: int) -> dict:
+    """Seconds per call of each function over ``rounds`` rounds of ``burst`` calls each, the
+    functions taking turns in an order rotated every round."""
+    for function in functions.values():  # warm up: first-use work, caches, page faults
+        for _ in range(burst):
+            function()
+    names = list(functions)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    clock = time.perf_counter
+    for round_index in range(rounds):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            function = functions[name]
+            samples = times[name]
+            for _ in range(burst):
+                began = clock()
+                function()
+                samples.append(clock() - began)
+    return {name: np.array(values) for name, values in times.items()}
+
+
+def percentile_us(samples: np.ndarray, q: float) -> float:
+    return float(np.percentile(samples, q) * 1e6)
+
+
+# -- the comparison -------------------------------------------------------------------------
+
+
+def searches(arguments, items, query, row, model, user_id, user_items, faiss_index):
+    k = arguments.k
+    single = query.reshape(-1)
+    prepared = recore.ItemIndex(items)
+    functions = {}
+    if faiss_index is not None:
+        batch = query.reshape(1, -1)
+        functions["faiss IndexFlatIP.search (prepared, no exclusion)"] = lambda: faiss_index.search(batch, k)
+    functions["recore.topk(q, items, exclude=row)"] = lambda: recore.topk(single, items, k, exclude=row,
+                                                                            num_threads=1)  # fmt: skip
+    functions["recore.topk(..., check_finite=False)"] = lambda: recore.topk(
+        single, items, k, exclude=row, num_threads=1, check_finite=False
+    )
+    functions["ItemIndex.search float32"] = lambda: prepared.search(single, k, exclude=row, num_threads=1)
+    functions["ItemIndex.search bfloat16"] = lambda: prepared.search(
+        single, k, exclude=row, num_threads=1, precision="bfloat16"
+    )
+    functions["model.recommend(user_id, user_items)"] = lambda: model.recommend(user_id, user_items, k=k)
+    return functions, prepared
+
+
+def check_agreement(arguments, items, query, row, model, user_id, user_items, prepared, faiss_index) -> None:
+    """Every recore path returns the same ids and scores; faiss agrees with recore searched
+    without the exclusion."""
+    k = arguments.k
+    single = query.reshape(-1)
+    reference = recore.topk(single, items, k, exclude=row, num_threads=1)
+    for ids, scores in (
+        prepared.search(single, k, exclude=row, num_threads=1),
+        prepared.search(single, k, exclude=row, num_threads=1, precision="bfloat16"),
+        model.recommend(user_id, user_items, k=k),
+    ):
+        if not (np.array_equal(ids, reference[0]) and np.array_equal(scores, reference[1])):
+            raise AssertionError("recore's single-query paths disagree")
+    if faiss_index is not None:
+        _, faiss_ids = faiss_index.search(query.reshape(1, -1), k)
+        unfiltered, _ = recore.topk(single, items, k, num_threads=1)
+        if not np.array_equal(np.sort(faiss_ids[0]), np.sort(unfiltered)):
+            raise AssertionError("faiss and recore disagree on the unfiltered top-k")
+
+
+def open_faiss(items: np.ndarray, cpu_target: str | None):
+    """A prepared faiss IndexFlatIP on one thread, at the same instruction set as recore
+    when one is asked for; (None, None) without faiss."""
+    try:
+        import faiss
+    except ImportError as missing:
+        print(f"note: skipping faiss: {missing}", file=sys.stderr)
+        return None, None
+    faiss.omp_set_num_threads(1)
+    level = None
+    config = getattr(faiss, "SIMDConfig", None)
+    if config is not None:
+        if cpu_target == "avx2":
+            config.set_level(faiss.SIMDLevel_AVX2)
+        elif cpu_target == "baseline":
+            config.set_level(faiss.SIMDLevel_NONE)
+        level = config.get_level_name()
+    index = faiss.IndexFlatIP(items.shape[1])
+    index.add(items)
+    return index, level
+
+
+def run(arguments: argparse.Namespace) -> int:
+    if arguments.cpu_target:
+        recore.set_cpu_target(arguments.cpu_target)
+    rng = np.random.default_rng(arguments.seed)
+    items = rng.standard_normal((arguments.items, arguments.factors), dtype=np.float32)
+    user_items = make_user_items(arguments.users, arguments.items, arguments.seen, rng)
+    user_id = int(arguments.users // 2)
+    row = user_items[user_id]  # a 1-row CSR: this user's seen items
+    model = als_model(items, arguments.users, rng)
+    query = np.ascontiguousarray(model.user_factors_[user_id])
+    faiss_index, faiss_level = open_faiss(items, arguments.cpu_target)
+
+    functions, prepared = searches(arguments, items, query, row, model, user_id, user_items, faiss_index)
+    check_agreement(arguments, items, query, row, model, user_id, user_items, prepared, faiss_index)
+    before = machine_context(faiss_level)
+    samples = measure(functions, arguments.rounds, arguments.burst)
+    context = machine_context(faiss_level)
+    context["load_average_before"] = before["load_average"]
+
+    print(
+        f"one query, {arguments.items:,} items x {arguments.factors} factors, k={arguments.k}, 1 thread, "
+        f"{row.nnz} items excluded; user_items {arguments.users:,} x {arguments.items:,}; "
+        f"{arguments.rounds} rounds x {arguments.burst} calls each"
+    )
+    print(f"  load average before: {', '.join(f'{v:.2f}' for v in before['load_average'])}")
+    print(f"  {context_line(context)}")
+    faiss_name = next((name for name in functions if name.startswith("faiss")), None)
+    faiss_p50 = percentile_us(samples[faiss_name], 50) if faiss_name else float("nan")
+    print(f"  {'search':<52} {'p50 us':>9} {'p99 us':>9} {'p50 / faiss':>12}")
+    records = []
+    for name, values in samples.items():
+        p50, p99 = percentile_us(values, 50), percentile_us(values, 99)
+        ratio = p50 / faiss_p50
+        print(f"  {name:<52} {p50:9.1f} {p99:9.1f} {ratio:12.2f}   [{context['recore_cpu_target']}]")
+        records.append(
+            {"search": name, "p50_us": p50, "p99_us": p99, "p50_over_faiss": ratio, "calls": len(values), **context}
+        )
+    if arguments.json:
+        with open(arguments.json, "w") as file:
+            json.dump(records, file, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(parse_arguments()))

@@ -1,0 +1,194 @@
+"""One query at a time: the fast paths of single-query searches give what the general paths
+give, check what the general paths check, and keep nothing that could go stale."""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+import recore
+import scipy.sparse as sp
+import topk_reference
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from recore import _filters
+from recore.backends import cpu
+
+# The module (recore.topk is also the function of that name).
+topk_module = importlib.import_module("recore.topk")
+seeds = st.integers(0, 2**32 - 1)
+
+special_values = st.sampled_from([np.nan, np.inf, -np.inf, 3e38, -3e38, 1e-45, 0.0, -0.0, 1.0, -2.5])
+
+
+@given(
+    array=hnp.arrays(
+        np.float32,
+        hnp.array_shapes(min_dims=1, max_dims=2, min_side=0, max_side=40),
+        elements=st.one_of(st.floats(width=32), special_values),
+    )
+)
+def test_calling_thread_check_agrees_with_isfinite(array):
+    """NaN, both infinities, and finite values whose float32 sum overflows (3e38 + 3e38),
+    which must still count as finite."""
+    assert _filters.finite_in_calling_thread(array) == bool(np.isfinite(array).all())
+
+
+def test_calling_thread_check_of_finite_values_whose_sum_overflows():
+    array = np.full((5000, 8), 3e38, np.float32)
+    assert _filters.finite_in_calling_thread(array)
+    array[4321, 7] = np.nan
+    assert not _filters.finite_in_calling_thread(array)
+    array[4321, 7] = -np.inf
+    assert not _filters.finite_in_calling_thread(array)
+
+
+@given(n_items=st.integers(1, 700), seed=seeds)
+def test_denied_bits_layout(n_items, seed):
+    """Bit i % 64 of word i // 64, words little-endian: the layout the engine reads."""
+    rng = np.random.default_rng(seed)
+    ids = np.unique(rng.integers(0, n_items, size=rng.integers(0, n_items + 1)))
+    bits = _filters.denied_bits(ids, n_items)
+    expected = np.zeros((n_items + 63) // 64, np.uint64)
+    for i in ids:
+        expected[i // 64] |= np.uint64(1) << np.uint64(i % 64)
+    assert bits.dtype == np.dtype("<u8")
+    np.testing.assert_array_equal(bits, expected)
+
+
+@given(ids=st.lists(st.integers(0, 49), max_size=30))
+def test_item_ids_are_sorted_and_unique_whatever_the_input(ids):
+    np.testing.assert_array_equal(_filters.item_ids(ids, 50, "allow"), np.unique(np.asarray(ids, np.int64)))
+
+
+def exclusion_row(rng, n_items, form):
+    """One query's excluded items as a 1-row sparse matrix, canonical or not."""
+    count = int(rng.integers(0, n_items + 1))
+    columns = rng.integers(0, n_items, size=count)
+    if form == "canonical":
+        return sp.csr_matrix(
+            (np.ones(len(np.unique(columns)), np.float32), np.unique(columns), [0, len(np.unique(columns))]),
+            shape=(1, n_items),
+        )
+    if form == "duplicates":  # unsorted, repeated entries, stored zeros
+        return sp.csr_matrix((np.zeros(count, np.float32), columns.astype(np.int32), [0, count]), shape=(1, n_items))
+    if form == "int64":
+        unique = np.unique(columns)
+        row = sp.csr_matrix((np.ones(len(unique), np.float32), unique, [0, len(unique)]), shape=(1, n_items))
+        row.indices, row.indptr = row.indices.astype(np.int64), row.indptr.astype(np.int64)
+        return row
+    return sp.coo_matrix((np.ones(count, np.float32), (np.zeros(count, np.int64), columns)), shape=(1, n_items))
+
+
+@given(
+    seed=seeds,
+    n_items=st.integers(1, 400),
+    factors=st.integers(1, 20),
+    form=st.sampled_from(["canonical", "duplicates", "int64", "coo"]),
+    deny=st.booleans(),
+    allow=st.booleans(),
+    precision=st.sampled_from(["float32", "bfloat16"]),
+    threads=st.sampled_from([0, 1, 2]),
+)
+def test_one_query_with_exclusions_matches_the_batch_and_the_reference(
+    seed, n_items, factors, form, deny, allow, precision, threads
+):
+    """One query's exclusions reach the engine as a deny bitmap: the same results as the
+    same query in a batch (whose exclusions stay a CSR), and as the reference."""
+    rng = np.random.default_rng(seed)
+    items = rng.integers(-3, 4, size=(n_items, factors)).astype(np.float32)
+    query = rng.integers(-3, 4, size=factors).astype(np.float32)
+    k = int(rng.integers(1, n_items + 4))
+    row = exclusion_row(rng, n_items, form)
+    options = {}
+    if deny:
+        options["deny"] = rng.choice(n_items, size=int(rng.integers(0, n_items + 1)), replace=False)
+    if allow:
+        options["allow"] = rng.choice(n_items, size=int(rng.integers(0, n_items + 1)), replace=False)
+    ids, scores = recore.topk(query, items, k, exclude=row, num_threads=threads, precision=precision, **options)
+    batch_ids, batch_scores = recore.topk(
+        np.vstack([query] * 5), items, k, exclude=sp.vstack([row] * 5).tocsr(), num_threads=threads, **options
+    )
+    np.testing.assert_array_equal(ids, batch_ids[0])
+    np.testing.assert_array_equal(scores, batch_scores[0])
+    expected_ids, expected_scores = topk_reference.topk(query[None], items, k, exclude=row, **options)
+    np.testing.assert_array_equal(ids, expected_ids[0])
+    np.testing.assert_array_equal(scores, expected_scores[0].astype(np.float32))
+    if not allow:
+        index = recore.ItemIndex(items)
+        found = index.search(query, k, exclude=row, num_threads=threads, precision=precision, **options)
+        np.testing.assert_array_equal(found[0], ids)
+        np.testing.assert_array_equal(found[1], scores)
+
+
+def test_one_query_exclusions_are_checked_before_the_search():
+    items = np.ones((10, 3), np.float32)
+    query = np.ones(3, np.float32)
+    out_of_range = sp.csr_matrix((np.ones(1, np.float32), np.array([10], np.int32), [0, 1]), shape=(1, 11))
+    with pytest.raises(ValueError, match="exclude must have one row per query and one column per item"):
+        recore.topk(query, items, 2, exclude=out_of_range)
+    broken = sp.csr_matrix((1, 10), dtype=np.float32)
+    broken.indices = np.array([12], np.int32)
+    broken.data = np.ones(1, np.float32)
+    broken.indptr = np.array([0, 1], np.int32)
+    with pytest.raises(IndexError, match="exclude"):
+        recore.topk(query, items, 2, exclude=broken, num_threads=1)
+    with pytest.raises(IndexError, match="exclude"):
+        recore.ItemIndex(items).search(query, 2, exclude=broken, num_threads=1)
+
+
+def test_single_threaded_searches_check_in_the_calling_thread(monkeypatch):
+    """num_threads=1 is honoured by the NaN / infinity checks too: the engine's parallel
+    check is not called, and bad values are still refused before the search."""
+
+    def parallel_check(array):
+        raise AssertionError("the parallel check ran for a single-threaded search")
+
+    rng = np.random.default_rng(3)
+    items = rng.standard_normal((3000, 8), dtype=np.float32)
+    query = rng.standard_normal(8, dtype=np.float32)
+    expected = recore.topk(query, items, 5, num_threads=1)
+    index = recore.ItemIndex(items)
+    monkeypatch.setattr(cpu, "all_finite", parallel_check)
+    for found in (recore.topk(query, items, 5, num_threads=1), index.search(query, 5, num_threads=1)):
+        np.testing.assert_array_equal(found[0], expected[0])
+    bad_items = items.copy()
+    bad_items[2999, 7] = np.inf
+    with pytest.raises(ValueError, match="items must not contain NaN or infinity"):
+        recore.topk(query, bad_items, 5, num_threads=1)
+    with pytest.raises(ValueError, match="queries must not contain NaN or infinity"):
+        index.search(np.full(8, np.nan, np.float32), 5, num_threads=1)
+    with pytest.raises(ValueError, match="queries must not contain NaN or infinity"):
+        index.search(np.full((2, 8), -np.inf, np.float32), 5, num_threads=2)  # a small batch: calling thread
+
+
+def test_large_multithreaded_checks_use_the_engine(monkeypatch):
+    calls = []
+    real = cpu.all_finite
+    monkeypatch.setattr(cpu, "all_finite", lambda array: calls.append(array.shape) or real(array))
+    items = np.ones((topk_module.CALLING_THREAD_CHECK_VALUES, 2), np.float32)
+    recore.topk(np.ones(2, np.float32), items, 3, num_threads=2)
+    assert calls == [items.shape]
+
+
+def test_topk_keeps_nothing_between_calls():
+    """recore.topk prepares nothing that outlives a call: the same array changed in place
+    gives the new results, and a NaN written into it is refused."""
+    rng = np.random.default_rng(11)
+    items = rng.standard_normal((500, 16), dtype=np.float32)
+    query = rng.standard_normal(16, dtype=np.float32)
+    for _ in range(3):
+        first, _ = recore.topk(query, items, 5, num_threads=1)
+    items[first] *= -1  # the best five become poor
+    ids, scores = recore.topk(query, items, 5, num_threads=1)
+    expected_ids, expected_scores = topk_reference.topk(query[None], items, 5)
+    np.testing.assert_array_equal(ids, expected_ids[0])
+    np.testing.assert_allclose(scores, expected_scores[0], rtol=1e-5)
+    assert not set(ids) & set(first)
+    items[123, 4] = np.nan
+    with pytest.raises(ValueError, match="items must not contain NaN"):
+        recore.topk(query, items, 5, num_threads=1)
+    with pytest.raises(ValueError, match="items must not contain NaN"):
+        recore.topk(query, items, 5)
