@@ -214,6 +214,18 @@ def _param_cases():
     return [pytest.param(name, value, error, id=f"{name}={value!r}") for name, value, error in BAD_COMMON_PARAMS]
 
 
+# Shared fixtures, one fit per model class: the test's class says how to build the data and the
+# model. Module-level, since pytest 9.2 deprecates class-scoped fixtures written as methods.
+@pytest.fixture(scope="class")
+def user_items(request):
+    return request.cls().make_data()
+
+
+@pytest.fixture(scope="class")
+def model(request, user_items):
+    return request.cls().make_model().fit(user_items)
+
+
 class ModelContract:
     """The promises every recore model keeps. A subclass defines ``make_model`` and
     ``make_data`` (and, for models with biases, the scoring vectors and fold-in reference)."""
@@ -254,16 +266,6 @@ class ModelContract:
     def reference_topk(self, model, query_vectors, k, *, exclude=None, deny=None, allow=None):
         """The obviously correct top-k over the model's float64 scoring vectors."""
         return topk_reference.topk(query_vectors, self.item_vectors(model), k, exclude=exclude, deny=deny, allow=allow)
-
-    # -- shared fixtures: one fit per model class -------------------------------------------
-
-    @pytest.fixture(scope="class")
-    def user_items(self):
-        return self.make_data()
-
-    @pytest.fixture(scope="class")
-    def model(self, user_items):
-        return self.make_model().fit(user_items)
 
     # -- serving: shapes and types ----------------------------------------------------------
 
