@@ -258,7 +258,7 @@ def test_bench_in_process(tmp_path, capsys, monkeypatch):
     from recore.cli import main
 
     monkeypatch.chdir(tmp_path)
-    assert main(["bench", *map(str, TINY), "--regularization", "1", "--chart", ""]) == 0
+    assert main(["bench", *map(str, TINY), "--regularization", "1", "--chart", "", "--no-peers"]) == 0
     out = capsys.readouterr().out
     assert "most popular" in out and "| ALS, CG | recore |" in out
     assert (tmp_path / "recore-bench.md").exists() and not (tmp_path / "recore-bench.svg").exists()
@@ -280,6 +280,7 @@ def test_bench_on_a_rated_file(tmp_path):
         2,
         "--regularization",
         1,
+        "--no-peers",
         "--report",
         "study.md",
         "--chart",

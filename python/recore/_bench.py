@@ -20,9 +20,11 @@ peers). On the built-in data the generator's own preferences are a last row: the
 a model can hope for.
 
 Ranking models see which items each user interacted with (each pair counts 1); biased MF is
-fitted to the ratings. The built-in data come from :func:`recore.datasets.synthetic_preferences`;
-the default hyperparameters were chosen by a small grid search on the same generator with
-another seed (1) and split (see ``recore bench --help``).
+fitted to the ratings. The built-in data come from :func:`recore.datasets.synthetic_preferences`.
+ALS's best regularization depends on the data, and its quality falls off steeply beyond it, so
+it is chosen on a validation split of each run's training data (:func:`tune_regularization`);
+the other defaults were chosen by a small grid search on the built-in data with another seed
+(1) and split (see ``recore bench --help``).
 """
 
 from __future__ import annotations
