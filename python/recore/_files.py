@@ -720,20 +720,14 @@ def read_interactions(
     columns = read_columns(layout)
     if columns["user"] is None or len(columns["user"]) == 0:
         raise ValueError(f"{layout.path}: no interactions after the header (read as {layout.describe()})")
-    user_codes, user_ids = _codes(columns["user"], "user", layout.path)
-    item_codes, item_ids = _codes(columns["item"], "item", layout.path)
-    values = _values(columns.get("value"), layout.path)
+    # Each column is let go once converted: a large file's columns are not all held twice.
+    user_codes, user_ids = _codes(columns.pop("user"), "user", layout.path)
+    item_codes, item_ids = _codes(columns.pop("item"), "item", layout.path)
+    values = _values(columns.pop("value", None), layout.path)
     if values is not None and not np.isfinite(values).all():
         raise ValueError(f"{layout.path}: the value column holds NaN or infinity")
-    return _assemble(
-        user_codes,
-        item_codes,
-        user_ids,
-        item_ids,
-        values,
-        _timestamps(columns.get("timestamp"), layout.path),
-        duplicates,
-    )
+    timestamps = _timestamps(columns.pop("timestamp", None), layout.path)
+    return _assemble(user_codes, item_codes, user_ids, item_ids, values, timestamps, duplicates)
 
 
 def _pair_order(user_codes: np.ndarray, item_codes: np.ndarray, n_items: int) -> tuple[np.ndarray, np.ndarray]:
