@@ -188,6 +188,7 @@ def test_version_and_info(tmp_path):
 # -- what a person sees ------------------------------------------------------------------------------
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="pseudo-terminals are POSIX")
 def test_progress_bars_only_at_a_terminal(tmp_path):
     """A log or a pipe gets one plain line per iteration; a terminal gets tqdm's bar (which
     redraws itself with carriage returns) instead."""
