@@ -2,7 +2,9 @@
 # Builds a wheel of recore on this machine (no containers), repairs it into a manylinux wheel
 # with auditwheel, installs it into a fresh virtual environment with the test extras and runs
 # the test suite against it from a copy of tests/ outside the source tree, so that the
-# installed wheel, not the sources, is what the tests import.
+# installed wheel, not the sources, is what the tests import. On the way it checks that the
+# wheel runs on x86-64 CPUs without AVX: no AVX instruction outside the AVX2/AVX-512 kernel
+# copies, and, where qemu-x86_64 is installed, a small run on an emulated CPU without AVX.
 #
 #   scripts/build_wheel.sh [--sdist] [--cuda] [--no-test] [pytest arguments...]
 #
@@ -174,9 +176,50 @@ if not location.startswith(venv + os.sep):
     sys.exit(f"imported {location}, not the installed wheel")
 print(f"recore {recore.__version__} from {location}; CPU target {recore.cpu_target()}; CUDA built: {recore.cuda.built}")
 PY
+  check_without_avx
   step "test suite"
   if [ "$cuda" = 1 ]; then export RECORE_EXPECT_CUDA=1; fi
   "$VENV/bin/python" -m pytest tests -q -p no:cacheprovider "$@"
+}
+
+# Runs a small fit, search and recommendation with the installed wheel twice: natively with
+# the baseline kernels forced, and on an emulated CPU without AVX (Nehalem), where the engine
+# must choose the baseline kernels by itself, execute no AVX instruction, and give bitwise the
+# same results. Needs qemu-x86_64 (Debian: qemu-user); skipped without it.
+check_without_avx() {
+  step "on a CPU without AVX (qemu-x86_64 -cpu Nehalem)"
+  if [ "$(uname -m)" != x86_64 ] || ! command -v qemu-x86_64 >/dev/null; then
+    echo "skipped: needs an x86-64 machine with qemu-x86_64"
+    return
+  fi
+  local smoke=$TEST_DIR/smoke_without_avx.py
+  cat > "$smoke" <<'PY'
+import hashlib
+import numpy as np
+import recore
+
+data = recore.datasets.synthetic(n_users=300, n_items=120, nnz=4000, random_state=0)
+als = recore.ALS(factors=16, iterations=3, random_state=0).fit(data)
+ids, scores = als.recommend_all(data, k=5)
+bpr = recore.SGD(factors=16, loss="bpr", num_threads=1, random_state=0).fit(data)
+queries = np.random.default_rng(0).standard_normal((50, 16)).astype(np.float32)
+items = np.random.default_rng(1).standard_normal((700, 16)).astype(np.float32)
+top_ids, top_scores = recore.topk(queries, items, 10)
+digest = hashlib.sha256()
+for array in (als.user_factors_, als.item_factors_, ids, scores, bpr.item_factors_, top_ids, top_scores):
+    digest.update(np.ascontiguousarray(array).tobytes())
+print(recore.cpu_target(), digest.hexdigest())
+PY
+  local native emulated
+  native=$(RECORE_CPU_TARGET=baseline "$VENV/bin/python" "$smoke")
+  # An illegal instruction ends the emulated run: its empty output fails the comparison below.
+  emulated=$(env -u RECORE_CPU_TARGET qemu-x86_64 -cpu Nehalem "$VENV/bin/python" "$smoke" 2>/dev/null) || true
+  echo "native, baseline forced: $native"
+  echo "emulated Nehalem:        $emulated"
+  if [ "$native" != "$emulated" ] || [ "${emulated%% *}" != baseline ]; then
+    echo "the wheel behaves differently on a CPU without AVX" >&2
+    exit 1
+  fi
 }
 
 tools
