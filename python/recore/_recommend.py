@@ -1,9 +1,24 @@
-"""Serving a fitted factor model: top-N recommendations, similar items and users, and
-fold-in of new users. Shared by every recore model through :class:`Recommender`."""
+"""Serving a fitted factor model: top-N recommendations, similar items and users, fold-in
+of new users, and the in-place updates behind ``partial_fit_users`` / ``partial_fit_items``.
+Shared by every recore model through :class:`Recommender`.
+
+Concurrency. A model may serve ``recommend`` (and the other serving methods) from many
+threads while ``partial_fit_*`` updates it; every query's result is computed from one model,
+the one before an update or the one after it, never from a row of each or a half-written row:
+
+- one update at a time (``_update_lock``);
+- user-side rows (factors, biases) are written in place under ``_serving_lock``, which the
+  serving methods also hold while they copy the rows they read (microseconds either way);
+- item-side arrays are never written in place: an update builds new ones and assigns them,
+  so a search or a fold-in that holds the old ones keeps reading them;
+- the prepared item index is updated through :meth:`recore.ItemIndex.update`: in place when
+  no search holds it, otherwise on a copy swapped in by one assignment.
+"""
 
 from __future__ import annotations
 
 import numbers
+import threading
 import warnings
 
 import numpy as np
@@ -13,7 +28,7 @@ from recore._filters import INT32_MAX, as_exclusions, denied_bits, item_ids
 from recore._threads import engine_threads
 from recore._validation import as_user_items, check_bool, check_choice, check_ids, check_int, check_row_pointers
 from recore.backends import cpu
-from recore.topk import ItemIndex
+from recore.topk import ItemIndex, grown_capacity, normalized_rows, update_ids
 
 LAYOUTS = ("full", "per_query")
 
@@ -60,20 +75,67 @@ class Recommender:
     def _item_vectors(self) -> np.ndarray:
         return self._cached("items", lambda: np.ascontiguousarray(self.item_factors_, dtype=np.float32))
 
+    def _item_vector_rows(self, ids: np.ndarray, arrays: dict) -> np.ndarray:
+        """Rows ``ids`` of :meth:`_item_vectors` computed from ``arrays`` (the item-side
+        fitted arrays by attribute name, as an update is about to install them)."""
+        return np.ascontiguousarray(arrays["item_factors_"][ids], dtype=np.float32)
+
     def _cached(self, name: str, build):
-        """A value derived from the fitted factors, rebuilt when they change."""
-        key = (id(self.user_factors_), id(self.item_factors_))
+        """A value derived from the fitted factors, rebuilt when they are replaced (kept up
+        to date by the partial fits, which change them in place or swap them)."""
+        with self._serving_lock():
+            cache = self._current_cache()
+            if name not in cache:
+                cache[name] = build()
+            return cache[name]
+
+    def _current_cache(self) -> dict:
+        """The serving cache, emptied when the factors are other arrays than it was built
+        for (a new fit, a load, ``to_device``); the caller holds ``_serving_lock``."""
+        key = (self.user_factors_, self.item_factors_)
         cache = self.__dict__.setdefault("_serving_cache", {})
-        if cache.get("key") != key:
+        held = cache.get("key")
+        if held is None or held[0] is not key[0] or held[1] is not key[1]:
             cache.clear()
             cache["key"] = key
-        if name not in cache:
-            cache[name] = build()
-        return cache[name]
+        return cache
+
+    # -- locks (see the module docstring) ------------------------------------------------------
+
+    def _serving_lock(self) -> threading.RLock:
+        """Held while user-side rows are copied or written, and while the serving cache is
+        read or changed."""
+        return self._lock("_serving_lock_", threading.RLock)
+
+    def _update_lock(self) -> threading.Lock:
+        """Held for a whole partial fit: one update at a time."""
+        return self._lock("_update_lock_", threading.Lock)
+
+    def _lock(self, name: str, make):
+        lock = self.__dict__.get(name)
+        if lock is None:
+            lock = self.__dict__.setdefault(name, make())  # one atomic insertion: every thread gets the same
+        return lock
+
+    # Per-model state that copies and pickles leave behind: locks, and the spare rows of
+    # grown arrays (a copy of a view is an array of its own).
+    _TRANSIENT = ("_serving_lock_", "_update_lock_", "_row_storage", "_grams")
+
+    def __getstate__(self) -> dict:
+        return {name: value for name, value in self.__dict__.items() if name not in self._TRANSIENT}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
 
     def _item_index(self) -> ItemIndex:
         """The items as searched by recommend, prepared once per fitted model."""
-        return self._cached("item index", lambda: _checked_index(self._item_vectors(), "dot", "item"))
+
+        def build():
+            vectors = self._item_vectors()
+            # Vectors made here (not item_factors_ itself) belong to the index: updates may write them.
+            return _checked_index(vectors, "dot", "item", private=vectors is not self.item_factors_)
+
+        return self._cached("item index", build)
 
     # -- recommendations --------------------------------------------------------------------
 
@@ -149,10 +211,11 @@ class Recommender:
         exclude = None
         if user_items is not None and exclude_seen:
             exclude = self._seen_rows(user_items, users, user_items_layout)
+        with self._serving_lock():  # partial_fit_users writes these rows in place
+            queries = self._user_vectors(users)
         ids, scores = self._search_index(
-            self._item_index(), self._user_vectors(users), k, exclude, deny, allow, num_threads, "users' factors",
-            precision,
-        )  # fmt: skip
+            self._item_index(), queries, k, exclude, deny, allow, num_threads, "users' factors", precision
+        )
         return (ids[0], scores[0]) if single else (ids, scores)
 
     @staticmethod
@@ -161,11 +224,14 @@ class Recommender:
         answered within about a second (see ItemIndex)."""
         if not cpu.all_finite(queries):
             raise ValueError(f"the {what} contain NaN or infinity")
-        n_items = index.n_items
-        allowed = None if allow is None else item_ids(allow, n_items, "allow")
-        denied = None if deny is None else denied_bits(item_ids(deny, n_items, "deny"), n_items)
-        with engine_threads():
-            return index._search_checked(queries, k, exclude, allowed, denied, precision, num_threads)
+        # One version of the catalog for the whole search; lists are checked against it (a
+        # catalog grown by partial_fit_items since ``exclude`` was made: see ItemIndex).
+        with index._reading() as version:
+            n_items = version.n
+            allowed = None if allow is None else item_ids(allow, n_items, "allow")
+            denied = None if deny is None else denied_bits(item_ids(deny, n_items, "deny"), n_items)
+            with engine_threads():
+                return index._search_checked(version, queries, k, exclude, allowed, denied, precision, num_threads)
 
     def recommend_all(self, user_items=None, k: int = 10, **options) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`recommend` for every user, in user order.
@@ -274,22 +340,24 @@ class Recommender:
         return self._similar(index, users, k, exclude_self, num_threads, "users")
 
     def _similar(self, index, ids, k, exclude_self, num_threads, name):
-        ids, single = _ids_argument(ids, index.n_items, name)
         k = check_int(k, "k", minimum=1)
         exclude_self = check_bool(exclude_self, "exclude_self")
         num_threads = self._serving_threads(num_threads)
-        exclude = None
-        if exclude_self:
-            index_dtype = np.int64 if index.n_items > INT32_MAX else np.int32
-            exclude = sp.csr_matrix(
-                (np.ones(len(ids), np.float32), ids.astype(index_dtype), np.arange(len(ids) + 1, dtype=index_dtype)),
-                shape=(len(ids), index.n_items),
-            )
-            exclude = as_exclusions(exclude, len(ids), index.n_items)
-        # The queries are rows of the index itself: already unit length and checked.
-        queries = np.ascontiguousarray(index.items[ids])
-        with engine_threads():
-            found, scores = index._search_checked(queries, k, exclude, None, None, "float32", num_threads)
+        with index._reading() as version:  # queries and catalog from one version
+            n = version.n
+            ids, single = _ids_argument(ids, n, name)
+            exclude = None
+            if exclude_self:
+                index_dtype = np.int64 if n > INT32_MAX else np.int32
+                pointers = np.arange(len(ids) + 1, dtype=index_dtype)
+                exclude = sp.csr_matrix(
+                    (np.ones(len(ids), np.float32), ids.astype(index_dtype), pointers), shape=(len(ids), n)
+                )
+                exclude = as_exclusions(exclude, len(ids), n)
+            # The queries are rows of the index itself: already unit length and checked.
+            queries = np.ascontiguousarray(version.items[ids])
+            with engine_threads():
+                found, scores = index._search_checked(version, queries, k, exclude, None, None, "float32", num_threads)
         return (found[0], scores[0]) if single else (found, scores)
 
     # -- new users --------------------------------------------------------------------------
@@ -309,17 +377,18 @@ class Recommender:
         :func:`recore.topk`, or give the rows to :meth:`recommend_vectors`.
         """
         self._check_fitted()
-        dtype = self.item_factors_.dtype
+        item_factors = self.item_factors_  # read once: never written in place (see the module docstring)
+        dtype = item_factors.dtype
         options = self._fold_in_objective()
         rows = as_user_items(
             user_items_rows, dtype, name="user_items_rows", allow_negative=options["feedback"] != "implicit"
         )
-        n_items = self.item_factors_.shape[0]
+        n_items = item_factors.shape[0]
         if rows.shape[1] != n_items:
             raise ValueError(f"user_items_rows must have {n_items} columns (one per item), got {rows.shape[1]}")
-        target = np.zeros((rows.shape[0], self.item_factors_.shape[1]), dtype=dtype)
-        gram = cpu.gram_matrix(self.item_factors_) if options["feedback"] == "implicit" else None
-        cpu.als_half_step(rows, self.item_factors_, gram, target, solver="cholesky", **options)
+        target = np.zeros((rows.shape[0], item_factors.shape[1]), dtype=dtype)
+        gram = self._gram("item", item_factors) if options["feedback"] == "implicit" else None
+        cpu.als_half_step(rows, item_factors, gram, target, solver="cholesky", **options)
         return target
 
     def recommend_vectors(
@@ -378,6 +447,129 @@ class Recommender:
         )  # fmt: skip
         return (ids[0], scores[0]) if array.ndim == 1 else (ids, scores)
 
+    # -- partial fits: what ALS and SGD share (see the module docstring) ---------------------
+
+    def _gram(self, side: str, factors: np.ndarray) -> np.ndarray:
+        """The Gram matrix of ``factors`` (this model's ``side`` factors), kept until that side
+        changes, so that solving a few rows against it costs O(entries f^2 + f^3), not
+        O(n f^2). The same function as a fit's (bitwise the same matrix)."""
+        grams = self.__dict__.setdefault("_grams", {})
+        held = grams.get(side)
+        if held is not None and held[0] is factors:
+            return held[1]
+        gram = cpu.gram_matrix(factors, num_threads=getattr(self, "num_threads", 0))
+        grams[side] = (factors, gram)
+        return gram
+
+    def _check_updatable(self) -> None:
+        self._check_fitted()
+        for name in ("user_factors_", "item_factors_"):
+            value = getattr(self, name)
+            if not isinstance(value, np.ndarray):
+                raise TypeError(
+                    f"partial fits update numpy factors in this process; {name} is a {type(value).__name__} "
+                    "(a distributed fit's output='dask' factors: fit with output='numpy')"
+                )
+
+    def _partial_fit_arguments(self, side: str, ids, rows, dtype, *, allow_negative: bool):
+        """The checked arguments of ``partial_fit_users`` / ``partial_fit_items``: unique ids
+        >= 0 of ``side`` (past the end: new rows), and their rows as a canonical CSR matrix
+        with one column per row of the other side (a narrower matrix, made before that side
+        grew, is widened: it has no entries for the newer rows)."""
+        other = "item" if side == "user" else "user"
+        ids_name, rows_name = f"{side}_ids", f"{side}_{other}s_rows"
+        ids = update_ids(ids, ids_name)
+        rows = as_user_items(rows, dtype, name=rows_name, allow_negative=allow_negative)
+        n_other = getattr(self, f"{other}_factors_").shape[0]
+        if rows.shape[0] != len(ids):
+            raise ValueError(f"{rows_name} must have one row per id of {ids_name} ({len(ids)}), got {rows.shape[0]}")
+        if rows.shape[1] > n_other:
+            raise ValueError(
+                f"{rows_name} has {rows.shape[1]} columns, but the model has {n_other} {other}s: add the new "
+                f"{other}s first with partial_fit_{other}s"
+            )
+        if rows.shape[1] < n_other:
+            rows = _widened_rows(rows, n_other)
+        return ids, rows
+
+    def _write_rows(self, side: str, ids: np.ndarray, values: dict) -> None:
+        """Installs new values for rows ``ids`` of one side's fitted arrays and brings the
+        serving indexes already built up to date. ``values`` maps attribute names to
+        ``(rows, fill)``: the new rows, and the value of rows that ids past the end add
+        (the rows between the old end and the new ids, which keep it). The caller holds
+        ``_update_lock``."""
+        n_old = getattr(self, f"{side}_factors_").shape[0]
+        n_new = max(n_old, int(ids.max()) + 1) if len(ids) else n_old
+        changed = np.union1d(ids, np.arange(n_old, n_new))
+        if side == "user":
+            self._write_user_rows(ids, values, changed, n_new)
+        else:
+            self._write_item_rows(ids, values, changed, n_new)
+
+    def _write_user_rows(self, ids, values, changed, n_new) -> None:
+        # In place, under the lock the serving methods hold while they copy user rows out.
+        with self._serving_lock():
+            cache = self._current_cache()
+            arrays = {name: self._with_rows(name, n_new, fill) for name, (_, fill) in values.items()}
+            for name, (rows, _) in values.items():
+                arrays[name][ids] = rows
+            for name, array in arrays.items():
+                setattr(self, name, array)
+            cache["key"] = (self.user_factors_, self.item_factors_)
+            self.__dict__.get("_grams", {}).pop("user", None)
+            users = cache.get("unit users")
+            if users is not None:
+                users._update_checked(changed, normalized_rows(_float32_rows(self.user_factors_, changed)))
+
+    def _write_item_rows(self, ids, values, changed, n_new) -> None:
+        # New arrays, assigned: the old ones may be read by searches, fold-ins and
+        # predictions under way (the cost: one copy of the item side per call).
+        arrays = {}
+        for name, (rows, fill) in values.items():
+            current = getattr(self, name)
+            fresh = np.full((n_new, *current.shape[1:]), fill, dtype=current.dtype)
+            fresh[: current.shape[0]] = current
+            fresh[ids] = rows
+            arrays[name] = fresh
+        with self._serving_lock():
+            cache = self._current_cache()
+            index = cache.get("item index")
+            if index is not None:
+                every = {name: getattr(self, name) for name in ("item_factors_", "item_biases_") if hasattr(self, name)}
+                index._update_checked(changed, self._item_vector_rows(changed, {**every, **arrays}))
+            unit = cache.get("unit items")
+            if unit is not None:
+                unit._update_checked(changed, normalized_rows(_float32_rows(arrays["item_factors_"], changed)))
+            cache.pop("items", None)  # the full matrix is built again only if an index is
+            for name, array in arrays.items():
+                setattr(self, name, array)
+            cache["key"] = (self.user_factors_, self.item_factors_)
+            self.__dict__.get("_grams", {}).pop("item", None)
+
+    def _with_rows(self, name: str, n_rows: int, fill) -> np.ndarray:
+        """Attribute ``name`` (a user-side array) with at least its rows and ``n_rows`` in
+        all, writable in place: itself, or a longer view of spare storage kept for growth
+        (new rows hold ``fill``), so that adding users one at a time copies the matrix
+        O(log n) times, not once per user."""
+        current = getattr(self, name)
+        if current.shape[0] >= n_rows and current.flags.writeable:
+            return current
+        storages = self.__dict__.setdefault("_row_storage", {})
+        storage = storages.get(name)
+        if (
+            storage is not None
+            and current.base is storage
+            and storage.shape[0] >= n_rows
+            and current.__array_interface__["data"][0] == storage.__array_interface__["data"][0]
+        ):
+            return storage[:n_rows]
+        n = current.shape[0]
+        capacity = grown_capacity(n, n_rows) if n_rows > n else n
+        storage = np.full((capacity, *current.shape[1:]), fill, dtype=current.dtype)
+        storage[:n] = current
+        storages[name] = storage
+        return storage[: max(n, n_rows)]
+
 
 def _layout_of(rows: int, users: np.ndarray, n_users: int) -> str:
     """Which rows ``user_items`` holds, told from their number, or ValueError when it fits both."""
@@ -398,7 +590,25 @@ def _layout_of(rows: int, users: np.ndarray, n_users: int) -> str:
     )
 
 
-def _checked_index(vectors: np.ndarray, metric: str, what: str) -> ItemIndex:
+def _checked_index(vectors: np.ndarray, metric: str, what: str, private: bool = False) -> ItemIndex:
     if not cpu.all_finite(vectors):
         raise ValueError(f"the model's {what} factors contain NaN or infinity")
-    return ItemIndex(vectors, metric=metric, check_finite=False)
+    index = ItemIndex(vectors, metric=metric, check_finite=False)
+    if private:
+        index._version.owned = True  # no copy before the first update
+    return index
+
+
+def _float32_rows(factors: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(factors[ids], dtype=np.float32)
+
+
+def _widened_rows(rows, n_columns: int):
+    """A canonical CSR matrix with more columns: the same arrays, no entries in the new ones."""
+    index_dtype = np.int64 if n_columns > INT32_MAX else rows.indices.dtype
+    wide = sp.csr_matrix((rows.shape[0], n_columns), dtype=rows.dtype)
+    wide.data = rows.data
+    wide.indices = rows.indices.astype(index_dtype, copy=False)
+    wide.indptr = rows.indptr.astype(index_dtype, copy=False)
+    wide.has_canonical_format = True
+    return wide

@@ -331,7 +331,100 @@ class ALS(Recommender, Estimator):
             users, items = np.broadcast_arrays(users, items)
         except ValueError as error:
             raise ValueError(f"users and items must have broadcastable shapes: {error}") from None
-        return np.einsum("...f,...f->...", self.user_factors_[users], self.item_factors_[items])
+        with self._serving_lock():  # partial_fit_users writes user rows in place
+            user_rows, item_rows = self.user_factors_[users], self.item_factors_[items]
+        return np.einsum("...f,...f->...", user_rows, item_rows)
+
+    # -- updating a fitted model ----------------------------------------------------------
+
+    def partial_fit_users(self, user_ids, user_items_rows) -> ALS:
+        """Refits some users to their interactions, the item factors held fixed, and adds
+        new users: one exact solve per user (the user half of an ALS iteration restricted to
+        those rows, by Cholesky whatever ``solver`` is), written into ``user_factors_``.
+
+        Each row is the user's complete interactions (not only the newest): the user's
+        factors become the exact least-squares fit to it, with this model's objective
+        (``alpha``, ``confidence``, ``regularization``, ...). The Gram matrix of the item
+        factors is computed once and kept until the items change, so a user with n
+        interactions costs O(n f^2 + f^3): well under a millisecond at f = 64.
+
+        Ids past the end grow the model: ``user_factors_`` gets rows up to the largest id.
+        Rows between the old end and the new ids are zero vectors, which is what a solve
+        gives a user without interactions: such a user scores 0 on every item until a
+        partial fit gives them interactions. Growth keeps spare rows, so adding users one at
+        a time does not copy the matrix each time; the rows already there are not changed.
+
+        Thread safety: ``recommend``, ``recommend_all``, ``recommend_vectors``,
+        ``similar_items``, ``similar_users``, ``predict`` and ``fold_in`` may run in other
+        threads meanwhile; each query is answered from the user's old row or the new one,
+        never from a partly written row. Partial fits run one at a time. The rows are
+        written in place (so ``loss`` and code reading ``user_factors_`` directly are not
+        synchronized with the update); a prepared ``similar_users`` index is updated for
+        the changed rows only.
+
+        Parameters
+        ----------
+        user_ids : int or array-like of int
+            Unique ids >= 0, one per row.
+        user_items_rows : sparse matrix or 2-D array (len(user_ids), n_items)
+            Each user's interactions. A matrix with fewer columns than the model has items
+            (made before :meth:`partial_fit_items` added some) has no entries for the
+            newer items.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        TypeError, ValueError, IndexError
+            Ids that are not unique integers >= 0, rows of the wrong shape or with values
+            an implicit model refuses, before anything changes.
+        """
+        return self._partial_fit("user", user_ids, user_items_rows)
+
+    def partial_fit_items(self, item_ids, item_users_rows) -> ALS:
+        """Refits some items to their interactions, the user factors held fixed, and adds
+        new items: :meth:`partial_fit_users` with the sides swapped.
+
+        Each row is the item's complete interactions (its column of the user-item matrix).
+        The Gram matrix of the user factors is kept until the users change (a partial fit of
+        users invalidates it: the next item update computes it again, O(n_users f^2)).
+        ``item_factors_`` is replaced by a new array (searches and fold-ins under way keep
+        the old one; the cost is one copy of the item factors per call), and the prepared
+        serving indexes (``recommend``'s, and ``similar_items``') are updated for the changed
+        rows only, in place when no search is reading them. Items between the old end and
+        new ids get zero vectors: they score 0 for every user, so they can be recommended
+        where every other score is negative; deny them until they have interactions.
+
+        Parameters
+        ----------
+        item_ids : int or array-like of int
+            Unique ids >= 0, one per row.
+        item_users_rows : sparse matrix or 2-D array (len(item_ids), n_users)
+            Each item's interactions, one column per user.
+
+        Returns
+        -------
+        self
+        """
+        return self._partial_fit("item", item_ids, item_users_rows)
+
+    def _partial_fit(self, side: str, ids, rows) -> ALS:
+        self._check_updatable()
+        with self._update_lock():
+            fixed = self.item_factors_ if side == "user" else self.user_factors_
+            implicit = self.feedback == "implicit"
+            ids, rows = self._partial_fit_arguments(side, ids, rows, fixed.dtype, allow_negative=not implicit)
+            cpu = backends.get("cpu")
+            self._check_largest_value(cpu.largest_abs(rows), fixed.dtype)
+            gram = self._gram("item" if side == "user" else "user", fixed) if implicit else None
+            target = np.zeros((len(ids), fixed.shape[1]), dtype=fixed.dtype)
+            # A few rows gain nothing from waking every thread (the result is the same for any count).
+            options = {**self._objective(), "num_threads": 1 if rows.nnz < 20_000 else self.num_threads}
+            cpu.als_half_step(rows, fixed, gram, target, solver="cholesky", **options)
+            self._write_rows(side, ids, {f"{side}_factors_": (target, 0)})
+        return self
 
 
 class _AlsRun:

@@ -331,13 +331,45 @@ class SGD(Recommender, Estimator):
         self.global_bias_ = float(state["global_mean"])
         self.iterations_completed_ = int(state["epochs_done"][0])
         self.history_ = history
+        # The adaptive schedule's per-row sums, on the host: partial fits continue from them.
+        per_row = 2 if self._slow_factors() else 1
+        for side, n in (("user", self.user_factors_.shape[0]), ("item", self.item_factors_.shape[0])):
+            sums = state[f"{side}_rate_sums"]
+            if sums is not None:
+                sums = np.asarray(backends.holding(sums).to_host(sums)).reshape(n, per_row).copy()
+            setattr(self, f"_{side}_rate_sums", sums)
 
     # -- model files --------------------------------------------------------------------------
 
     def _fitted_state(self) -> dict:
         state = super()._fitted_state()
         state["global_bias_"] = np.float64(self.global_bias_)
+        for side in ("user", "item"):
+            sums = getattr(self, f"_{side}_rate_sums", None)
+            if sums is not None:
+                state[f"training.{side}_rate_sums"] = np.asarray(sums)
         return state
+
+    def _restore_fitted_state(self, state: dict) -> None:
+        state = dict(state)
+        sums = {side: state.pop(f"training.{side}_rate_sums", None) for side in ("user", "item")}
+        super()._restore_fitted_state(state)
+        for side in ("user", "item"):
+            setattr(self, f"_{side}_rate_sums", self._restored_rate_sums(sums[side], side))
+
+    def _restored_rate_sums(self, sums, side: str):
+        """A file's rate sums, checked; files without them (written before partial fits
+        existed) start every row's sums at 1, as a fit does."""
+        if self.schedule != "adaptive":
+            if sums is not None:
+                raise ValueError(f"{side} rate sums in a model with schedule={self.schedule!r}")
+            return None
+        shape = (getattr(self, f"{side}_factors_").shape[0], 2 if self._slow_factors() else 1)
+        if sums is None:
+            return np.ones(shape, np.float32)
+        if sums.dtype != np.float32 or sums.shape != shape or not np.isfinite(sums).all() or (sums < 0).any():
+            raise ValueError(f"{side} rate sums must be finite float32 values >= 0 of shape {shape}")
+        return np.ascontiguousarray(sums)
 
     def _check_restored(self, state: dict) -> None:
         super()._check_restored(state)
@@ -378,8 +410,11 @@ class SGD(Recommender, Estimator):
             users, items = np.broadcast_arrays(users, items)
         except ValueError as error:
             raise ValueError(f"users and items must have broadcastable shapes: {error}") from None
-        dots = np.einsum("...f,...f->...", self.user_factors_[users], self.item_factors_[items])
-        return (self.global_bias_ + self.user_biases_[users] + self.item_biases_[items] + dots).astype(np.float32)
+        with self._serving_lock():  # partial_fit_users writes user rows in place
+            user_rows, user_biases = self.user_factors_[users], self.user_biases_[users]
+            item_rows, item_biases = self.item_factors_[items], self.item_biases_[items]
+        dots = np.einsum("...f,...f->...", user_rows, item_rows)
+        return (self.global_bias_ + user_biases + item_biases + dots).astype(np.float32)
 
     # Serving: queries [p_u, 1, mu + b_u] against items [q_i, b_i, 1] score exactly predict().
     def _user_vectors(self, users: np.ndarray) -> np.ndarray:
@@ -403,6 +438,12 @@ class SGD(Recommender, Estimator):
             )
 
         return self._cached("items", build)
+
+    def _item_vector_rows(self, ids: np.ndarray, arrays: dict) -> np.ndarray:
+        factors, biases = arrays["item_factors_"][ids], arrays["item_biases_"][ids]
+        return np.ascontiguousarray(
+            np.hstack([factors, biases[:, None], np.ones((len(ids), 1), np.float32)]), dtype=np.float32
+        )
 
     def _fold_in_objective(self) -> dict:
         if self.loss == "squared":
@@ -436,6 +477,117 @@ class SGD(Recommender, Estimator):
         residuals = rows.copy()
         residuals.data = residuals.data - np.float32(self.global_bias_) - self.item_biases_[residuals.indices]
         return super().fold_in(residuals)
+
+    # -- updating a fitted model ----------------------------------------------------------------
+
+    def partial_fit_users(self, user_ids, user_items_rows, *, iterations: int = 10) -> SGD:
+        """Trains some users further on their interactions, the items held fixed, and adds
+        new users: ``iterations`` epochs of this model's SGD over the given rows alone.
+
+        Each row is the user's ratings (squared loss) or positives (BPR), complete or not:
+        only the user's factors, bias and rate sums change, by the same updates as a fit
+        (learning rate, schedule, regularization), each one against the items' values
+        before the call. The adaptive schedule continues from the user's sums of the fit
+        (an existing user takes smaller steps than a new one). Ratings are visited in a
+        fresh random order each epoch, from ``random_state``. For BPR each positive is taken
+        once an epoch with a negative drawn uniformly among the items outside the row (also
+        with ``negatives="popularity"``: the model keeps no item counts). A user with an empty
+        row is left as is.
+
+        The items are held fixed by giving the engine a copy of each rated item's row per
+        rating (the engine's epoch updates both sides; the copies' updates are thrown away):
+        O(entries x factors) more memory traffic per epoch, the same order as the epoch itself.
+        Large batches are trained in pieces of about 65,000 ratings.
+
+        Ids past the end grow the model. New users start from zero factors, bias 0 and rate
+        sums 1 (a fit starts from small random factors; with the items fixed, zero is as
+        good a start and repeatable); rows between the old end and the new ids keep those
+        values: such a user is predicted ``global_bias_ + item_biases_`` (squared loss) or
+        scores 0 (BPR) until trained. Thread safety and growth are as for
+        :meth:`recore.ALS.partial_fit_users`.
+
+        Parameters
+        ----------
+        user_ids : int or array-like of int
+            Unique ids >= 0, one per row.
+        user_items_rows : sparse matrix or 2-D array (len(user_ids), n_items)
+            Each user's ratings or positives (every stored entry counts, as in ``fit``).
+        iterations : int >= 0, default 10
+            Epochs over the rows.
+
+        Returns
+        -------
+        self
+        """
+        return self._partial_fit("user", user_ids, user_items_rows, iterations)
+
+    def partial_fit_items(self, item_ids, item_users_rows, *, iterations: int = 10) -> SGD:
+        """Trains some items further on their interactions, the users held fixed, and adds new
+        items: :meth:`partial_fit_users` with the sides swapped (the items' factors, biases and
+        rate sums change).
+
+        For BPR each (user, item) entry is a triple with a negative item drawn uniformly among
+        the other items (the user's other positives are not known here), itself held fixed.
+        ``item_factors_`` and ``item_biases_`` are replaced by new arrays and the serving
+        indexes updated for the changed rows, as for :meth:`recore.ALS.partial_fit_items`.
+        Items between the old end and new ids get zero factors and bias 0.
+
+        Parameters
+        ----------
+        item_ids : int or array-like of int
+            Unique ids >= 0, one per row.
+        item_users_rows : sparse matrix or 2-D array (len(item_ids), n_users)
+            Each item's ratings or positives, one column per user.
+        iterations : int >= 0, default 10
+            Epochs over the rows.
+
+        Returns
+        -------
+        self
+        """
+        return self._partial_fit("item", item_ids, item_users_rows, iterations)
+
+    def _partial_fit(self, side: str, ids, rows, iterations) -> SGD:
+        self._check_updatable()
+        iterations = check_int(iterations, "iterations", 0)
+        squared = self.loss == "squared"
+        with self._update_lock():
+            ids, rows = self._partial_fit_arguments(side, ids, rows, np.float32, allow_negative=squared)
+            other = "item" if side == "user" else "user"
+            if rows.nnz and float(np.abs(rows.data).max()) > 1e15:
+                raise ValueError(f"{side}_{other}s_rows values beyond 1e15 overflow float32 arithmetic; rescale them")
+            target = self._partial_target(side, ids)
+            fixed = (getattr(self, f"{other}_factors_"), getattr(self, f"{other}_biases_"))
+            rng = check_random_state(self.random_state)
+            train = _squared_rows if squared else (_bpr_users if side == "user" else _bpr_items)
+            for first, last in _row_pieces(rows.indptr):
+                piece = {key: None if value is None else value[first:last] for key, value in target.items()}
+                train(self, piece, fixed, rows[first:last], ids[first:last], rng, iterations)
+            values = {
+                f"{side}_factors_": (target["factors"][:, : self.factors], 0),
+                f"{side}_biases_": (target["biases"], 0),
+            }
+            if target["sums"] is not None:
+                values[f"_{side}_rate_sums"] = (target["sums"], 1)
+            self._write_rows(side, ids, values)
+        return self
+
+    def _partial_target(self, side: str, ids: np.ndarray) -> dict:
+        """The rows a partial fit trains, as the engine takes them: factors padded to whole
+        ``SGD_ROW_FLOATS``, biases, rate sums (the model's, or a new row's start)."""
+        factors, biases = getattr(self, f"{side}_factors_"), getattr(self, f"{side}_biases_")
+        known = ids < factors.shape[0]
+        padded = np.zeros((len(ids), _sgd_plan.padded(self.factors, backends.get("cpu").SGD_ROW_FLOATS)), np.float32)
+        padded[known, : self.factors] = factors[ids[known]]
+        row_biases = np.zeros(len(ids), np.float32)
+        row_biases[known] = biases[ids[known]]
+        sums = None
+        if self.schedule == "adaptive":
+            sums = np.ones((len(ids), 2 if self._slow_factors() else 1), np.float32)
+            held = getattr(self, f"_{side}_rate_sums", None)
+            if held is not None:
+                sums[known] = held[ids[known]]
+        return {"factors": padded, "biases": row_biases, "sums": sums}
 
 
 def _legacy_callback(function, iteration: int, metrics: dict):
@@ -504,3 +656,184 @@ class _SgdRun:
             key: (value.copy() if isinstance(value, np.ndarray) or holding(value).name == "cuda" else value)
             for key, value in self.state.items()
         }
+
+
+# -- partial fits: epochs over some rows with the other side fixed ------------------------------
+#
+# The engine's epochs update both sides of every rating. To hold one side fixed, each rating
+# gets its own copy of its fixed row (and bias), refreshed every epoch and thrown away after:
+# no copy is updated twice, so every update reads the fixed side's value before the call.
+
+# Ratings trained at once: the copies take this many rows (16 MiB at 64 factors).
+_PARTIAL_PIECE_RATINGS = 1 << 16
+
+
+def _row_pieces(indptr: np.ndarray):
+    """Ranges of whole rows holding about ``_PARTIAL_PIECE_RATINGS`` ratings each."""
+    n, first = len(indptr) - 1, 0
+    while first < n:
+        last = int(np.searchsorted(indptr, indptr[first] + _PARTIAL_PIECE_RATINGS, side="right")) - 1
+        last = min(n, max(last, first + 1))
+        yield first, last
+        first = last
+
+
+def _piece_threads(model: SGD, ratings: int, rows: int) -> int:
+    # A few ratings gain nothing from waking every thread.
+    if ratings < 20_000:
+        return 1
+    return max(1, min(rows, model.num_threads or backends.get("cpu").default_threads()))
+
+
+def _copies(rows: np.ndarray, width: int) -> np.ndarray:
+    padded = np.zeros((rows.shape[0], width), np.float32)
+    padded[:, : rows.shape[1]] = rows
+    return padded
+
+
+def _squared_rows(model: SGD, target: dict, fixed, rows, ids, rng, iterations: int) -> None:
+    """Squared loss: ``iterations`` epochs over ``rows`` (a piece of the partial fit's rows)
+    for the rows of ``target``. The formula is symmetric, so the trained side takes the
+    engine's user arguments either way."""
+    settings = model._settings()
+    fixed_factors, fixed_biases = fixed
+    n, ratings = rows.shape[0], rows.nnz
+    row_of = np.repeat(np.arange(n, dtype=np.int32), np.diff(rows.indptr))
+    copies = _copies(fixed_factors[rows.indices], target["factors"].shape[1])
+    working = np.empty_like(copies)
+    bias_copies = fixed_biases[rows.indices].astype(np.float32)
+    bias_working = np.empty_like(bias_copies)
+    sums = target["sums"]
+    sum_copies = None if sums is None else np.ones(ratings * sums.shape[1], np.float32)
+    # Threads take bands of target rows; each rating's copy belongs to its row's band, so
+    # only the grid's diagonal blocks hold ratings and no two threads touch one row.
+    threads = _piece_threads(model, ratings, n)
+    blocks = threads
+    band = row_of.astype(np.int64) * blocks // max(n, 1)
+    starts = np.zeros(blocks * blocks + 1, np.int64)
+    np.cumsum(np.bincount(band * (blocks + 1), minlength=blocks * blocks), out=starts[1:])
+    block_order = np.arange(blocks * blocks, dtype=np.int32)
+    values = rows.data.astype(np.float32, copy=False)
+    for _ in range(iterations):
+        np.copyto(working, copies)
+        np.copyto(bias_working, bias_copies)
+        if sum_copies is not None:
+            sum_copies.fill(1)
+        visit = rng.permutation(ratings)
+        visit = visit[np.argsort(band[visit], kind="stable")]
+        backends.get("cpu").sgd_squared_epoch(
+            row_of[visit], visit.astype(np.int32), values[visit], starts, block_order, blocks,
+            target["factors"], working, settings.factors,
+            user_biases=target["biases"] if settings.biases else None,
+            item_biases=bias_working if settings.biases else None,
+            global_mean=model.global_bias_ if settings.biases else 0.0,
+            user_rate_sums=None if sums is None else sums.reshape(-1), item_rate_sums=sum_copies,
+            learning_rate=settings.learning_rate, regularization=settings.regularization,
+            bias_regularization=settings.bias_regularization, num_threads=threads, slow_factors=settings.slow_factors,
+        )  # fmt: skip
+
+
+def _bpr_users(model: SGD, target: dict, fixed, rows, ids, rng, iterations: int) -> None:
+    """BPR for users: each positive once an epoch, with a negative outside the row; both
+    items are copies (``2t`` and ``2t + 1`` for triple ``t``)."""
+    settings = model._settings()
+    item_factors, item_biases = fixed
+    n_items = item_factors.shape[0]
+    row_of = np.repeat(np.arange(rows.shape[0], dtype=np.int32), np.diff(rows.indptr))
+    positives = rows.indices.astype(np.int64)
+    keep = np.diff(rows.indptr)[row_of] < n_items  # a row holding every item has no negative
+    row_of, positives = row_of[keep], positives[keep]
+    triples = len(row_of)
+    working = np.zeros((2 * triples, target["factors"].shape[1]), np.float32)
+    bias_working = np.zeros(2 * triples, np.float32) if settings.biases else None
+    sums = target["sums"]
+    sum_copies = None if sums is None else np.ones(2 * triples, np.float32)
+    even = np.arange(0, 2 * triples, 2, dtype=np.int32)
+    for _ in range(iterations):
+        visit = rng.permutation(triples)
+        users, chosen = row_of[visit], positives[visit]
+        negatives = _negatives(rng, rows, users, n_items)
+        working[0::2, : settings.factors] = item_factors[chosen]
+        working[1::2, : settings.factors] = item_factors[negatives]
+        if bias_working is not None:
+            bias_working[0::2], bias_working[1::2] = item_biases[chosen], item_biases[negatives]
+        if sum_copies is not None:
+            sum_copies.fill(1)
+        backends.get("cpu").sgd_bpr_triples(
+            users, even, even + 1, target["factors"], working, settings.factors, item_biases=bias_working,
+            user_rate_sums=None if sums is None else sums.reshape(-1), item_rate_sums=sum_copies,
+            learning_rate=settings.learning_rate, regularization=settings.regularization,
+            bias_regularization=settings.bias_regularization,
+        )  # fmt: skip
+
+
+def _bpr_items(model: SGD, target: dict, fixed, rows, ids, rng, iterations: int) -> None:
+    """BPR for items: each (user, item) entry once an epoch as the positive of a triple whose
+    user and negative item are copies. The engine's item array holds the trained rows first
+    (kept across epochs), then one negative copy per triple."""
+    settings = model._settings()
+    user_factors, _ = fixed
+    item_factors, item_biases = model.item_factors_, model.item_biases_
+    n, n_items = rows.shape[0], item_factors.shape[0]
+    row_of = np.repeat(np.arange(n, dtype=np.int32), np.diff(rows.indptr))
+    users = rows.indices.astype(np.int64)
+    own = ids[row_of]
+    keep = (n_items > 1) | (own >= n_items)  # an item needs another item as its negative
+    row_of, users, own = row_of[keep], users[keep], own[keep]
+    triples, width = len(row_of), target["factors"].shape[1]
+    user_copies = _copies(user_factors[users], width)
+    working_users = np.empty_like(user_copies)
+    items = np.zeros((n + triples, width), np.float32)
+    items[:n] = target["factors"]
+    item_bias_rows = np.zeros(n + triples, np.float32)
+    item_bias_rows[:n] = target["biases"]
+    sums = target["sums"]
+    user_sums, item_sums = np.ones(triples, np.float32), np.ones(n + triples, np.float32)
+    if sums is not None:
+        item_sums[:n] = sums[:, 0]
+    for _ in range(iterations):
+        visit = rng.permutation(triples)
+        negatives = _other_items(rng, own[visit], n_items)
+        np.copyto(working_users, user_copies)
+        items[n:, : settings.factors] = item_factors[negatives]
+        item_bias_rows[n:] = item_biases[negatives]
+        user_sums.fill(1)
+        item_sums[n:] = 1
+        backends.get("cpu").sgd_bpr_triples(
+            visit.astype(np.int32), row_of[visit], (n + np.arange(triples)).astype(np.int32),
+            working_users, items, settings.factors, item_biases=item_bias_rows if settings.biases else None,
+            user_rate_sums=None if sums is None else user_sums, item_rate_sums=None if sums is None else item_sums,
+            learning_rate=settings.learning_rate, regularization=settings.regularization,
+            bias_regularization=settings.bias_regularization,
+        )  # fmt: skip
+    target["factors"][:] = items[:n]
+    if settings.biases:
+        target["biases"][:] = item_bias_rows[:n]
+    if sums is not None:
+        sums[:, 0] = item_sums[:n]
+
+
+def _negatives(rng, rows, users: np.ndarray, n_items: int) -> np.ndarray:
+    """One item per entry of ``users`` (rows of ``rows``), uniform among the items outside
+    that row, by rejection (each row has at least one such item)."""
+    # Entries as keys row * n_items + item, sorted (canonical rows): membership by search.
+    row_of = np.repeat(np.arange(rows.shape[0], dtype=np.int64), np.diff(rows.indptr))
+    keys = row_of * n_items + rows.indices
+    drawn = rng.integers(0, n_items, len(users))
+    pending = np.arange(len(users))
+    while len(pending):
+        wanted = users[pending].astype(np.int64) * n_items + drawn[pending]
+        place = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
+        taken = (keys[place] == wanted) if len(keys) else np.zeros(len(pending), bool)
+        pending = pending[taken]
+        drawn[pending] = rng.integers(0, n_items, len(pending))
+    return drawn
+
+
+def _other_items(rng, own: np.ndarray, n_items: int) -> np.ndarray:
+    """One item per entry, uniform among the catalog's items other than ``own`` (an id past
+    the catalog has every item to choose from)."""
+    drawn = rng.integers(0, n_items - 1 if n_items > 1 else 1, len(own))
+    inside = own < n_items
+    drawn[inside] += drawn[inside] >= own[inside]  # skip the item itself
+    return drawn

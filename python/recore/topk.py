@@ -7,7 +7,11 @@ is never formed, and each query's excluded items are skipped inside the search.
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import numpy as np
+import scipy.sparse as sp
 
 from recore._filters import (
     INT32_MAX,
@@ -156,6 +160,164 @@ def topk(
     )
 
 
+# Spare rows an index (or a model's factor matrix) keeps when it grows, as a share of its
+# size: appending rows one at a time then copies the catalog O(log n) times, not once a row.
+GROWTH_FACTOR = 1.5
+
+
+def grown_capacity(rows: int, needed: int) -> int:
+    """Rows to allocate for a matrix of ``rows`` rows that must now hold ``needed``."""
+    return max(needed, int(rows * GROWTH_FACTOR) + 1)
+
+
+def _panel_values(n_items: int, factors: int) -> int:
+    """Values of the single-query layout of ``n_items`` items (whole panels)."""
+    return -(-n_items // cpu.PANEL_ITEMS) * cpu.PANEL_ITEMS * factors
+
+
+class _IndexVersion:
+    """One version of an index's arrays, consistent with itself: what one search reads.
+
+    ``storage`` holds the item rows; rows ``[0, n)`` are the catalog and the rest are zeros
+    kept for growth. The single-query layouts are built on first use, with room for the
+    same number of rows. A version is changed in place only while no search holds it (see
+    :meth:`ItemIndex.update`).
+    """
+
+    __slots__ = ("storage", "n", "owned", "items", "panel_storage", "bfloat16", "norms")
+
+    def __init__(self, storage: np.ndarray, n: int, owned: bool):
+        self.storage = storage
+        self.owned = owned  # False: the caller's array, never written
+        self.panel_storage: np.ndarray | None = None
+        # (bfloat16 words with room for the capacity, largest row norm), set as one tuple so
+        # that a search reads both or neither.
+        self.bfloat16: tuple[np.ndarray, float] | None = None
+        self.norms: np.ndarray | None = None  # float64 row norms behind the bound, with the bfloat16 words
+        self.n = n
+        self.items = storage
+        self.resize(n)
+
+    @property
+    def capacity(self) -> int:
+        return self.storage.shape[0]
+
+    def resize(self, n: int) -> None:
+        self.n = n
+        self.items = self.storage if n == self.capacity else self.storage[:n]
+
+    def panels(self) -> np.ndarray:
+        panels = self.panel_storage
+        if panels is None:
+            panels = cpu.item_panels(self.items)
+            if self.capacity > self.n:
+                storage = np.zeros(_panel_values(self.capacity, self.storage.shape[1]), np.float32)
+                storage[: panels.size] = panels
+                panels = storage
+            self.panel_storage = panels  # concurrent first uses build the same values
+        return panels[: _panel_values(self.n, self.storage.shape[1])]
+
+    def bfloat16_panels(self) -> tuple[np.ndarray, float]:
+        bfloat16 = self.bfloat16
+        if bfloat16 is None:
+            words = cpu.bfloat16_panels(self.panels())
+            if self.capacity > self.n:
+                storage = np.zeros(_panel_values(self.capacity, self.storage.shape[1]), np.uint16)
+                storage[: words.size] = words
+                words = storage
+            norms = np.zeros(self.capacity)
+            norms[: self.n] = _row_norms(self.items)
+            self.norms = norms
+            bfloat16 = self.bfloat16 = (words, _norm_bound(norms[: self.n]))
+        words, max_norm = bfloat16
+        return words[: _panel_values(self.n, self.storage.shape[1])], max_norm
+
+    def copy(self, capacity: int) -> _IndexVersion:
+        """An owned copy with room for ``capacity`` rows (layouts copied where built)."""
+        f = self.storage.shape[1]
+        storage = np.zeros((capacity, f), np.float32)
+        storage[: self.n] = self.items
+        fresh = _IndexVersion(storage, self.n, owned=True)
+        used = _panel_values(self.n, f)
+        if self.panel_storage is not None:
+            fresh.panel_storage = np.zeros(_panel_values(capacity, f), np.float32)
+            fresh.panel_storage[:used] = self.panel_storage[:used]
+        bfloat16, norms = self.bfloat16, self.norms
+        if bfloat16 is not None and norms is not None:
+            words = np.zeros(_panel_values(capacity, f), np.uint16)
+            words[:used] = bfloat16[0][:used]
+            fresh.norms = np.zeros(capacity)
+            fresh.norms[: self.n] = norms[: self.n]
+            fresh.bfloat16 = (words, bfloat16[1])
+        return fresh
+
+
+def _row_norms(rows: np.ndarray) -> np.ndarray:
+    return np.sqrt(np.einsum("ij,ij->i", rows, rows, dtype=np.float64))
+
+
+def _norm_bound(norms: np.ndarray) -> float:
+    """The largest row norm, rounded up: the bound of the bfloat16 scores' error."""
+    return float(norms.max() * (1 + 1e-12)) if len(norms) else 0.0
+
+
+class _RowUpdate:
+    """New values for some rows of an index, and the panels they change, prepared before
+    any array a search may read is touched."""
+
+    def __init__(self, version: _IndexVersion, ids: np.ndarray, rows: np.ndarray):
+        f = version.storage.shape[1]
+        self.n = max(version.n, int(ids.max()) + 1) if len(ids) else version.n
+        if self.n > version.n:
+            # Rows between the old end and the new ids are zero rows, written like the others.
+            between = np.setdiff1d(np.arange(version.n, self.n), ids, assume_unique=True)
+            ids = np.concatenate([ids, between])
+            rows = np.concatenate([rows, np.zeros((len(between), f), np.float32)])
+        self.ids, self.rows = ids, rows
+        self.panels: np.ndarray | None = None
+        self.bfloat16: np.ndarray | None = None
+        self.norms: np.ndarray | None = None
+        self.touched = np.unique(ids // cpu.PANEL_ITEMS)
+        if version.panel_storage is not None:
+            self.panels = cpu.item_panels(self._touched_rows(version))
+            if version.bfloat16 is not None:
+                self.bfloat16 = cpu.bfloat16_panels(self.panels)
+                self.norms = _row_norms(rows)
+
+    def _touched_rows(self, version: _IndexVersion) -> np.ndarray:
+        """The rows of every touched panel after the update (zeros past the end), in panel order."""
+        per_panel = cpu.PANEL_ITEMS
+        panel_rows = (self.touched[:, None] * per_panel + np.arange(per_panel)).ravel()
+        block = np.zeros((len(panel_rows), version.storage.shape[1]), np.float32)
+        existing = panel_rows < version.n
+        block[existing] = version.items[panel_rows[existing]]
+        place = np.searchsorted(self.touched, self.ids // per_panel) * per_panel + self.ids % per_panel
+        block[place] = self.rows
+        return block
+
+    def fits(self, version: _IndexVersion) -> bool:
+        return version.owned and self.n <= version.capacity
+
+    def write(self, version: _IndexVersion) -> None:
+        """Writes the rows and their panels into ``version`` (which no search holds)."""
+        version.storage[self.ids] = self.rows
+        version.resize(self.n)
+        f = version.storage.shape[1]
+        size = _panel_values(cpu.PANEL_ITEMS, f)  # values per panel
+        if self.panels is None or version.panel_storage is None:
+            # Built by a search after this update was prepared: built again on next use.
+            version.panel_storage = version.bfloat16 = version.norms = None
+            return
+        version.panel_storage.reshape(-1, size)[self.touched] = self.panels.reshape(-1, size)
+        if self.bfloat16 is None or version.bfloat16 is None or version.norms is None:
+            version.bfloat16 = version.norms = None
+            return
+        words = version.bfloat16[0]
+        words.reshape(-1, size)[self.touched] = self.bfloat16.reshape(-1, size)
+        version.norms[self.ids] = self.norms
+        version.bfloat16 = (words, _norm_bound(version.norms[: self.n]))
+
+
 class ItemIndex:
     """Item vectors prepared once for many searches: what :func:`topk` does per call, kept.
 
@@ -164,10 +326,17 @@ class ItemIndex:
     at memory speed (a second copy of the items, made once). A model's own ``recommend`` and
     ``similar_*`` methods keep one per model.
 
+    The catalog can change while it is served: :meth:`update` replaces or appends rows and
+    rewrites only the panels of the layouts that hold them. Updates and searches may run in
+    different threads at once; every search reads one version of the catalog from start to
+    end, the one before an update or the one after it, never a row of each or a half-written
+    row.
+
     Parameters
     ----------
     items : ndarray (n_items, f), float32, C-contiguous
-        Used without a copy for ``metric="dot"``.
+        Used without a copy for ``metric="dot"`` (and never written: the first
+        :meth:`update` copies it).
     metric : "dot" or "cosine"
         For cosine the unit-length rows are computed here, once.
     check_finite : bool, default True
@@ -179,15 +348,47 @@ class ItemIndex:
         self.metric = check_choice(metric, "metric", ("dot", "cosine"))
         if check_bool(check_finite, "check_finite") and not cpu.all_finite(items):
             raise ValueError("items must not contain NaN or infinity")
-        self.items = normalized_rows(items) if metric == "cosine" else items
-        self._panels = None
-        self._bfloat16 = None
+        rows = normalized_rows(items) if metric == "cosine" else items
+        self._version = _IndexVersion(rows, rows.shape[0], owned=rows is not items)
         self._single_query_layout = True  # single queries read panels, made on first use
+        self._make_locks()
+
+    def _make_locks(self) -> None:
+        # _guard: held for a few instructions, to count the searches under way and to swap or
+        # write a version; _writer: one update at a time.
+        self._guard = threading.Lock()
+        self._writer = threading.Lock()
+        self._readers = 0
+
+    def __getstate__(self) -> dict:
+        state = {name: value for name, value in self.__dict__.items() if name not in ("_guard", "_writer", "_readers")}
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._make_locks()
+
+    @property
+    def items(self) -> np.ndarray:
+        """The catalog's vectors as searched (unit rows for cosine), (n_items, f) float32."""
+        return self._version.items
 
     @property
     def n_items(self) -> int:
         """Items in the catalog."""
-        return self.items.shape[0]
+        return self._version.n
+
+    @contextlib.contextmanager
+    def _reading(self):
+        """The current version, held for the block: no update writes into it meanwhile."""
+        with self._guard:
+            self._readers += 1
+            version = self._version
+        try:
+            yield version
+        finally:
+            with self._guard:
+                self._readers -= 1
 
     def panels(self) -> np.ndarray:
         """The items in the engine's single-query layout: panels of ``PANEL_ITEMS`` rows
@@ -197,9 +398,8 @@ class ItemIndex:
         -------
         ndarray of float32, 1-D
         """
-        if self._panels is None:
-            self._panels = cpu.item_panels(self.items)
-        return self._panels
+        with self._reading() as version:
+            return version.panels()
 
     def bfloat16_panels(self) -> tuple[np.ndarray, float]:
         """The panels rounded to bfloat16 (to nearest, ties to even) as uint16 in the engine's
@@ -211,12 +411,56 @@ class ItemIndex:
         panels : ndarray of uint16, 1-D
         max_norm : float
         """
-        if self._bfloat16 is None:
-            panels = cpu.bfloat16_panels(self.panels())
-            norms = np.sqrt(np.einsum("ij,ij->i", self.items, self.items, dtype=np.float64))
-            max_norm = float(norms.max() * (1 + 1e-12)) if len(norms) else 0.0
-            self._bfloat16 = (panels, max_norm)  # one assignment: concurrent searches see both or neither
-        return self._bfloat16
+        with self._reading() as version:
+            return version.bfloat16_panels()
+
+    def update(self, ids, vectors: np.ndarray) -> None:
+        """Replaces the rows of ``ids`` with ``vectors``, appending rows for ids past the end.
+
+        Only the changed rows are written, with the panels of the single-query layouts that
+        hold them (float32 and bfloat16, where built) and the norm bound. Ids past the end
+        grow the catalog; rows between the old end and a new id become zero vectors (they
+        score 0 with every query). A search under way keeps reading the version it started
+        with: when one is, the update writes a copy of the catalog and swaps it in (one
+        reference assignment), otherwise it writes in place. Updates run one at a time.
+
+        Parameters
+        ----------
+        ids : int or array-like of int, unique, >= 0
+        vectors : ndarray (len(ids), f) float32
+            The new rows (normalized here for ``metric="cosine"``).
+
+        Raises
+        ------
+        TypeError, ValueError, IndexError
+            Ids that are not unique non-negative integers, vectors of the wrong dtype or
+            shape, or NaN / infinity in them.
+        """
+        ids = update_ids(ids)
+        vectors = factor_matrix(vectors, "vectors")
+        f = self._version.storage.shape[1]
+        if vectors.shape != (len(ids), f):
+            raise ValueError(f"vectors must have shape {(len(ids), f)} (one row per id), got {vectors.shape}")
+        if not cpu.all_finite(vectors):
+            raise ValueError("vectors must not contain NaN or infinity")
+        if self.metric == "cosine":
+            vectors = normalized_rows(vectors)
+        self._update_checked(ids, vectors)
+
+    def _update_checked(self, ids: np.ndarray, rows: np.ndarray) -> None:
+        """:meth:`update` of checked ids and rows (unit rows for cosine)."""
+        with self._writer:
+            version = self._version
+            update = _RowUpdate(version, ids, rows)  # reads only: searches may run meanwhile
+            with self._guard:
+                if self._readers == 0 and update.fits(version):
+                    update.write(version)  # no search holds it, and none starts until written
+                    return
+            capacity = version.capacity if update.n <= version.capacity else grown_capacity(version.n, update.n)
+            fresh = version.copy(capacity)
+            update.write(fresh)
+            with self._guard:
+                self._version = fresh
 
     def search(
         self,
@@ -252,46 +496,51 @@ class ItemIndex:
         precision = check_choice(precision, "precision", ("float32", "bfloat16"))
         num_threads = check_int(num_threads, "num_threads", minimum=0)
         check_finite = check_bool(check_finite, "check_finite")
-        items = self.items
-        if queries.shape[1] != items.shape[1]:
-            raise ValueError(
-                f"queries and items must have the same number of factors, got {queries.shape[1]} and {items.shape[1]}"
-            )
-        n_items = items.shape[0]
-        exclusions = None if exclude is None else as_exclusions(exclude, queries.shape[0], n_items)
-        if check_finite and not all_finite(queries, num_threads):
-            raise ValueError("queries must not contain NaN or infinity")
-        if self.metric == "cosine":
-            queries = normalized_rows(queries)
-        allowed = None if allow is None else item_ids(allow, n_items, "allow")
-        denied = None if deny is None else denied_bits(item_ids(deny, n_items, "deny"), n_items)
-        ids, scores = self._search_checked(queries, k, exclusions, allowed, denied, precision, num_threads)
+        with self._reading() as version:
+            items = version.items
+            if queries.shape[1] != items.shape[1]:
+                raise ValueError(
+                    "queries and items must have the same number of factors, "
+                    f"got {queries.shape[1]} and {items.shape[1]}"
+                )
+            n_items = items.shape[0]
+            exclusions = None if exclude is None else as_exclusions(exclude, queries.shape[0], n_items)
+            if check_finite and not all_finite(queries, num_threads):
+                raise ValueError("queries must not contain NaN or infinity")
+            if self.metric == "cosine":
+                queries = normalized_rows(queries)
+            allowed = None if allow is None else item_ids(allow, n_items, "allow")
+            denied = None if deny is None else denied_bits(item_ids(deny, n_items, "deny"), n_items)
+            ids, scores = self._search_checked(version, queries, k, exclusions, allowed, denied, precision, num_threads)
         return (ids[0], scores[0]) if single else (ids, scores)
 
-    def _search_checked(self, queries, k, exclusions, allowed, denied, precision, num_threads):
-        """The search of checked arguments (unit-length queries for cosine), in pieces of
-        about half a second, so that Ctrl-C is answered between them."""
+    def _search_checked(self, version, queries, k, exclusions, allowed, denied, precision, num_threads):
+        """The search of checked arguments (unit-length queries for cosine) over ``version``
+        (held by the caller, see :meth:`_reading`), in pieces of about half a second, so
+        that Ctrl-C is answered between them."""
         n = queries.shape[0]
-        searched_items = self.items.shape[0] if allowed is None else len(allowed)
+        if exclusions is not None and exclusions.shape[1] < version.n:
+            exclusions = _widened(exclusions, version.n)
+        searched_items = version.n if allowed is None else len(allowed)
         per_query = max(1, searched_items * queries.shape[1])
         chunk = max(cpu.SINGLE_QUERY_PATH_MAX + 1, SEARCH_CHUNK_MULTIPLY_ADDS // per_query)
         if n <= chunk:
-            return self._engine_search(queries, k, exclusions, allowed, denied, precision, num_threads)
+            return self._engine_search(version, queries, k, exclusions, allowed, denied, precision, num_threads)
         ids: np.ndarray | None = None
         scores = np.empty((n, k), dtype=np.float32)
         for first in range(0, n, chunk):
             last = min(n, first + chunk)
             rows = None if exclusions is None else exclusion_rows(exclusions, first, last)
             part_ids, part_scores = self._engine_search(
-                queries[first:last], k, rows, allowed, denied, precision, num_threads
+                version, queries[first:last], k, rows, allowed, denied, precision, num_threads
             )
             if ids is None:
                 ids = np.empty((n, k), dtype=part_ids.dtype)
             ids[first:last], scores[first:last] = part_ids, part_scores
         return ids, scores
 
-    def _engine_search(self, queries, k, exclusions, allowed, denied, precision, num_threads):
-        items = self.items
+    def _engine_search(self, version, queries, k, exclusions, allowed, denied, precision, num_threads):
+        items = version.items
         n_items = items.shape[0]
         panels = bfloat16_panels = None
         max_norm = 0.0
@@ -301,9 +550,9 @@ class ItemIndex:
             items = np.ascontiguousarray(items[allowed])
         elif queries.shape[0] <= cpu.SINGLE_QUERY_PATH_MAX and self._single_query_layout:
             if precision == "bfloat16":
-                bfloat16_panels, max_norm = self.bfloat16_panels()
+                bfloat16_panels, max_norm = version.bfloat16_panels()
             else:
-                panels = self.panels()
+                panels = version.panels()
         return cpu.topk(
             queries,
             items,
@@ -319,3 +568,32 @@ class ItemIndex:
             item_panels_bfloat16=bfloat16_panels,
             max_item_norm=max_norm,
         )
+
+
+def update_ids(ids, name: str = "ids") -> np.ndarray:
+    """Ids of rows to write (existing rows, or new ones past the end): unique non-negative
+    integers, as int64."""
+    array = np.atleast_1d(np.asarray(ids))
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be an id or a 1-dimensional array of ids, got {array.ndim} dimensions")
+    if array.dtype.kind not in "iu":
+        if not (array.size == 0 and array.dtype.kind == "f"):
+            raise TypeError(f"{name} must be integer ids, got dtype {array.dtype}")
+    array = array.astype(np.int64)
+    if array.size and array.min() < 0:
+        raise IndexError(f"{name} has negative ids")
+    if len(np.unique(array)) != len(array):
+        raise ValueError(f"{name} must not repeat an id")
+    return array
+
+
+def _widened(exclusions, n_items: int):
+    """Exclusions made by :func:`as_exclusions` for a catalog that has grown since: the same
+    entries, more columns (the newer items are not excluded)."""
+    index_dtype = np.int64 if max(exclusions.nnz, n_items) > INT32_MAX else exclusions.indices.dtype
+    rows = sp.csr_matrix((exclusions.shape[0], n_items), dtype=exclusions.dtype)
+    rows.data = exclusions.data
+    rows.indices = exclusions.indices.astype(index_dtype, copy=False)
+    rows.indptr = exclusions.indptr.astype(index_dtype, copy=False)
+    rows.has_canonical_format = True
+    return rows
