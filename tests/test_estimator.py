@@ -145,19 +145,6 @@ def test_cpu_target_selection():
         recore.set_cpu_target("sse9")
 
 
-def test_command_line_bench_runs(capsys, tmp_path, monkeypatch):
-    from recore.cli import main
-
-    monkeypatch.chdir(tmp_path)
-    assert main(["bench", "--users", "300", "--items", "100", "--nnz", "3000", "--iterations", "2"]) == 0
-    out = capsys.readouterr().out
-    assert "training loss" in out and "per iteration" in out
-    report = (tmp_path / "recore-bench.md").read_text()
-    for model in ("ALS, CG", "ALS, Cholesky", "BPR (SGD)", "biased MF (SGD)"):
-        assert f"| {model} |" in report
-    assert main(["bench", "--users", "0"]) == 2
-
-
 def test_kernels_release_the_gil():
     # While a kernel runs in another thread, this thread keeps running: the longest pause it
     # sees is far shorter than the kernel call (holding the GIL would stall it throughout).
@@ -221,32 +208,3 @@ def test_wide_indices_path_gives_the_same_model(monkeypatch):
     np.testing.assert_array_equal(wide.user_factors_, narrow.user_factors_)
     np.testing.assert_array_equal(wide.item_factors_, narrow.item_factors_)
     np.testing.assert_array_equal(wide.recommend_all(data, k=5)[0], narrow.recommend_all(data, k=5)[0])
-
-
-def test_command_line_fit_recommend_evaluate(tmp_path, capsys):
-    import pandas as pd
-    from recore.cli import main
-
-    data = recore.datasets.synthetic(200, 60, 3000, random_state=0)
-    train, test = recore.evaluation.random_split(data, 0.2, random_state=0)
-
-    def write(matrix, name):
-        coo = matrix.tocoo()
-        frame = pd.DataFrame({"user": [f"u{r}" for r in coo.row], "item": [f"i{c}" for c in coo.col]})
-        frame.to_csv(tmp_path / name, index=False)
-        return str(tmp_path / name)
-
-    train_path, test_path = write(train, "train.csv"), write(test, "test.csv")
-    model_path = str(tmp_path / "model.npz")
-    assert main(["fit", train_path, "--factors", "8", "--iterations", "3", "--out", model_path, "--quiet"]) == 0
-    capsys.readouterr()
-    assert main(["recommend", model_path, "--data", train_path, "--users", "u1,u7", "--k", "3"]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert [line.split("\t")[0] for line in lines] == ["u1", "u7"]
-    assert all(len(line.split("\t")[1].split()) == 3 for line in lines)
-    seen = {f"i{c}" for c in train[1].indices}
-    assert not seen & {entry.split(":")[0] for entry in lines[0].split("\t")[1].split()}
-    assert main(["evaluate", model_path, train_path, test_path, "--k", "5"]) == 0
-    report = dict(line.split("\t") for line in capsys.readouterr().out.strip().splitlines())
-    assert 0 <= float(report["ndcg@5"]) <= 1 and int(report["users"]) > 0
-    assert main(["recommend", model_path, "--users", "nobody"]) == 2
