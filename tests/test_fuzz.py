@@ -413,6 +413,71 @@ def test_splits(matrix, fraction, k, random_state):
     )
 
 
+@given(
+    matrix=interaction_matrices(),
+    held_out=st.one_of(st.integers(-1, 8), st.floats(-0.5, 1.5), st.just(float("nan")), junk),
+    fold_in_fraction=numbers,
+    random_state=st.one_of(st.integers(-1, 3), junk),
+)
+def test_held_out_users_split(matrix, held_out, fold_in_fraction, random_state):
+    assert_handled(
+        lambda: recore.evaluation.held_out_users_split(
+            matrix, held_out, fold_in_fraction=fold_in_fraction, random_state=random_state
+        ),
+        ["user_items", "held_out_users", "fold_in_fraction", "random_state"],
+    )
+
+
+@given(
+    fold_in=interaction_matrices(),
+    test=interaction_matrices(),
+    k=st.one_of(ks, st.lists(st.integers(-1, 12), max_size=3)),
+    num_threads=st.one_of(st.none(), threads),
+)
+def test_fold_in_metrics(fitted, fold_in, test, k, num_threads):
+    assert_handled(
+        lambda: recore.evaluation.fold_in_metrics(fitted, fold_in, test, k, num_threads=num_threads),
+        ["model", "fold_in", "test", "k", "num_threads", "user_items_rows", "user_vectors"],
+    )
+
+
+@given(
+    space=st.one_of(
+        junk,
+        st.dictionaries(st.sampled_from(["factors", "regularization", "nonsense"]), st.one_of(junk, st.just([2, 3])),
+                        max_size=2),
+    ),
+    n_trials=st.one_of(st.none(), st.integers(-1, 2), junk),
+    budget_seconds=st.one_of(st.none(), numbers),
+    metric=st.sampled_from(["ndcg", "precision", "rmse", 3]),
+    k=st.one_of(ks, junk),
+)
+def test_tune(space, n_trials, budget_seconds, metric, k):
+    train = recore.datasets.synthetic(N_USERS, N_ITEMS, 20, random_state=0)
+    assert_handled(
+        lambda: recore.evaluation.tune(
+            lambda **params: recore.ALS(factors=2, iterations=1, random_state=0, **params), train, train, space,
+            n_trials=n_trials if n_trials is not None or budget_seconds is not None else 1,
+            budget_seconds=budget_seconds, random_state=0, metric=metric, k=k,
+        ),
+        ["make_model", "space", "n_trials", "budget_seconds", "metric", "k", "factors", "regularization", "nonsense"],
+    )  # fmt: skip
+
+
+@given(
+    n_users=st.one_of(st.integers(-1, 30), junk),
+    n_items=st.one_of(st.integers(-1, 30), junk),
+    nnz=st.one_of(st.integers(-1, 200), junk),
+    rank=st.one_of(st.integers(-1, 5), junk),
+    random_state=st.one_of(st.integers(-1, 3), junk),
+)
+def test_synthetic_preferences(n_users, n_items, nnz, rank, random_state):
+    assert_handled(
+        lambda: recore.datasets.synthetic_preferences(n_users, n_items, nnz, rank=rank, random_state=random_state),
+        ["n_users", "n_items", "nnz", "rank", "random_state"],
+    )
+
+
 # -- data ---------------------------------------------------------------------------------------
 
 
