@@ -17,6 +17,7 @@ the one before an update or the one after it, never from a row of each or a half
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import threading
 import warnings
@@ -98,6 +99,10 @@ class Recommender:
         if held is None or held[0] is not key[0] or held[1] is not key[1]:
             cache.clear()
             cache["key"] = key
+            # What the partial fits keep for the factors (Gram matrices, spare rows) is for
+            # the old ones: let it go with them.
+            self.__dict__.pop("_grams", None)
+            self.__dict__.pop("_row_storage", None)
         return cache
 
     # -- locks (see the module docstring) ------------------------------------------------------
@@ -222,7 +227,11 @@ class Recommender:
     def _search_index(index, queries, k, exclude, deny, allow, num_threads, what, precision="float32"):
         """The model's own search: queries checked here, searched in pieces so that Ctrl-C is
         answered within about a second (see ItemIndex)."""
-        if not cpu.all_finite(queries):
+        # A query or two (a user served as they act) is checked by numpy, and the BLAS pools
+        # are left alone: both cost more than such a search (a parallel region to read 64
+        # floats; threadpoolctl's scan of the loaded libraries, about 0.3 ms).
+        few = queries.shape[0] <= cpu.SINGLE_QUERY_PATH_MAX
+        if not (bool(np.isfinite(queries).all()) if few else cpu.all_finite(queries)):
             raise ValueError(f"the {what} contain NaN or infinity")
         # One version of the catalog for the whole search; lists are checked against it (a
         # catalog grown by partial_fit_items since ``exclude`` was made: see ItemIndex).
@@ -230,7 +239,7 @@ class Recommender:
             n_items = version.n
             allowed = None if allow is None else item_ids(allow, n_items, "allow")
             denied = None if deny is None else denied_bits(item_ids(deny, n_items, "deny"), n_items)
-            with engine_threads():
+            with contextlib.nullcontext() if few else engine_threads():
                 return index._search_checked(version, queries, k, exclude, allowed, denied, precision, num_threads)
 
     def recommend_all(self, user_items=None, k: int = 10, **options) -> tuple[np.ndarray, np.ndarray]:
