@@ -77,6 +77,15 @@ def one_user_updates(model, users, rows, k: int, serve_threads: int) -> tuple[li
     return update, serve
 
 
+def back_to_back(model, users, rows) -> list:
+    seconds = []
+    for user, row in zip(users, rows):
+        start = time.perf_counter()
+        model.partial_fit_users(int(user), row)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
 def event_batches(rng, data, batches: int, events: int, new_share: float):
     """Batches of (users, items, values) drawn like the data: a stored entry's user (or, for
     ``new_share`` of them, a new user) and an item drawn by the items' popularity."""
@@ -179,6 +188,8 @@ def run_als(arguments, data, rng) -> None:
     print(f"\none existing user, {arguments.row} interactions, factors {arguments.factors}, {n_items:,} items")
     print(f"  partial_fit_users            {percentiles(update)}")
     print(f"  then recommend (k={arguments.k})       {percentiles(serve)}")
+    print("  partial_fit_users, back to back (no search between)")
+    print(f"                               {percentiles(back_to_back(model, users, rows))}")
     new_users = np.arange(n_users, n_users + arguments.updates)
     update, serve = one_user_updates(model, new_users, rows, arguments.k, arguments.serve_threads)
     print("one new user (the model grows by one row each time)")
