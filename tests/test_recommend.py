@@ -240,8 +240,9 @@ def test_concurrent_recommend_from_eight_threads_matches_serial_calls(data):
 
 
 def test_a_few_users_of_a_large_matrix_are_checked_and_served_the_same():
-    """Serving a few users of a big user_items reads only their rows, after checking the row
-    pointers; a malformed matrix is still refused."""
+    """Serving a few users of a big user_items reads and checks only their rows (their
+    pointers and their indices): pointers that break a taken row, or its columns, are refused;
+    rows not taken are not read."""
     data = recore.datasets.synthetic(3000, 200, 30_000, random_state=0)
     model = recore.ALS(factors=8, iterations=2, random_state=0).fit(data)
     few = model.recommend([5, 17], data, k=10)
@@ -250,7 +251,10 @@ def test_a_few_users_of_a_large_matrix_are_checked_and_served_the_same():
     broken.indptr = broken.indptr.copy()
     broken.indptr[10] = broken.indptr[11] + 5
     with pytest.raises(ValueError, match="indptr"):
-        model.recommend([5], broken, k=3)
+        model.recommend([10], broken, k=3)  # row 10 now begins after it ends
+    np.testing.assert_array_equal(model.recommend([5], broken, k=3)[0], model.recommend([5], data, k=3)[0])
+    with pytest.raises(ValueError, match="indptr"):
+        model.recommend_all(broken, k=3)  # every row taken: the whole structure is checked
     wrong_column = data.copy()
     wrong_column.indices = wrong_column.indices.copy()
     wrong_column.indices[wrong_column.indptr[5]] = 10_000

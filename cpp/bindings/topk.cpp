@@ -18,7 +18,8 @@ namespace {
 // infinity. Integer tests, so that the loop vectorizes.
 bool all_finite(const MatrixView<const float>& m) {
   bool bad = false;
-#pragma omp parallel for reduction(|| : bad) schedule(static)
+  // Small arrays (one query) are read on the calling thread: a thread team costs more.
+#pragma omp parallel for reduction(|| : bad) schedule(static) if (m.rows * m.cols > (int64_t{1} << 16))
   for (int64_t r = 0; r < m.rows; ++r) {
     uint32_t row_bad = 0;
     for (int64_t j = 0; j < m.cols; ++j) {

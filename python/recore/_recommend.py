@@ -27,7 +27,7 @@ import scipy.sparse as sp
 
 from recore._filters import INT32_MAX, as_exclusions, denied_bits, item_ids
 from recore._threads import engine_threads
-from recore._validation import as_user_items, check_bool, check_choice, check_ids, check_int, check_row_pointers
+from recore._validation import as_user_items, check_bool, check_choice, check_ids, check_int, check_taken_row_pointers
 from recore.backends import cpu
 from recore.topk import ItemIndex, grown_capacity, normalized_rows, update_ids
 
@@ -278,9 +278,9 @@ class Recommender:
         if layout == "per_query":
             rows = user_items
         elif user_items.format == "csr" and len(users) < n_users // 64:
-            # A few users of a large matrix: check the row pointers (O(users)), slice, and
-            # check only the rows taken, so that serving one user does not read them all.
-            check_row_pointers(user_items, "user_items")
+            # A few users of a large matrix: check the pointers of the rows taken (O(users)),
+            # slice, and check only those rows, so that serving one user does not read them all.
+            check_taken_row_pointers(user_items, users, "user_items")
             rows = user_items[users]
         else:
             rows = as_exclusions(user_items, n_users, n_items)[users]

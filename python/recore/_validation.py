@@ -102,6 +102,25 @@ def check_row_pointers(matrix, name: str) -> None:
         raise ValueError(f"{name}.data and {name}.indices must have the same length")
 
 
+def check_taken_row_pointers(matrix, rows: np.ndarray, name: str) -> None:
+    """The part of a CSR structure check that rows ``rows`` need before they are sliced: the
+    pointer array's length and ends, and each taken row's bounds (O(len(rows)), so that serving
+    a few users of a large matrix does not read every pointer). The rows' indices are then
+    checked alone."""
+    indptr, indices = np.asarray(matrix.indptr), np.asarray(matrix.indices)
+    n_rows = matrix.shape[0]
+    if indptr.ndim != 1 or indptr.shape[0] != n_rows + 1:
+        raise ValueError(f"{name}.indptr must have {n_rows + 1} entries, got {indptr.shape}")
+    nnz = indices.shape[0]
+    if indptr[0] != 0 or indptr[-1] != nnz:
+        raise ValueError(f"{name}.indptr is malformed: it must rise from 0 to nnz")
+    if np.asarray(matrix.data).shape != indices.shape:
+        raise ValueError(f"{name}.data and {name}.indices must have the same length")
+    begins, ends = indptr[rows], indptr[rows + 1]
+    if np.any(begins < 0) or np.any(ends < begins) or np.any(ends > nnz):
+        raise ValueError(f"{name}.indptr is malformed: it must rise from 0 to nnz")
+
+
 def _to_csr(matrix, name: str):
     if isinstance(matrix, np.ndarray) or (hasattr(matrix, "__array__") and not sp.issparse(matrix)):
         dense = np.asarray(matrix)

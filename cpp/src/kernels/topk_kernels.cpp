@@ -545,10 +545,13 @@ struct Float32Panels {
 // items in order. Only the items' rounding differs from the float32 scores; the caller
 // bounds it.
 typedef uint32_t EightWords __attribute__((vector_size(32)));
+typedef float EightFloats __attribute__((vector_size(32)));
 
 struct Bfloat16Panels {
   const uint16_t* values;
-  inline void load_chunk(int64_t offset, FloatVector out[kChunkVectors]) const {
+  // A template on the vector type only so that the branches for other widths are discarded.
+  template <typename Vector>
+  inline void load_chunk(int64_t offset, Vector out[kChunkVectors]) const {
     constexpr int per_block = 16 / kLanes;
 #pragma GCC unroll 16
     for (int b = 0; b < kChunkVectors / per_block; ++b) {
@@ -556,11 +559,22 @@ struct Bfloat16Panels {
       __builtin_memcpy(&w, values + offset + b * 16, sizeof(w));
       const EightWords low = w << 16;           // items 0..7 of the block
       const EightWords high = w & 0xFFFF0000u;  // items 8..15
-      float block[16];
-      __builtin_memcpy(block, &low, sizeof(low));
-      __builtin_memcpy(block + 8, &high, sizeof(high));
+      if constexpr (sizeof(Vector) == 64) {
+        // Joined in registers: two 32-byte stores read back as one 64-byte load would stall
+        // on every chunk (the store buffer cannot forward them).
+        out[b] = __builtin_shufflevector(reinterpret_cast<const EightFloats&>(low),
+                                         reinterpret_cast<const EightFloats&>(high), 0, 1, 2, 3, 4, 5, 6, 7, 8, 9,
+                                         10, 11, 12, 13, 14, 15);
+      } else if constexpr (sizeof(Vector) == 32) {
+        out[b * 2] = reinterpret_cast<const Vector&>(low);
+        out[b * 2 + 1] = reinterpret_cast<const Vector&>(high);
+      } else {
+        float block[16];
+        __builtin_memcpy(block, &low, sizeof(low));
+        __builtin_memcpy(block + 8, &high, sizeof(high));
 #pragma GCC unroll 4
-      for (int v = 0; v < per_block; ++v) out[b * per_block + v] = load(block + v * kLanes);
+        for (int v = 0; v < per_block; ++v) out[b * per_block + v] = load(block + v * kLanes);
+      }
     }
   }
 };
