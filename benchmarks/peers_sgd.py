@@ -92,14 +92,14 @@ def fit_recore(train, test, factors, arguments, *, threads, biases=False, schedu
     seconds = sum(epoch_seconds)
     result = {
         "seconds": seconds,
-        "updates_per_second": options["epochs"] * train.nnz / seconds,
+        "updates_per_second": options["iterations"] * train.nnz / seconds,
         "rmse": rmse(model, test),
     }
     if threads == 1 and len(cpu_clock) > 1:
         # One thread trains on this (the calling) thread: its CPU time between callbacks is
         # an epoch's, without the time the machine gave to others.
-        result["cpu_seconds"] = float(np.median(np.diff(cpu_clock))) * options["epochs"]
-        result["cpu_updates_per_second"] = options["epochs"] * train.nnz / result["cpu_seconds"]
+        result["cpu_seconds"] = float(np.median(np.diff(cpu_clock))) * options["iterations"]
+        result["cpu_updates_per_second"] = options["iterations"] * train.nnz / result["cpu_seconds"]
     return result
 
 
