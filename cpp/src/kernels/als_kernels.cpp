@@ -253,7 +253,8 @@ void cholesky_solve(const T* U, int64_t f, int64_t fp, T* b, T* x) {
   }
 }
 
-// Per-thread scratch, carved from the workspace the dispatcher allocated.
+// Per-thread scratch, carved from the workspace the dispatcher allocated (laid out as
+// als_workspace_per_thread sizes it).
 template <typename T>
 struct Scratch {
   T* gathered;  // row length x fp
@@ -263,10 +264,14 @@ struct Scratch {
   T* residual;
   T* direction;
   T* product;
-  T* scaled;  // Cholesky: row length x fp
-  T* A;       // Cholesky: fp x fp
+  T* scaled;         // Cholesky: row length x fp
+  T* A;              // Cholesky: fp x fp
+  T* prediction;     // subspace: row length + 16
+  T* chunk;          // subspace: kSubspaceChunkRows x padded block
+  T* chunk_scaled;   // subspace: kSubspaceChunkRows x padded block
+  T* block_matrix;   // subspace: padded block x padded block
 
-  Scratch(T* base, int64_t max_row_length, int64_t gathered_rows, int64_t fp, bool cholesky) {
+  Scratch(T* base, int64_t max_row_length, int64_t gathered_rows, int64_t fp, Solver solver, int64_t padded_block) {
     gathered = base;
     base += gathered_rows * fp;
     weight = base;
@@ -278,12 +283,19 @@ struct Scratch {
     direction = residual + fp;
     product = direction + fp;
     base = product + fp;
-    if (cholesky) {
+    scaled = A = prediction = chunk = chunk_scaled = block_matrix = nullptr;
+    if (solver == Solver::cholesky) {
       scaled = base;
       base += gathered_rows * fp;
       A = base;
-    } else {
-      scaled = A = nullptr;
+    } else if (solver == Solver::subspace) {
+      prediction = base;
+      base += coefficient_capacity(max_row_length);
+      chunk = base;
+      base += kSubspaceChunkRows * padded_block;
+      chunk_scaled = base;
+      base += kSubspaceChunkRows * padded_block;
+      block_matrix = base;
     }
   }
 };
@@ -308,11 +320,15 @@ inline void prefetch_row_start(const AlsSolveArgs<T, I>& a, int64_t u) {
   for (int64_t k = begin; k < end; ++k) prefetch_row(a.fixed, static_cast<int64_t>(a.rows.indices[k]));
 }
 
-// The per-entry weights (coefficient of y y^T in A) and offsets (coefficient of y in b).
+// The per-entry weights (coefficient of y y^T in A) and offsets (coefficient of y in b). An
+// observed entry's confidence replaces the unobserved weight alpha0 that the Gram matrix gives
+// every entry, hence c - alpha0 (negative where c < alpha0: such an entry weighs less than an
+// unobserved one).
 template <typename T, typename I>
 void row_coefficients(const AlsSolveArgs<T, I>& a, int64_t begin, int64_t n, const Scratch<T>& s) {
   const AlsOptions& o = a.options;
   const T alpha = static_cast<T>(o.alpha);
+  const T unobserved_weight = static_cast<T>(o.unobserved_weight);
   for (int64_t k = 0; k < n; ++k) {
     const T value = a.rows.data[begin + k];
     if (o.feedback == Feedback::explicit_ratings) {
@@ -320,7 +336,7 @@ void row_coefficients(const AlsSolveArgs<T, I>& a, int64_t begin, int64_t n, con
       s.offset[k] = value;
     } else {
       const T confidence = o.confidence == Confidence::linear ? T(1) + alpha * value : alpha * value;
-      s.weight[k] = confidence - T(1);
+      s.weight[k] = confidence - unobserved_weight;
       s.offset[k] = confidence;
     }
   }
@@ -340,10 +356,10 @@ void gather_rows(const AlsSolveArgs<T, I>& a, int64_t begin, int64_t n, int64_t 
 }
 
 // Conjugate gradient on A x = b, warm-started from the current x (Takacs et al. 2011):
-// A x = G x + lambda x + sum_k w_k (y_k . x) y_k is applied without forming A.
+// A x = G x + lambda x + sum_k w_k (y_k . x) y_k is applied without forming A (G: alpha0 YtY).
 
 // out = G v + lambda v: the part of A v that does not involve the row's entries (G is the
-// padded Gram matrix, or nullptr for explicit feedback). v is read up to f.
+// padded, alpha0-weighted Gram matrix, or nullptr for explicit feedback). v is read up to f.
 template <typename T>
 void product_without_entries(const T* G, const T* v, int64_t f, int64_t fp, T lambda, T* out) {
   if (G) {
@@ -471,6 +487,82 @@ void solve_row_cholesky(const AlsSolveArgs<T, I>& a, int64_t begin, int64_t n, T
   }
 }
 
+// -- subspace (iALS++) ----------------------------------------------------------------------
+// Block coordinate descent on the row's quadratic 1/2 x^T A x - b^T x (Rendle et al. 2021):
+// for each block B of factors in turn, x_B moves to the exact minimizer with the other
+// factors fixed, x_B -= A_BB^-1 (A x - b)_B, where
+//   A_BB = G_BB + lambda I + sum_k w_k y_kB y_kB^T,
+//   (A x - b)_B = (G x)_B + lambda x_B + sum_k (w_k p_k - c_k) y_kB,
+// and p_k = y_k . x is the row's prediction cache: kept for every entry of the row and moved
+// by y_kB . d after each block, so that a pass over all blocks reads each entry's factors a
+// constant number of times instead of once per factor. Each step can only lower the
+// objective, and with enough passes x reaches the exact solve.
+
+// A_BB (upper triangle, stride bp, zero beyond bb) in s.block_matrix with `ridge` added to its
+// diagonal, and the gradient (A x - b)_B in s.residual (zero beyond bb), for the block of bb
+// factors from j0. The entries' block columns are copied kSubspaceChunkRows at a time, plain
+// and scaled by w_k, into padded buffers that the register tiles of add_gram_upper read.
+template <typename T, typename I, typename Rows>
+void form_block_system(const AlsSolveArgs<T, I>& a, const Rows& Y, int64_t n, int64_t j0, int64_t bb, T lambda,
+                       T ridge, const Scratch<T>& s) {
+  const int64_t f = a.fixed.cols, fp = a.padded_factors, bp = a.padded_block;
+  const T* G = a.padded_gram;
+  T* H = s.block_matrix;
+  T* gradient = s.residual;
+  fill_zero(H, bp * bp);
+  for (int64_t i = 0; i < bb; ++i) {
+    if (G) copy(G + (j0 + i) * fp + j0 + i, H + i * bp + i, bb - i);
+    H[i * bp + i] += lambda + ridge;
+    gradient[i] = (G ? dot(G + (j0 + i) * fp, s.x, f) : T(0)) + lambda * s.x[j0 + i];
+  }
+  fill_zero(gradient + bb, bp - bb);
+  for (int64_t c0 = 0; c0 < n; c0 += kSubspaceChunkRows) {
+    const int64_t m = smaller(kSubspaceChunkRows, n - c0);
+    for (int64_t k = 0; k < m; ++k) {
+      const T* y = Y(c0 + k) + j0;
+      T* plain = s.chunk + k * bp;
+      T* scaled = s.chunk_scaled + k * bp;
+      const T weight = s.weight[c0 + k];
+      copy(y, plain, bb);
+      fill_zero(plain + bb, bp - bb);
+#pragma omp simd
+      for (int64_t j = 0; j < bp; ++j) scaled[j] = weight * plain[j];
+      axpy(weight * s.prediction[c0 + k] - s.offset[c0 + k], plain, gradient, bb);
+    }
+    add_gram_upper(s.chunk, s.chunk_scaled, m, 0, bb, bp, H);
+  }
+}
+
+// subspace_sweeps passes over the blocks of row x (in s.x, zero beyond f), whose entries'
+// fixed rows Y(k) are `width` long (f or fp) and whose coefficients are in s.weight / s.offset.
+template <typename T, typename I, typename Rows>
+void solve_row_subspace(const AlsSolveArgs<T, I>& a, const Rows& Y, int64_t width, int64_t n, T lambda,
+                        const Scratch<T>& s) {
+  const int64_t f = a.fixed.cols, bs = a.block_factors, bp = a.padded_block;
+  for (int64_t k = 0; k < n; ++k) s.prediction[k] = dot(Y(k), s.x, width);
+  for (int sweep = 0; sweep < a.options.subspace_sweeps; ++sweep) {
+    for (int64_t j0 = 0; j0 < f; j0 += bs) {
+      const int64_t bb = smaller(bs, f - j0);
+      form_block_system(a, Y, n, j0, bb, lambda, T(0), s);
+      T trace = 0;
+      for (int64_t i = 0; i < bb; ++i) trace += s.block_matrix[i * bp + i];
+      bool factored = cholesky_factor(s.block_matrix, bb, bp);
+      // A singular block (possible only with zero regularization): the Cholesky solver's
+      // ridge, growing from 1e-6 of the mean diagonal; if none factors, x_B is kept.
+      T ridge = (trace > T(0) ? trace / T(bb) : T(1)) * T(1e-6);
+      for (int attempt = 0; !factored && attempt < 4; ++attempt, ridge *= T(100)) {
+        form_block_system(a, Y, n, j0, bb, lambda, ridge, s);
+        factored = cholesky_factor(s.block_matrix, bb, bp);
+      }
+      if (!factored) continue;
+      T* step = s.direction;
+      cholesky_solve(s.block_matrix, bb, bp, s.residual, step);
+      for (int64_t i = 0; i < bb; ++i) s.x[j0 + i] -= step[i];
+      for (int64_t k = 0; k < n; ++k) s.prediction[k] -= dot(Y(k) + j0, step, bb);
+    }
+  }
+}
+
 // -- blocked conjugate gradient ------------------------------------------------------------
 // Every row runs the same CG as solve by row (start_residual, cg_iterations), but the
 // passes over the rows' entries go block by block of fixed rows, all rows together.
@@ -489,7 +581,8 @@ void blocked_pass(const AlsSolveArgs<T, I>& a, const T* vectors, T* outputs, T s
       const int64_t begin = a.block_bounds[u * (blocks + 1) + b];
       const int64_t n = a.block_bounds[u * (blocks + 1) + b + 1] - begin;
       if (n == 0) continue;
-      Scratch<T> s(a.workspace + thread_index() * a.workspace_per_thread, a.max_row_length, 0, fp, false);
+      Scratch<T> s(a.workspace + thread_index() * a.workspace_per_thread, a.max_row_length, 0, fp,
+                   Solver::conjugate_gradient, 0);
       row_coefficients(a, begin, n, s);
       const T* v = vectors ? vectors + u * fp : a.target.row(u);
       IndexedRows<T, I> entries{a.fixed.data, a.fixed.stride, f, a.rows.indices + begin};
@@ -503,10 +596,7 @@ template <typename T, typename I>
 void solve_blocked(const AlsSolveArgs<T, I>& a) {
   const int64_t f = a.fixed.cols, fp = a.padded_factors, rows = a.rows.rows;
   const int64_t blocks = (a.fixed.rows + a.block_rows - 1) / a.block_rows;
-  auto lambda_of = [&](int64_t u) {
-    const int64_t n = a.rows.row_end(u) - a.rows.row_begin(u);
-    return static_cast<T>(a.options.regularization) * (a.options.weighted_regularization ? static_cast<T>(n) : T(1));
-  };
+  auto lambda_of = [&](int64_t u) { return a.lambdas[u]; };
 #pragma omp parallel num_threads(a.threads)
   {
     // Where each block starts in each row (the row's indices are sorted), and r = -G x - lambda x.
@@ -565,11 +655,11 @@ void als_solve(const AlsSolveArgs<T, I>& a) {
   if (a.block_rows > 0) return solve_blocked(a);
   const int64_t f = a.fixed.cols, fp = a.padded_factors;
   const int64_t rows = a.rows.rows;
-  const bool cholesky = a.options.solver == Solver::cholesky;
+  const Solver solver = a.options.solver;
 #pragma omp parallel num_threads(a.threads)
   {
     Scratch<T> s(a.workspace + thread_index() * a.workspace_per_thread, a.max_row_length, a.gathered_rows, fp,
-                 cholesky);
+                 solver, a.padded_block);
 #pragma omp for schedule(dynamic, 16)
     for (int64_t u = 0; u < rows; ++u) {
       const int64_t begin = a.rows.row_begin(u);
@@ -580,13 +670,21 @@ void als_solve(const AlsSolveArgs<T, I>& a) {
         fill_zero(target, f);
         continue;
       }
-      const T lambda = static_cast<T>(a.options.regularization) *
-                       (a.options.weighted_regularization ? static_cast<T>(n) : T(1));
+      const T lambda = a.lambdas[u];
       row_coefficients(a, begin, n, s);
       copy(target, s.x, f);
       fill_zero(s.x + f, fp - f);
-      if (cholesky) {
+      if (solver == Solver::cholesky) {
         solve_row_cholesky(a, begin, n, lambda, s);
+      } else if (solver == Solver::subspace) {
+        if (n > a.gather_limit) {
+          solve_row_subspace(a, IndexedRows<T, I>{a.fixed.data, a.fixed.stride, f, a.rows.indices + begin}, f, n,
+                             lambda, s);
+        } else {
+          gather_rows(a, begin, n, begin + n, s.gathered);
+          prefetch_row_start(a, u + 1);
+          solve_row_subspace(a, GatheredRows<T>{s.gathered, fp}, fp, n, lambda, s);
+        }
       } else if (n > a.gather_limit) {
         // A block this long would not stay in cache between the CG passes: read the rows
         // where they are instead of copying them first.
@@ -629,17 +727,19 @@ void als_loss(const AlsLossArgs<T, I>& a) {
   const AlsOptions& o = a.options;
   const bool implicit = o.feedback == Feedback::implicit;
   const T alpha = static_cast<T>(o.alpha);
+  const double unobserved_weight = o.unobserved_weight;
 #pragma omp parallel for num_threads(a.threads) schedule(dynamic, 1)
   for (int64_t c = 0; c < a.chunks; ++c) {
     double sum = 0;
     const int64_t begin = R.rows * c / a.chunks, end = R.rows * (c + 1) / a.chunks;
     for (int64_t u = begin; u < end; ++u) {
       const T* x = a.user_factors.row(u);
-      const int64_t n = R.row_end(u) - R.row_begin(u);
       double row = 0;
       if (implicit) {
-        // Every entry as if unobserved (confidence 1, preference 0): x^T (Y^T Y) x.
-        for (int64_t i = 0; i < f; ++i) row += static_cast<double>(x[i]) * dot(a.item_gram.row(i), x, f);
+        // Every entry as if unobserved (weight alpha0, preference 0): alpha0 x^T (Y^T Y) x.
+        double unobserved = 0;
+        for (int64_t i = 0; i < f; ++i) unobserved += static_cast<double>(x[i]) * dot(a.item_gram.row(i), x, f);
+        row = unobserved_weight * unobserved;
       }
       for (int64_t k = R.row_begin(u); k < R.row_end(u); ++k) {
         const double score = dot(x, a.item_factors.row(static_cast<int64_t>(R.indices[k])), f);
@@ -647,13 +747,12 @@ void als_loss(const AlsLossArgs<T, I>& a) {
         if (implicit) {
           // Replace the unobserved term of this entry by its observed one.
           const double confidence = o.confidence == Confidence::linear ? 1.0 + alpha * value : alpha * value;
-          row += confidence * (1.0 - score) * (1.0 - score) - score * score;
+          row += confidence * (1.0 - score) * (1.0 - score) - unobserved_weight * score * score;
         } else {
           row += (value - score) * (value - score);
         }
       }
-      const double weight = o.weighted_regularization ? static_cast<double>(n) : 1.0;
-      row += o.regularization * weight * dot(x, x, f);
+      row += o.regularization * a.row_scales[u] * dot(x, x, f);
       sum += row;
     }
     a.partials[c] = sum;
