@@ -182,9 +182,16 @@ void als_solve(const CsrView<T, I>& user_items, MatrixView<const T> fixed, Matri
 
   // The unobserved entries' part of every row's matrix, alpha0 YtY, padded (a plain copy for
   // alpha0 = 1, so that the default objective rounds as it always has).
+  // The subspace solver reads the Gram matrix's rows a padded block at a time, past the last
+  // row's end for a block near the end: zeros there.
   std::unique_ptr<AlignedBuffer<T>> gram;
+  if (options.solver == Solver::subspace) {
+    a.block_factors = std::min<int64_t>(options.block_size, f);
+    a.padded_block = padded<T>(a.block_factors);
+    a.blocks = (f + a.block_factors - 1) / a.block_factors;
+  }
   if (implicit) {
-    gram = std::make_unique<AlignedBuffer<T>>(fp * fp);
+    gram = std::make_unique<AlignedBuffer<T>>(fp * fp + a.padded_block);
     const T weight = static_cast<T>(options.unobserved_weight);
     for (int64_t i = 0; i < f; ++i) {
       T* row = gram->get() + i * fp;
@@ -203,12 +210,8 @@ void als_solve(const CsrView<T, I>& user_items, MatrixView<const T> fixed, Matri
   a.gather_limit = override_rows > 0 ? override_rows : (int64_t{64} << 20) / (fp * static_cast<int64_t>(sizeof(T)));
   a.gathered_rows = std::min(a.max_row_length, options.solver == Solver::cholesky ? kCholeskyChunkRows
                                                                                  : a.gather_limit);
-  if (options.solver == Solver::subspace) {
-    a.block_factors = std::min<int64_t>(options.block_size, f);
-    a.padded_block = padded<T>(a.block_factors);
-  }
   a.workspace_per_thread =
-      als_workspace_per_thread(a.max_row_length, a.gathered_rows, fp, options.solver, a.padded_block);
+      als_workspace_per_thread(a.max_row_length, a.gathered_rows, fp, options.solver, a.padded_block, a.blocks);
   AlignedBuffer<T> workspace(a.threads * a.workspace_per_thread);
   a.workspace = workspace.get();
 

@@ -18,7 +18,8 @@ template <typename T, typename I>
 struct AlsSolveArgs {
   CsrView<T, I> rows;
   MatrixView<const T> fixed;        // n_fixed x f, caller's layout
-  const T* padded_gram = nullptr;   // fp x fp: alpha0 YtY, zero beyond f; nullptr for explicit feedback
+  const T* padded_gram = nullptr;   // fp x fp: alpha0 YtY, zero beyond f (and for padded_block values
+                                    // past its end); nullptr for explicit feedback
   const T* lambdas = nullptr;       // rows: each row's regularization lambda_u
   MatrixView<T> target;             // rows x f, caller's layout
   int64_t padded_factors = 0;       // fp: f rounded up to the widest SIMD width
@@ -27,6 +28,7 @@ struct AlsSolveArgs {
   int64_t gathered_rows = 0;        // rows the gathered block holds: min(max_row_length, gather_limit)
   int64_t block_factors = 0;        // subspace solver: factors per block, min(block_size, f)
   int64_t padded_block = 0;         // subspace solver: block_factors rounded up like fp
+  int64_t blocks = 0;               // subspace solver: blocks of a row, f / block_factors rounded up
   AlsOptions options;
   T* workspace = nullptr;           // threads x workspace_per_thread values, 64-byte aligned
   int64_t workspace_per_thread = 0;
@@ -80,14 +82,18 @@ constexpr int64_t kSubspaceChunkRows = 256;
 inline int64_t coefficient_capacity(int64_t max_row_length) { return (max_row_length + 16) / 16 * 16; }
 
 inline int64_t als_workspace_per_thread(int64_t max_row_length, int64_t gathered_rows, int64_t fp, Solver solver,
-                                        int64_t padded_block) {
+                                        int64_t padded_block, int64_t blocks) {
   // gathered rows, weights, right-hand-side coefficients, 4 vectors; for Cholesky the scaled
-  // rows and A; for the subspace solver the predictions, a chunk of the block's columns twice
-  // (plain and scaled) and the block's matrix.
+  // rows and A; for the subspace solver the predictions and the gradient's coefficients, a
+  // chunk of the block's columns (for rows read in place), every block's matrix and a flag
+  // per block. The
+  // subspace solver reads a block's columns as whole padded blocks, up to padded_block values
+  // past the last gathered row: room for that too.
   int64_t size = gathered_rows * fp + 2 * coefficient_capacity(max_row_length) + 4 * fp;
   if (solver == Solver::cholesky) size += gathered_rows * fp + fp * fp;
   if (solver == Solver::subspace)
-    size += coefficient_capacity(max_row_length) + 2 * kSubspaceChunkRows * padded_block + padded_block * padded_block;
+    size += padded_block + 2 * coefficient_capacity(max_row_length) + kSubspaceChunkRows * padded_block +
+            blocks * padded_block * padded_block + coefficient_capacity(blocks);
   return (size + 15) / 16 * 16;
 }
 constexpr int64_t kGramBlockRows = 64;
