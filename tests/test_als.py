@@ -284,7 +284,9 @@ def row_objectives(matrix, fixed, factors, **objective) -> np.ndarray:
     index_dtype=index_dtypes,
     seed=seeds,
 )
-def test_subspace_with_one_block_is_the_exact_solve(matrix, factors, extra, regularization, alpha, kind, index_dtype, seed):
+def test_subspace_with_one_block_is_the_exact_solve(
+    matrix, factors, extra, regularization, alpha, kind, index_dtype, seed
+):
     # block_size >= factors: the whole row is one block, solved exactly from the warm start.
     rng = np.random.default_rng(seed)
     matrix = with_dtype(matrix, np.float64, index_dtype)

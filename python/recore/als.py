@@ -119,7 +119,7 @@ class ALS(Recommender, Estimator):
         ``nu`` >= 0 in ``lambda_u = regularization * (n_u + alpha0 * n_items) ** nu``
         (frequency-scaled regularization); 0 is plain L2. Typical values: 0.5 to 1.
     block_size : int, default 32
-        Factors per block of the subspace solver (fewer than ``factors``: one block is the
+        Factors per block of the subspace solver (``factors`` or more: a single block, the
         exact solve). Smaller blocks make a sweep cheaper and each sweep's progress smaller.
     subspace_sweeps : int, default 1
         Passes over all blocks per row and half-iteration (``solver="subspace"``).

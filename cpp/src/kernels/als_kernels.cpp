@@ -651,27 +651,24 @@ inline void block_tile(const T* Y, const T* w, int64_t n, int64_t stride, int64_
   }
 }
 
-// H += Y^T diag(w) Y on and above the diagonal of the first bb rows (tiles as in add_gram_upper;
-// a block of one vector in a single tile, so that each entry's vector is read once).
+// H += Y^T diag(w) Y on and above the diagonal of the first bb rows: tiles of 8 rows by one
+// vector, which leave out more of the lower triangle than wider tiles would (a block of one
+// vector in a single tile, so that each entry's vector is read once).
 template <typename T>
 void add_block_upper(const T* Y, const T* w, int64_t n, int64_t stride, int64_t bb, int64_t bp, T* H) {
   constexpr int64_t width = kVectorBytes / sizeof(T);
   if (bp == width && width >= 8) {
     block_tile<T, static_cast<int>(width), 1>(Y, w, n, stride, 0, 0, H, bp);
-  } else if (bp % (2 * width) == 0) {
-    for (int64_t i0 = 0; i0 < bb; i0 += 4)
-      for (int64_t jv = i0 / (2 * width) * (2 * width); jv < bb; jv += 2 * width)
-        block_tile<T, 4, 2>(Y, w, n, stride, i0, jv, H, bp);
   } else {
     for (int64_t i0 = 0; i0 < bb; i0 += 8)
       for (int64_t jv = i0 / width * width; jv < bb; jv += width) block_tile<T, 8, 1>(Y, w, n, stride, i0, jv, H, bp);
   }
 }
 
-// The block's matrix A_BB (with `ridge` on its diagonal) into H and its gradient (A x - b)_B
-// into s.residual, for rows gathered into s.gathered (read in place at the block's columns)
-// or, with `in_place`, read through Y (rows longer than the gather limit), whose block
-// columns are copied kSubspaceChunkRows entries at a time into a padded buffer.
+// The block's matrix A_BB (with `ridge` on its diagonal) into H, for rows gathered into
+// s.gathered (read there at the block's columns) or, with `in_place`, read through Y (rows
+// longer than the gather limit), whose block columns are copied kSubspaceChunkRows entries at a
+// time into a padded buffer.
 template <typename T, typename I, typename Rows>
 void form_block_matrix(const AlsSolveArgs<T, I>& a, const Rows& Y, bool in_place, int64_t n, int64_t j0, int64_t bb,
                        T lambda, T ridge, const Scratch<T>& s, T* H) {
@@ -692,6 +689,7 @@ void form_block_matrix(const AlsSolveArgs<T, I>& a, const Rows& Y, bool in_place
   for (int64_t i = 0; i < bb; ++i) fill_zero(H + i * bp + bb, bp - bb);
 }
 
+// The block's gradient (A x - b)_B into s.residual, from the predictions as they are.
 template <typename T, typename I, typename Rows>
 void form_block_gradient(const AlsSolveArgs<T, I>& a, const Rows& Y, bool in_place, int64_t n, int64_t j0, int64_t bb,
                          T lambda, const Scratch<T>& s) {
@@ -747,9 +745,9 @@ bool block_cholesky_factor(T* H, int64_t bb, int64_t bp) {
 }
 
 // Solves U^T U d = gradient (bb values, zero up to bp; d is bp long, zero beyond bb) with the
-// factor of block_cholesky_factor (inverse diagonal); gradient is overwritten. Both triangular solves go a row of
-// U at a time over whole vectors: U^T z = gradient by subtracting z_i U[i][.] from the rest,
-// U d = z by dot products with the part of d already known (zero elsewhere).
+// factor of block_cholesky_factor (inverse diagonal); gradient is overwritten. Both triangular
+// solves go a row of U at a time over whole vectors: U^T z = gradient by subtracting z_i U[i][.]
+// from the rest, U d = z by dot products with the part of d already known (zero elsewhere).
 template <typename T>
 void block_cholesky_solve(const T* U, int64_t bb, int64_t bp, T* gradient, T* d) {
   typedef typename Simd<T>::type V;
@@ -780,8 +778,7 @@ void block_cholesky_solve(const T* U, int64_t bb, int64_t bp, T* gradient, T* d)
 // One pass over a gathered row's entries between two block steps: the predictions take the
 // last step (p_k -= y_k[previous block] . step, when there was one), then the next block's
 // gradient part entries = sum_k (w_k p_k - c_k) y_k[block] (VECTORS vectors from j0), in
-// registers. Reading both blocks' columns of an entry together keeps a long row's rows from
-// being fetched once for each.
+// registers: one pass over the entries' rows instead of two.
 template <typename T, int VECTORS>
 void step_and_combine(const Scratch<T>& s, int64_t n, int64_t fp, int64_t previous_j0, const T* step, int64_t j0,
                       T* entries) {
@@ -848,7 +845,8 @@ template <typename T, typename I, typename Rows>
 void solve_row_subspace(const AlsSolveArgs<T, I>& a, const Rows& Y, int64_t width, bool in_place, int64_t n, T lambda,
                         const Scratch<T>& s) {
   const int64_t f = a.fixed.cols, fp = a.padded_factors, bs = a.block_factors, bp = a.padded_block;
-  for (int64_t b = 0; b < a.blocks; ++b) s.block_usable[b] = factor_block(a, Y, in_place, n, b, lambda, s) ? T(1) : T(0);
+  for (int64_t b = 0; b < a.blocks; ++b)
+    s.block_usable[b] = factor_block(a, Y, in_place, n, b, lambda, s) ? T(1) : T(0);
   for (int64_t k = 0; k < n; ++k)
     s.prediction[k] = in_place ? dot(Y(k), s.x, width) : dot_vectors(s.gathered + k * fp, s.x, fp);
   T* step = s.direction;

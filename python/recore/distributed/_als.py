@@ -32,9 +32,8 @@ class DistributedALS(_SingleMachineALS):
     Parameters
     ----------
     factors, regularization, alpha, iterations, solver, cg_steps, feedback, confidence, \
-weighted_regularization, dtype, unobserved_weight, regularization_exponent, block_size, subspace_sweeps
-        As for :class:`recore.ALS`. Every shard's rows are solved with the regularization of
-        the whole matrix (each row's count of entries and the other side's full size).
+weighted_regularization, dtype
+        As for :class:`recore.ALS`.
     num_threads : int, default 0
         Threads per worker for each shard's kernel; 0 uses the worker's own thread count
         (``nthreads``), so that workers sharing a machine do not oversubscribe it.
@@ -61,6 +60,9 @@ weighted_regularization, dtype, unobserved_weight, regularization_exponent, bloc
         Times a fit may recover from lost workers: the half-iteration under way is redone
         from the driver's copy of the factors, with the lost shards rebuilt on the workers
         still alive. Beyond that the fit raises :class:`WorkerLostError`.
+    unobserved_weight, regularization_exponent, block_size, subspace_sweeps
+        As for :class:`recore.ALS`. Every shard's rows are solved with the regularization of
+        the whole matrix (each row's count of entries and the other side's full size).
 
     Attributes
     ----------
