@@ -7,7 +7,9 @@
 // the dot products, then every thread adds the scaled rows for its own factors. Cholesky
 // forms A (f x f, global scratch per block) and b, factors A in place and solves, with the
 // CPU's ridge fallback for a singular A. YtY: cuBLAS when the build has it, else a tiled
-// kernel with a fixed reduction order.
+// kernel with a fixed reduction order. The unobserved weight alpha0 scales YtY where it is
+// used, and every row's lambda is regularization * regularization_scale (recore/als.hpp), as
+// on the CPU. The subspace solver is the CPU engine's only: refused here.
 #include "recore/als_options.hpp"
 #include <cuda_runtime.h>
 
@@ -37,7 +39,9 @@ struct RowCoefficients {
   bool implicit;
   bool linear;
   float alpha;
-  // Coefficient of y y^T in A (weight) and of y in b (offset) for a stored value.
+  float unobserved_weight;  // alpha0, the weight YtY carries
+  // Coefficient of y y^T in A (weight) and of y in b (offset) for a stored value: an observed
+  // entry's confidence replaces the unobserved weight.
   __device__ void of(float value, float& weight, float& offset) const {
     if (!implicit) {
       weight = 1.0f;
@@ -45,8 +49,20 @@ struct RowCoefficients {
       return;
     }
     const float confidence = linear ? 1.0f + alpha * value : alpha * value;
-    weight = confidence - 1.0f;
+    weight = confidence - unobserved_weight;
     offset = confidence;
+  }
+};
+
+// Each row's lambda / regularization from its count of entries (recore::regularization_scale).
+struct RowRegularization {
+  bool implicit;
+  bool weighted;
+  double unobserved_weight;
+  double exponent;
+  int64_t other;  // rows of the other side
+  __device__ double scale(int64_t count) const {
+    return regularization_scale(implicit, weighted, unobserved_weight, exponent, count, other);
   }
 };
 
@@ -82,13 +98,14 @@ __device__ void accumulate_entries(const I* indices, const float* values, int64_
   }
 }
 
-// out = G v + lambda v (G symmetric, nullptr for explicit feedback).
-__device__ void product_without_entries(const float* G, const float* v, int64_t f, float lambda, float* out) {
+// out = alpha0 G v + lambda v (G symmetric, nullptr for explicit feedback).
+__device__ void product_without_entries(const float* G, float unobserved_weight, const float* v, int64_t f,
+                                        float lambda, float* out) {
   for (int64_t d = threadIdx.x; d < f; d += blockDim.x) {
     float acc = 0.0f;
     if (G)
       for (int64_t j = 0; j < f; ++j) acc = fmaf(G[j * f + d], v[j], acc);
-    out[d] = fmaf(lambda, v[d], acc);
+    out[d] = fmaf(lambda, v[d], unobserved_weight * acc);
   }
 }
 
@@ -100,8 +117,8 @@ __device__ float block_dot(const float* a, const float* b, int64_t f, float* scr
 
 template <typename I>
 __global__ void cg_rows(CsrView<float, I> rows, const float* fixed, const float* gram, float* target, int64_t f,
-                        float regularization, bool weighted, int cg_steps, RowCoefficients rc, bool shared_vectors,
-                        float* global_vectors) {
+                        float regularization, RowRegularization rr, int cg_steps, RowCoefficients rc,
+                        bool shared_vectors, float* global_vectors) {
   extern __shared__ float dynamic_shared[];
   __shared__ int64_t staged_indices[kEntries];
   __shared__ float staged_coefficients[kEntries];
@@ -118,10 +135,10 @@ __global__ void cg_rows(CsrView<float, I> rows, const float* fixed, const float*
       for (int64_t d = threadIdx.x; d < f; d += blockDim.x) out[d] = 0.0f;
       continue;
     }
-    const float lambda = regularization * (weighted ? static_cast<float>(end - begin) : 1.0f);
+    const float lambda = regularization * static_cast<float>(rr.scale(end - begin));
     for (int64_t d = threadIdx.x; d < f; d += blockDim.x) x[d] = out[d];
     __syncthreads();
-    product_without_entries(gram, x, f, lambda, r);
+    product_without_entries(gram, rc.unobserved_weight, x, f, lambda, r);
     for (int64_t d = threadIdx.x; d < f; d += blockDim.x) r[d] = -r[d];
     __syncthreads();
     accumulate_entries(rows.indices, rows.data, begin, end, fixed, f, x, r, true, rc, staged_indices,
@@ -131,7 +148,7 @@ __global__ void cg_rows(CsrView<float, I> rows, const float* fixed, const float*
     float rs = block_dot(r, r, f, scratch);
     for (int step = 0; step < cg_steps; ++step) {
       if (!(rs > 1e-30f)) break;
-      product_without_entries(gram, p, f, lambda, Ap);
+      product_without_entries(gram, rc.unobserved_weight, p, f, lambda, Ap);
       __syncthreads();
       accumulate_entries(rows.indices, rows.data, begin, end, fixed, f, p, Ap, false, rc, staged_indices,
                          staged_coefficients);
@@ -154,8 +171,8 @@ __global__ void cg_rows(CsrView<float, I> rows, const float* fixed, const float*
   }
 }
 
-// A = G + (lambda + ridge) I + sum_k w_k y_k y_k^T (lower triangle, row-major f x f) and
-// b = sum_k offset_k y_k.
+// A = alpha0 G + (lambda + ridge) I + sum_k w_k y_k y_k^T (lower triangle, row-major f x f)
+// and b = sum_k offset_k y_k.
 template <typename I>
 __device__ void form_normal_equations(const I* indices, const float* values, int64_t begin, int64_t end,
                                       const float* fixed, const float* G, int64_t f, float diagonal,
@@ -163,7 +180,7 @@ __device__ void form_normal_equations(const I* indices, const float* values, int
                                       float* staged_weights, float* staged_offsets) {
   for (int64_t t = threadIdx.x; t < f * f; t += blockDim.x) {
     const int64_t i = t / f, j = t % f;
-    if (j <= i) A[t] = (G ? G[t] : 0.0f) + (i == j ? diagonal : 0.0f);
+    if (j <= i) A[t] = (G ? rc.unobserved_weight * G[t] : 0.0f) + (i == j ? diagonal : 0.0f);
   }
   for (int64_t d = threadIdx.x; d < f; d += blockDim.x) b[d] = 0.0f;
   __syncthreads();
@@ -237,7 +254,7 @@ __device__ void cholesky_solve(const float* L, int64_t f, float* b, float* x, fl
 
 template <typename I>
 __global__ void cholesky_rows(CsrView<float, I> rows, const float* fixed, const float* gram, float* target, int64_t f,
-                              float regularization, bool weighted, RowCoefficients rc, float* scratch_matrices,
+                              float regularization, RowRegularization rr, RowCoefficients rc, float* scratch_matrices,
                               float* scratch_vectors) {
   __shared__ int64_t staged_indices[kEntries];
   __shared__ float staged_weights[kEntries];
@@ -254,7 +271,7 @@ __global__ void cholesky_rows(CsrView<float, I> rows, const float* fixed, const 
       for (int64_t d = threadIdx.x; d < f; d += blockDim.x) out[d] = 0.0f;
       continue;
     }
-    const float lambda = regularization * (weighted ? static_cast<float>(end - begin) : 1.0f);
+    const float lambda = regularization * static_cast<float>(rr.scale(end - begin));
     form_normal_equations(rows.indices, rows.data, begin, end, fixed, gram, f, lambda, rc, A, b, staged_indices,
                           staged_weights, staged_offsets);
     float trace_part = 0.0f;
@@ -311,7 +328,7 @@ __global__ void sum_slices(const float* partials, int64_t slices, int64_t size, 
 // Per block, the objective's user-side terms of its rows (double).
 template <typename I>
 __global__ void loss_rows(CsrView<float, I> R, const float* users, const float* items, const float* gram, int64_t f,
-                          RowCoefficients rc, float regularization, bool weighted, double* partials) {
+                          RowCoefficients rc, float regularization, RowRegularization rr, double* partials) {
   __shared__ double scratch[32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   double block_total = 0.0;
@@ -319,11 +336,11 @@ __global__ void loss_rows(CsrView<float, I> R, const float* users, const float* 
     const float* x = users + u * f;
     const int64_t begin = static_cast<int64_t>(R.indptr[u]), end = static_cast<int64_t>(R.indptr[u + 1]);
     double part = 0.0;
-    if (rc.implicit) {  // every entry as if unobserved: x^T YtY x
+    if (rc.implicit) {  // every entry as if unobserved: alpha0 x^T YtY x
       for (int64_t d = threadIdx.x; d < f; d += blockDim.x) {
         float gx = 0.0f;
         for (int64_t j = 0; j < f; ++j) gx = fmaf(gram[d * f + j], x[j], gx);
-        part += double(x[d]) * gx;
+        part += double(rc.unobserved_weight) * double(x[d]) * gx;
       }
     }
     for (int64_t k = begin + warp; k < end; k += warps) {
@@ -335,7 +352,7 @@ __global__ void loss_rows(CsrView<float, I> R, const float* users, const float* 
         const double score = dot, value = R.data[k];
         if (rc.implicit) {
           const double confidence = rc.linear ? 1.0 + double(rc.alpha) * value : double(rc.alpha) * value;
-          part += confidence * (1.0 - score) * (1.0 - score) - score * score;
+          part += confidence * (1.0 - score) * (1.0 - score) - double(rc.unobserved_weight) * score * score;
         } else {
           part += (value - score) * (value - score);
         }
@@ -343,7 +360,7 @@ __global__ void loss_rows(CsrView<float, I> R, const float* users, const float* 
     }
     double norm = 0.0;
     for (int64_t d = threadIdx.x; d < f; d += blockDim.x) norm += double(x[d]) * x[d];
-    part += double(regularization) * (weighted ? double(end - begin) : 1.0) * norm;
+    part += double(regularization) * rr.scale(end - begin) * norm;
     block_total += block_sum(part, scratch);
   }
   if (threadIdx.x == 0) partials[blockIdx.x] = block_total;
@@ -355,15 +372,15 @@ __global__ void count_items(const I* indices, int64_t nnz, unsigned long long* c
     atomicAdd(counts + static_cast<int64_t>(indices[t]), 1ull);
 }
 
-// Per block: sum over its items of w_i |y_i|^2.
+// Per block: sum over its items of scale_i |y_i|^2 (scale 1 without counts).
 __global__ void item_norms(const float* items, int64_t n, int64_t f, const unsigned long long* counts,
-                           double* partials) {
+                           RowRegularization rr, double* partials) {
   __shared__ double scratch[32];
   double part = 0.0;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     double norm = 0.0;
     for (int64_t d = 0; d < f; ++d) norm += double(items[i * f + d]) * items[i * f + d];
-    part += (counts ? double(counts[i]) : 1.0) * norm;
+    part += (counts ? rr.scale(static_cast<int64_t>(counts[i])) : 1.0) * norm;
   }
   const double total = block_sum(part, scratch);
   if (threadIdx.x == 0) partials[blockIdx.x] = total;
@@ -374,7 +391,26 @@ RowCoefficients coefficients_of(const AlsOptions& o) {
   rc.implicit = o.feedback == Feedback::implicit;
   rc.linear = o.confidence == Confidence::linear;
   rc.alpha = static_cast<float>(o.alpha);
+  rc.unobserved_weight = static_cast<float>(o.unobserved_weight);
   return rc;
+}
+
+RowRegularization regularization_of(const AlsOptions& o, int64_t other) {
+  RowRegularization rr;
+  rr.implicit = o.feedback == Feedback::implicit;
+  rr.weighted = o.weighted_regularization;
+  rr.unobserved_weight = o.unobserved_weight;
+  rr.exponent = o.regularization_exponent;
+  rr.other = other;
+  return rr;
+}
+
+// The subspace solver has no GPU kernel: refused before any work, in the words the Python
+// backend uses too.
+void refuse_subspace(const AlsOptions& o) {
+  if (o.solver == Solver::subspace)
+    throw std::invalid_argument("solver='subspace' is not available on the GPU (the CUDA engine has CG and Cholesky): "
+                                "use solver='cg' or 'cholesky', or device='cpu'");
 }
 
 int block_threads(int64_t f) { return f <= 64 ? 64 : (f <= 128 ? 128 : 256); }
@@ -426,6 +462,7 @@ template <typename I>
 void als_solve(const CsrView<float, I>& rows, MatrixView<const float> fixed, const float* fixed_gram,
                MatrixView<float> target, const AlsOptions& options, std::uintptr_t stream_handle) {
   check_als_options(options);
+  refuse_subspace(options);
   const int64_t f = target.cols;
   if (fixed.cols != f) throw std::invalid_argument("fixed and target factors differ in width");
   if (fixed.rows != rows.cols || target.rows != rows.rows)
@@ -447,7 +484,7 @@ void als_solve(const CsrView<float, I>& rows, MatrixView<const float> fixed, con
     if (!shared_vectors) global_vectors = static_cast<float*>(lease.reserve(blocks * 4 * f * sizeof(float)));
     const std::size_t shared_bytes = shared_vectors ? 4 * f * sizeof(float) : 0;
     cg_rows<I><<<static_cast<unsigned>(blocks), threads, shared_bytes, stream>>>(
-        rows, fixed.data, gram, target.data, f, regularization, options.weighted_regularization, options.cg_steps,
+        rows, fixed.data, gram, target.data, f, regularization, regularization_of(options, rows.cols), options.cg_steps,
         rc, shared_vectors, global_vectors);
     RECORE_CUDA_LAUNCHED("cg_rows");
   } else {
@@ -461,7 +498,7 @@ void als_solve(const CsrView<float, I>& rows, MatrixView<const float> fixed, con
     float* matrices = carver.take<float>(cursor, blocks * f * f);
     float* vectors = carver.take<float>(cursor, blocks * 2 * f);
     cholesky_rows<I><<<static_cast<unsigned>(blocks), threads, 0, stream>>>(
-        rows, fixed.data, gram, target.data, f, regularization, options.weighted_regularization, rc, matrices,
+        rows, fixed.data, gram, target.data, f, regularization, regularization_of(options, rows.cols), rc, matrices,
         vectors);
     RECORE_CUDA_LAUNCHED("cholesky_rows");
   }
@@ -483,18 +520,19 @@ double als_loss(const CsrView<float, I>& user_items, MatrixView<const float> use
   const int64_t user_blocks = std::max<int64_t>(1, std::min<int64_t>(user_items.rows, int64_t(multiprocessors()) * 8));
   const int64_t item_blocks =
       std::max<int64_t>(1, std::min<int64_t>(ceil_div(std::max<int64_t>(item_factors.rows, 1), 256), 1024));
-  const bool weighted = options.weighted_regularization;
+  // Item counts for a regularization that depends on them.
+  const bool by_count = options.weighted_regularization || options.regularization_exponent != 0.0;
   WorkspaceLease lease;
   Carver carver;
   carver.add(user_blocks * sizeof(double));
   carver.add(item_blocks * sizeof(double));
-  if (weighted) carver.add(std::max<int64_t>(item_factors.rows, 1) * sizeof(unsigned long long));
+  if (by_count) carver.add(std::max<int64_t>(item_factors.rows, 1) * sizeof(unsigned long long));
   char* cursor = static_cast<char*>(lease.reserve(carver.total()));
   double* user_partials = carver.take<double>(cursor, user_blocks);
   double* item_partials = carver.take<double>(cursor, item_blocks);
   unsigned long long* counts = nullptr;
   RECORE_CUDA_CHECK(cudaMemsetAsync(user_partials, 0, user_blocks * sizeof(double), stream));
-  if (weighted) {
+  if (by_count) {
     counts = carver.take<unsigned long long>(cursor, std::max<int64_t>(item_factors.rows, 1));
     RECORE_CUDA_CHECK(cudaMemsetAsync(counts, 0, item_factors.rows * sizeof(unsigned long long), stream));
   }
@@ -507,7 +545,7 @@ double als_loss(const CsrView<float, I>& user_items, MatrixView<const float> use
     RECORE_CUDA_CHECK(cudaStreamSynchronize(stream));
     nnz = static_cast<int64_t>(last);
   }
-  if (weighted && nnz > 0) {
+  if (by_count && nnz > 0) {
     count_items<I><<<static_cast<unsigned>(std::min<int64_t>(ceil_div(nnz, 256), 4096)), 256, 0, stream>>>(
         user_items.indices, nnz, counts);
     RECORE_CUDA_LAUNCHED("count_items");
@@ -516,11 +554,11 @@ double als_loss(const CsrView<float, I>& user_items, MatrixView<const float> use
   if (user_items.rows > 0 && f > 0) {
     loss_rows<I><<<static_cast<unsigned>(user_blocks), block_threads(f), 0, stream>>>(
         user_items, user_factors.data, item_factors.data, implicit ? item_gram : nullptr, f, rc,
-        static_cast<float>(options.regularization), weighted, user_partials);
+        static_cast<float>(options.regularization), regularization_of(options, user_items.cols), user_partials);
     RECORE_CUDA_LAUNCHED("loss_rows");
   }
-  item_norms<<<static_cast<unsigned>(item_blocks), 256, 0, stream>>>(item_factors.data, item_factors.rows, f,
-                                                                     counts, item_partials);
+  item_norms<<<static_cast<unsigned>(item_blocks), 256, 0, stream>>>(
+      item_factors.data, item_factors.rows, f, counts, regularization_of(options, user_items.rows), item_partials);
   RECORE_CUDA_LAUNCHED("item_norms");
   std::vector<double> host(user_blocks + item_blocks);
   RECORE_CUDA_CHECK(cudaMemcpyAsync(host.data(), user_partials, user_blocks * sizeof(double), cudaMemcpyDeviceToHost,

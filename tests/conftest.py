@@ -75,26 +75,33 @@ def sparse_matrices(draw, max_rows=20, max_cols=20, min_value=0.1, max_value=5.0
     return matrix
 
 
-# The objective's variants: feedback, confidence, weighted_regularization. Confidence only
-# matters for implicit feedback.
+# The objective's variants: feedback, confidence, weighted_regularization, unobserved_weight,
+# regularization_exponent. Confidence and the unobserved weight only matter for implicit
+# feedback; the last three are iALS as Rendle et al. tune it (an unobserved weight below and
+# above every confidence, frequency-scaled regularization) and its explicit counterpart.
 OBJECTIVES = [
-    ("implicit", "linear", False),
-    ("implicit", "scaled", False),
-    ("implicit", "linear", True),
-    ("explicit", "linear", False),
-    ("explicit", "linear", True),
+    ("implicit", "linear", False, 1.0, 0.0),
+    ("implicit", "scaled", False, 1.0, 0.0),
+    ("implicit", "linear", True, 1.0, 0.0),
+    ("explicit", "linear", False, 1.0, 0.0),
+    ("explicit", "linear", True, 1.0, 0.0),
+    ("implicit", "linear", False, 0.25, 0.5),
+    ("implicit", "scaled", False, 3.0, 1.0),
+    ("explicit", "linear", False, 1.0, 0.7),
 ]
 objectives = st.sampled_from(OBJECTIVES)
 
 
 def objective_options(kind, regularization, alpha=1.0) -> dict:
-    feedback, confidence, weighted = kind
+    feedback, confidence, weighted, unobserved_weight, exponent = kind
     return dict(
         regularization=regularization,
         alpha=alpha,
         feedback=feedback,
         confidence=confidence,
         weighted_regularization=weighted,
+        unobserved_weight=unobserved_weight,
+        regularization_exponent=exponent,
     )
 
 

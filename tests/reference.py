@@ -6,13 +6,15 @@ Notation: ``R`` is the users x items interaction matrix. A *stored* entry is obs
 when its value is 0 (scipy may keep explicit zeros); every other entry is unobserved.
 
 Implicit feedback: observed entries have preference p = 1 and confidence
-c = 1 + alpha * r ("linear") or c = alpha * r ("scaled"); unobserved entries have p = 0, c = 1.
+c = 1 + alpha * r ("linear") or c = alpha * r ("scaled"); unobserved entries have p = 0 and
+weight c = alpha0 (``unobserved_weight``, 1 by default).
 Explicit feedback: observed entries are ratings r, unobserved entries carry no weight.
 
-Regularization: ``lambda`` for every row, or ``lambda * (number of stored entries of the
-row)`` with ``weighted_regularization``. The engine applies the weighting for both
-feedback kinds, in its solves and its objective alike, and so does this reference
-(``kernels.als_loss``'s docstring only spells it out for explicit feedback).
+Regularization of a row with n stored entries out of m columns: ``lambda * (n + alpha0 * m) ** nu``
+for implicit feedback and ``lambda * n ** nu`` for explicit feedback (Rendle et al. 2022; nu is
+``regularization_exponent``). With nu = 0: ``lambda`` for every row, or ``lambda * n`` with
+``weighted_regularization``. The engine applies the weighting for both feedback kinds, in its
+solves and its objective alike, and so does this reference.
 """
 
 from __future__ import annotations
@@ -33,18 +35,36 @@ def dense_parts(matrix) -> tuple[np.ndarray, np.ndarray]:
 
 
 def weights_and_targets(
-    values: np.ndarray, observed: np.ndarray, *, alpha: float, feedback: str, confidence: str
+    values: np.ndarray,
+    observed: np.ndarray,
+    *,
+    alpha: float,
+    feedback: str,
+    confidence: str,
+    unobserved_weight: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Dense per-entry weights C and targets P of the objective sum C * (P - X Y^T)^2."""
     if feedback == "implicit":
         c = 1.0 + alpha * values if confidence == "linear" else alpha * values
-        return np.where(observed, c, 1.0), observed.astype(np.float64)
+        return np.where(observed, c, unobserved_weight), observed.astype(np.float64)
     return observed.astype(np.float64), np.where(observed, values, 0.0)
 
 
-def row_lambdas(observed: np.ndarray, regularization: float, weighted_regularization: bool) -> np.ndarray:
+def row_lambdas(
+    observed: np.ndarray,
+    regularization: float,
+    weighted_regularization: bool,
+    *,
+    feedback: str = "implicit",
+    unobserved_weight: float = 1.0,
+    regularization_exponent: float = 0.0,
+) -> np.ndarray:
+    """Each row's lambda, from its count of stored entries and the number of columns."""
     counts = observed.sum(axis=1).astype(np.float64)
-    return regularization * (counts if weighted_regularization else np.ones_like(counts))
+    if regularization_exponent == 0:
+        return regularization * (counts if weighted_regularization else np.ones_like(counts))
+    unobserved = unobserved_weight * observed.shape[1] if feedback == "implicit" else 0.0
+    return regularization * (counts + unobserved) ** regularization_exponent
 
 
 def normal_equations(
@@ -56,14 +76,21 @@ def normal_equations(
     feedback: str = "implicit",
     confidence: str = "linear",
     weighted_regularization: bool = False,
+    unobserved_weight: float = 1.0,
+    regularization_exponent: float = 0.0,
 ) -> list[tuple[np.ndarray, np.ndarray] | None]:
     """For every row u of ``matrix`` the system A x = b whose solution is that row's factor
     with ``fixed`` (one row per column) held fixed, written out densely over all columns:
     A = Y^T C_u Y + lambda_u I and b = Y^T C_u p_u. None for a row without stored entries
     (its factor is defined to be zero)."""
     values, observed = dense_parts(matrix)
-    weights, targets = weights_and_targets(values, observed, alpha=alpha, feedback=feedback, confidence=confidence)
-    lambdas = row_lambdas(observed, regularization, weighted_regularization)
+    weights, targets = weights_and_targets(
+        values, observed, alpha=alpha, feedback=feedback, confidence=confidence, unobserved_weight=unobserved_weight
+    )
+    lambdas = row_lambdas(
+        observed, regularization, weighted_regularization, feedback=feedback, unobserved_weight=unobserved_weight,
+        regularization_exponent=regularization_exponent,
+    )  # fmt: skip
     Y = np.asarray(fixed, dtype=np.float64)
     f = Y.shape[1]
     systems = []
@@ -87,7 +114,9 @@ def half_step(matrix, fixed: np.ndarray, **objective) -> np.ndarray:
     return solved
 
 
-def implicit_half_step(matrix, fixed, *, regularization, alpha=1.0, confidence="linear", weighted_regularization=False):
+def implicit_half_step(
+    matrix, fixed, *, regularization, alpha=1.0, confidence="linear", weighted_regularization=False, **weighting
+):
     return half_step(
         matrix,
         fixed,
@@ -96,6 +125,7 @@ def implicit_half_step(matrix, fixed, *, regularization, alpha=1.0, confidence="
         feedback="implicit",
         confidence=confidence,
         weighted_regularization=weighted_regularization,
+        **weighting,
     )
 
 
@@ -140,15 +170,22 @@ def objective(
     feedback: str = "implicit",
     confidence: str = "linear",
     weighted_regularization: bool = False,
+    unobserved_weight: float = 1.0,
+    regularization_exponent: float = 0.0,
 ) -> float:
     """The full training objective, summed over the dense users x items matrix:
-    sum_ui C_ui (P_ui - x_u . y_i)^2 + lambda (sum_u w_u |x_u|^2 + sum_i w_i |y_i|^2)."""
+    sum_ui C_ui (P_ui - x_u . y_i)^2 + sum_u lambda_u |x_u|^2 + sum_i lambda_i |y_i|^2."""
     values, observed = dense_parts(user_items)
-    weights, targets = weights_and_targets(values, observed, alpha=alpha, feedback=feedback, confidence=confidence)
+    weights, targets = weights_and_targets(
+        values, observed, alpha=alpha, feedback=feedback, confidence=confidence, unobserved_weight=unobserved_weight
+    )
     X = np.asarray(users, dtype=np.float64)
     Y = np.asarray(items, dtype=np.float64)
     data_term = np.sum(weights * (targets - X @ Y.T) ** 2)
-    user_lambdas = row_lambdas(observed, regularization, weighted_regularization)
-    item_lambdas = row_lambdas(observed.T, regularization, weighted_regularization)
+    scaling = dict(
+        feedback=feedback, unobserved_weight=unobserved_weight, regularization_exponent=regularization_exponent
+    )
+    user_lambdas = row_lambdas(observed, regularization, weighted_regularization, **scaling)
+    item_lambdas = row_lambdas(observed.T, regularization, weighted_regularization, **scaling)
     penalty = np.sum(user_lambdas * np.sum(X**2, axis=1)) + np.sum(item_lambdas * np.sum(Y**2, axis=1))
     return float(data_term + penalty)

@@ -54,12 +54,13 @@ def assert_solves_match_reference(actual, matrix, fixed, dtype, **objective):
     expected = reference.half_step(matrix, fixed, **objective)
     systems = reference.normal_equations(matrix, fixed, **objective)
     # The same sums over absolute values: A_abs = |Y|^T C |Y| + lambda I, b_abs = |Y|^T C |p|
-    # (weights and targets are non-negative here). The engine's implicit A is G + Y_u^T (C - I) Y_u,
-    # whose terms add up to at most that plus |Y|^T |Y|.
+    # (weights and targets are non-negative here). The engine's implicit A is
+    # alpha0 G + Y_u^T (C - alpha0 I) Y_u, whose terms add up to at most that plus
+    # 2 alpha0 |Y|^T |Y| (an observed c below alpha0 counts as alpha0 + (alpha0 - c) there).
     absolute = reference.normal_equations(matrix, np.abs(fixed), **objective)
     eps = np.finfo(dtype).eps
     n, f = fixed.shape
-    extra = np.sum(np.asarray(fixed, dtype=np.float64) ** 2)
+    extra = max(1.0, 2.0 * objective.get("unobserved_weight", 1.0)) * np.sum(np.asarray(fixed, dtype=np.float64) ** 2)
     for u, system in enumerate(systems):
         if system is None:
             assert not actual[u].any(), f"row {u} has no entries: its factor must be 0"
@@ -77,13 +78,13 @@ def assert_solves_match_reference(actual, matrix, fixed, dtype, **objective):
         assert relative_error(actual, expected) < 1e-9
 
 
-def loss_rounding_scale(users, items) -> float:
+def loss_rounding_scale(users, items, unobserved_weight: float = 1.0) -> float:
     """What the rounding of the engine's loss scales with. It gets the unobserved part as
-    x^T (Y^T Y) x minus the observed scores squared; x^T (Y^T Y) x can be far smaller than
-    the terms summed to form it, so the scale is the same sum over absolute values,
-    |x|^T (|Y|^T |Y|) |x|, not the loss itself."""
+    alpha0 x^T (Y^T Y) x minus alpha0 times the observed scores squared; x^T (Y^T Y) x can be
+    far smaller than the terms summed to form it, so the scale is the same sum over absolute
+    values, |x|^T (|Y|^T |Y|) |x| (times alpha0 when that is larger than 1), not the loss itself."""
     users, items = np.abs(np.asarray(users, np.float64)), np.abs(np.asarray(items, np.float64))
-    return float(np.sum((users @ (items.T @ items)) * users))
+    return max(1.0, unobserved_weight) * float(np.sum((users @ (items.T @ items)) * users))
 
 
 # -- one half step ---------------------------------------------------------------------------
@@ -135,6 +136,64 @@ def test_reference_half_steps_agree_with_the_textbook_formulas():
             explicit,
             rtol=1e-12,
         )
+
+
+def test_reference_ials_agrees_with_the_textbook_formulas():
+    # With the unobserved weight alpha0 and the regularization exponent nu (Rendle et al. 2022):
+    # (alpha0 YtY + Yu^T (Cu - alpha0 I) Yu + lambda_u I) x = Yu^T Cu 1 with
+    # lambda_u = lambda (n_u + alpha0 n)^nu; explicit: lambda_u = lambda n_u^nu. And the
+    # reference's objective, written entry by entry, is minimized by those solves: its gradient
+    # in the users' factors vanishes there.
+    rng = np.random.default_rng(1)
+    matrix = sp.random(7, 9, density=0.4, random_state=2, format="csr") * 3
+    Y = rng.normal(size=(9, 3))
+    lam, alpha0, nu, alpha = 0.7, 0.3, 0.6, 2.0
+    implicit = reference.implicit_half_step(
+        matrix, Y, regularization=lam, alpha=alpha, unobserved_weight=alpha0, regularization_exponent=nu
+    )
+    explicit = reference.explicit_half_step(matrix, Y, regularization=lam)
+    explicit_nu = reference.half_step(matrix, Y, regularization=lam, feedback="explicit", regularization_exponent=nu)
+    for u in range(7):
+        cols = matrix.indices[matrix.indptr[u] : matrix.indptr[u + 1]]
+        r = matrix.data[matrix.indptr[u] : matrix.indptr[u + 1]]
+        if cols.size == 0:
+            continue
+        Yu, c = Y[cols], 1 + alpha * r
+        lambda_u = lam * (cols.size + alpha0 * 9) ** nu
+        A = alpha0 * Y.T @ Y + Yu.T @ ((c - alpha0)[:, None] * Yu) + lambda_u * np.eye(3)
+        np.testing.assert_allclose(implicit[u], np.linalg.solve(A, Yu.T @ c), rtol=1e-12)
+        A = Yu.T @ Yu + lam * cols.size**nu * np.eye(3)
+        np.testing.assert_allclose(explicit_nu[u], np.linalg.solve(A, Yu.T @ r), rtol=1e-12)
+        assert not np.allclose(explicit_nu[u], explicit[u])  # nu matters
+    items = rng.normal(size=(9, 3))
+    objective = dict(regularization=lam, alpha=alpha, unobserved_weight=alpha0, regularization_exponent=nu)
+    solved = reference.implicit_half_step(matrix, items, **objective)
+
+    def loss(users):
+        total = 0.0
+        dense = matrix.toarray()
+        for u in range(7):
+            for i in range(9):
+                score = users[u] @ items[i]
+                if matrix[u, i] != 0:
+                    total += (1 + alpha * dense[u, i]) * (1 - score) ** 2
+                else:
+                    total += alpha0 * score**2
+        counts_u, counts_i = np.diff(matrix.indptr), np.bincount(matrix.indices, minlength=9)
+        total += np.sum(lam * (counts_u + alpha0 * 9) ** nu * np.sum(users**2, axis=1))
+        return total + np.sum(lam * (counts_i + alpha0 * 7) ** nu * np.sum(items**2, axis=1))
+
+    assert reference.objective(matrix, solved, items, **objective) == pytest.approx(loss(solved), rel=1e-12)
+    step = 1e-6
+    for u, j in [(0, 0), (3, 2), (6, 1)]:
+        if matrix.indptr[u] == matrix.indptr[u + 1]:
+            continue
+        bumped = solved.copy()
+        bumped[u, j] += step
+        lowered = solved.copy()
+        lowered[u, j] -= step
+        gradient = (loss(bumped) - loss(lowered)) / (2 * step)
+        assert abs(gradient) < 1e-5
 
 
 @contextlib.contextmanager
@@ -205,6 +264,172 @@ def test_one_cg_step_lowers_the_row_objective(matrix, factors, kind, seed):
             return 0.5 * x @ A @ x - b @ x
 
         assert value(stepped[u]) <= value(start[u]) + 1e-12 * (1 + abs(value(start[u])))
+
+
+# -- the subspace solver (iALS++) -------------------------------------------------------------
+
+
+def row_objectives(matrix, fixed, factors, **objective) -> np.ndarray:
+    """Each row's quadratic 1/2 x^T A x - b^T x at ``factors`` (NaN for rows without entries)."""
+    values = np.full(len(factors), np.nan)
+    for u, system in enumerate(reference.normal_equations(matrix, fixed, **objective)):
+        if system is not None:
+            A, b = system
+            values[u] = 0.5 * factors[u] @ A @ factors[u] - b @ factors[u]
+    return values
+
+
+@given(
+    matrix=matrices,
+    factors=st.integers(1, 8),
+    extra=st.integers(0, 3),
+    regularization=regularizations,
+    alpha=alphas,
+    kind=objectives,
+    index_dtype=index_dtypes,
+    seed=seeds,
+)
+def test_subspace_with_one_block_is_the_exact_solve(
+    matrix, factors, extra, regularization, alpha, kind, index_dtype, seed
+):
+    # block_size >= factors: the whole row is one block, solved exactly from the warm start.
+    rng = np.random.default_rng(seed)
+    matrix = with_dtype(matrix, np.float64, index_dtype)
+    fixed = random_factors(rng, matrix.shape[1], factors, np.float64)
+    start = random_factors(rng, matrix.shape[0], factors, np.float64)
+    objective = objective_options(kind, regularization, alpha)
+    exact = half_step(matrix, fixed, start.copy(), solver="cholesky", **objective)
+    solved = half_step(matrix, fixed, start.copy(), solver="subspace", block_size=factors + extra, **objective)
+    # A step from the warm start: its rounding scales with the start as well as the answer.
+    scale = np.linalg.norm(exact, axis=1) + np.linalg.norm(start, axis=1)
+    assert np.all(np.linalg.norm(solved - exact, axis=1) <= 1e-9 * scale)
+
+
+@given(
+    matrix=matrices,
+    factors=st.integers(2, 8),
+    block_size=st.integers(1, 3),
+    regularization=st.floats(0.5, 5.0),
+    alpha=alphas,
+    kind=objectives,
+    path=st.sampled_from(["gathered", "in place"]),
+    seed=seeds,
+)
+def test_subspace_sweeps_converge_to_cholesky(matrix, factors, block_size, regularization, alpha, kind, path, seed):
+    # Block coordinate descent on a positive definite quadratic converges to its minimizer:
+    # with enough sweeps every row is the exact solve, whether the row's fixed factors are
+    # gathered first or read in place.
+    rng = np.random.default_rng(seed)
+    matrix = with_dtype(matrix, np.float64)
+    fixed = random_factors(rng, matrix.shape[1], factors, np.float64)
+    start = random_factors(rng, matrix.shape[0], factors, np.float64)
+    objective = objective_options(kind, regularization, alpha)
+    exact = half_step(matrix, fixed, start.copy(), solver="cholesky", **objective)
+    with cg_path(path):
+        swept = half_step(
+            matrix, fixed, start.copy(), solver="subspace", block_size=block_size, subspace_sweeps=400, **objective
+        )
+    scale = np.linalg.norm(exact, axis=1) + np.linalg.norm(start, axis=1)
+    assert np.all(np.linalg.norm(swept - exact, axis=1) <= 1e-7 * scale)
+
+
+@given(matrix=matrices, factors=st.integers(1, 8), block_size=st.integers(1, 4), kind=objectives, seed=seeds)
+def test_every_subspace_sweep_lowers_the_row_objective(matrix, factors, block_size, kind, seed):
+    # Each block step minimizes the row's quadratic over its block with the rest fixed, so a
+    # sweep can only lower it, and a second sweep lowers it further (or leaves it).
+    rng = np.random.default_rng(seed)
+    matrix = with_dtype(matrix, np.float64)
+    fixed = random_factors(rng, matrix.shape[1], factors, np.float64)
+    start = random_factors(rng, matrix.shape[0], factors, np.float64)
+    objective = objective_options(kind, 0.5, 1.5)
+    options = dict(solver="subspace", block_size=block_size, **objective)
+    one = half_step(matrix, fixed, start.copy(), subspace_sweeps=1, **options)
+    two = half_step(matrix, fixed, start.copy(), subspace_sweeps=2, **options)
+    before, after_one, after_two = (row_objectives(matrix, fixed, x, **objective) for x in (start, one, two))
+    has_entries = ~np.isnan(before)
+    slack = 1e-12 * (1 + np.abs(before[has_entries]))
+    assert np.all(after_one[has_entries] <= before[has_entries] + slack)
+    assert np.all(after_two[has_entries] <= after_one[has_entries] + slack)
+
+
+@given(
+    matrix=matrices,
+    factors=st.integers(1, 6),
+    block_size=st.integers(1, 4),
+    regularization=st.floats(0.01, 2.0),
+    alpha=alphas,
+    kind=objectives,
+    seed=seeds,
+)
+def test_training_loss_never_increases_with_subspace(matrix, factors, block_size, regularization, alpha, kind, seed):
+    # One sweep per half step is not the exact solve, but every block step lowers the full
+    # objective, so the training loss never increases.
+    objective = objective_options(kind, regularization, alpha)
+    model = recore.ALS(
+        factors=factors, iterations=4, solver="subspace", block_size=block_size, dtype="float64",
+        random_state=seed, calculate_training_loss=True, **objective,
+    ).fit(matrix)  # fmt: skip
+    initial = reference.objective(matrix, *reference.initial_factors(*matrix.shape, factors, seed), **objective)
+    losses = np.array([initial, *model.history_["loss"]])
+    slack = 1e-9 * losses[:-1] + 1e-12
+    assert np.all(losses[1:] <= losses[:-1] + slack), losses
+    expected = reference.objective(matrix, model.user_factors_, model.item_factors_, **objective)
+    assert model.history_["loss"][-1] == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_subspace_float32_follows_float64():
+    # The float32 kernels (other SIMD widths and padding) make the same steps as float64.
+    matrix = recore.datasets.synthetic(200, 150, 3000, random_state=5)
+    options = dict(factors=24, iterations=3, solver="subspace", block_size=7, random_state=1, regularization=0.5,
+                   unobserved_weight=0.4, regularization_exponent=0.5)  # fmt: skip
+    single = recore.ALS(dtype="float32", **options).fit(matrix)
+    double = recore.ALS(dtype="float64", **options).fit(matrix)
+    scores32 = single.user_factors_.astype(np.float64) @ single.item_factors_.astype(np.float64).T
+    scores64 = double.user_factors_ @ double.item_factors_.T
+    assert np.abs(scores32 - scores64).max() <= 1e-3 * np.abs(scores64).max()
+
+
+# -- the objective's pieces ------------------------------------------------------------------
+
+
+@given(matrix=matrices, factors=st.integers(1, 6), kind=objectives, dtype=dtypes, seed=seeds)
+def test_loss_is_its_user_terms_plus_the_items_regularization(matrix, factors, kind, dtype, seed):
+    # What recore.distributed sums: every user shard's terms without the items' penalty, plus
+    # that penalty from each item's count of entries and the number of users.
+    rng = np.random.default_rng(seed)
+    matrix = with_dtype(matrix, dtype)
+    users = random_factors(rng, matrix.shape[0], factors, dtype)
+    items = random_factors(rng, matrix.shape[1], factors, dtype)
+    objective = objective_options(kind, 0.3, 1.5)
+    whole = kernels.als_loss(matrix, users, items, **objective)
+    user_terms = kernels.als_loss(matrix, users, items, item_regularization=False, **objective)
+    counts = np.bincount(matrix.indices, minlength=matrix.shape[1])
+    penalty = kernels.als_regularization(items, counts, matrix.shape[0], **objective)
+    assert whole == pytest.approx(user_terms + penalty, rel=1e-12, abs=1e-12)
+    _, observed = reference.dense_parts(matrix)
+    lambdas = reference.row_lambdas(
+        observed.T, 0.3, kind[2], feedback=kind[0], unobserved_weight=kind[3], regularization_exponent=kind[4]
+    )
+    expected = float(np.sum(lambdas * np.sum(np.asarray(items, np.float64) ** 2, axis=1)))
+    assert penalty == pytest.approx(expected, rel=1e-12 if dtype == np.float64 else 1e-6)
+
+
+def test_als_regularization_checks_its_arguments():
+    factors = np.ones((3, 2), np.float32)
+    options = dict(regularization=0.1, regularization_exponent=0.5)
+    assert kernels.als_regularization(factors, [1, 2, 3], 4, **options) == pytest.approx(
+        0.1 * 2 * sum((n + 4) ** 0.5 for n in (1, 2, 3)), rel=1e-12
+    )
+    with pytest.raises(ValueError, match=r"counts must have one entry per row of factors \(3\), got 2"):
+        kernels.als_regularization(factors, [1, 2], 4, **options)
+    with pytest.raises(ValueError, match="counts must be >= 0"):
+        kernels.als_regularization(factors, [1, -2, 3], 4, **options)
+    with pytest.raises(TypeError, match="counts must hold integers"):
+        kernels.als_regularization(factors, [1.0, 2.0, 3.0], 4, **options)
+    with pytest.raises(ValueError, match="n_other must be >= 0"):
+        kernels.als_regularization(factors, [1, 2, 3], -1, **options)
+    with pytest.raises(ValueError, match="regularization_exponent must be a finite number >= 0"):
+        kernels.als_regularization(factors, [1, 2, 3], 4, regularization=0.1, regularization_exponent=-1.0)
 
 
 # -- whole fits ------------------------------------------------------------------------------
@@ -288,7 +513,7 @@ def test_loss_matches_dense_reference(matrix, factors, regularization, alpha, ki
     expected = reference.objective(matrix, users, items, **objective)
     actual = kernels.als_loss(matrix, users, items, **objective)
     assert isinstance(actual, float)
-    scale = expected + loss_rounding_scale(users, items)
+    scale = expected + loss_rounding_scale(users, items, objective["unobserved_weight"])
     assert abs(actual - expected) <= (1e-5 if dtype == np.float32 else 1e-12) * scale
 
 
@@ -389,7 +614,7 @@ def test_gram_partials_and_fold_check_their_arguments():
 
 @given(
     matrix=sparse_matrices(max_rows=120, max_cols=60),
-    solver=st.sampled_from(["cg", "cholesky"]),
+    solver=st.sampled_from(["cg", "cholesky", "subspace"]),
     kind=objectives,
     dtype=dtypes,
     seed=seeds,
@@ -402,6 +627,7 @@ def test_factors_bitwise_identical_for_one_and_two_threads(matrix, solver, kind,
             factors=5,
             iterations=2,
             solver=solver,
+            block_size=2,
             dtype=dtype,
             num_threads=threads,
             random_state=seed,
@@ -415,7 +641,7 @@ def test_factors_bitwise_identical_for_one_and_two_threads(matrix, solver, kind,
     assert one.history_["loss"] == two.history_["loss"]
 
 
-@pytest.mark.parametrize("solver", ["cg", "cholesky", "blocked cg"])
+@pytest.mark.parametrize("solver", ["cg", "cholesky", "blocked cg", "subspace"])
 @pytest.mark.parametrize("kind", OBJECTIVES)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_factors_bitwise_identical_for_any_thread_count_on_a_larger_matrix(solver, kind, dtype):
@@ -429,6 +655,7 @@ def test_factors_bitwise_identical_for_any_thread_count_on_a_larger_matrix(solve
                 factors=12,
                 iterations=2,
                 solver="cg" if solver == "blocked cg" else solver,
+                block_size=5,
                 dtype=dtype,
                 num_threads=threads,
                 random_state=7,
@@ -600,7 +827,7 @@ def test_every_cpu_target_matches_reference(target, matrix, factors, kind, dtype
     wide = fixed.astype(np.float64)
     np.testing.assert_allclose(gram, wide.T @ wide, rtol=0, atol=(1e-5 if dtype == np.float32 else 1e-13) * 30)
     expected_loss = reference.objective(matrix, start, fixed, **objective)
-    scale = expected_loss + loss_rounding_scale(start, fixed)
+    scale = expected_loss + loss_rounding_scale(start, fixed, objective["unobserved_weight"])
     assert abs(loss - expected_loss) <= (1e-5 if dtype == np.float32 else 1e-12) * scale
     if iterative is not None:
         scale = np.linalg.norm(exact, axis=1) + np.linalg.norm(start, axis=1)
@@ -627,27 +854,37 @@ def test_cpu_target_fixture_selects_and_restores(cpu_target):
 
 # -- the estimator ---------------------------------------------------------------------------
 
-hyperparameters = st.fixed_dictionaries(
-    {
-        "factors": st.integers(1, 200),
-        "regularization": st.floats(0.0, 10.0),
-        "alpha": st.floats(0.0, 100.0),
-        "iterations": st.integers(0, 50),
-        "solver": st.sampled_from(["cg", "cholesky"]),
-        "cg_steps": st.integers(1, 10),
-        "feedback": st.sampled_from(["implicit", "explicit"]),
-        "confidence": st.sampled_from(["linear", "scaled"]),
-        "weighted_regularization": st.booleans(),
-        "dtype": st.sampled_from(["float32", "float64", np.float32, np.dtype("float64")]),
-        "num_threads": st.integers(0, 8),
-        "random_state": st.one_of(st.none(), st.integers(0, 2**32)),
-        "calculate_training_loss": st.booleans(),
-        "device": st.sampled_from(["auto", "cpu"]),
-    }
-)
+@st.composite
+def hyperparameters(draw) -> dict:
+    params = draw(
+        st.fixed_dictionaries(
+            {
+                "factors": st.integers(1, 200),
+                "regularization": st.floats(0.0, 10.0),
+                "alpha": st.floats(0.0, 100.0),
+                "iterations": st.integers(0, 50),
+                "solver": st.sampled_from(["cg", "cholesky", "subspace"]),
+                "cg_steps": st.integers(1, 10),
+                "feedback": st.sampled_from(["implicit", "explicit"]),
+                "confidence": st.sampled_from(["linear", "scaled"]),
+                "weighted_regularization": st.booleans(),
+                "dtype": st.sampled_from(["float32", "float64", np.float32, np.dtype("float64")]),
+                "num_threads": st.integers(0, 8),
+                "random_state": st.one_of(st.none(), st.integers(0, 2**32)),
+                "calculate_training_loss": st.booleans(),
+                "device": st.sampled_from(["auto", "cpu"]),
+                "block_size": st.integers(1, 300),
+                "subspace_sweeps": st.integers(1, 5),
+            }
+        )
+    )
+    # Only implicit feedback has unobserved entries to weigh, and one count scaling at a time.
+    params["unobserved_weight"] = draw(st.floats(0.0, 10.0)) if params["feedback"] == "implicit" else 1.0
+    params["regularization_exponent"] = 0.0 if params["weighted_regularization"] else draw(st.floats(0.0, 2.0))
+    return params
 
 
-@given(params=hyperparameters, other=hyperparameters)
+@given(params=hyperparameters(), other=hyperparameters())
 def test_get_params_and_set_params_round_trip(params, other):
     model = recore.ALS(**params)
     assert model.get_params() == params

@@ -63,6 +63,21 @@ def test_the_check_finds_an_engine_import(tmp_path):
         (dict(cg_steps=0), "cg_steps must be >= 1"),
         (dict(regularization=-0.5), "regularization must be a finite number >= 0"),
         (dict(num_threads=-1), "num_threads must be >= 0"),
+        (dict(unobserved_weight=-0.1), "unobserved_weight must be a finite number >= 0"),
+        (dict(regularization_exponent=-0.5), "regularization_exponent must be a finite number >= 0"),
+        (dict(block_size=0, solver="subspace"), "block_size must be >= 1"),
+        (dict(block_size=-3), "block_size must be >= 1"),
+        (dict(subspace_sweeps=0, solver="subspace"), "subspace_sweeps must be >= 1"),
+        (dict(subspace_sweeps=0, solver="cholesky"), "subspace_sweeps must be >= 1"),
+        (dict(feedback="explicit", unobserved_weight=0.5), "unobserved_weight applies to implicit feedback only"),
+        (
+            dict(weighted_regularization=True, regularization_exponent=0.5),
+            "regularization_exponent and weighted_regularization both scale",
+        ),
+        (
+            dict(feedback="explicit", weighted_regularization=True, regularization_exponent=1.0),
+            "regularization_exponent and weighted_regularization both scale",
+        ),
     ],
 )
 def test_every_als_entry_point_refuses_the_same_options_with_the_same_words(options, message):
@@ -82,6 +97,27 @@ def test_every_als_entry_point_refuses_the_same_options_with_the_same_words(opti
     kernel_options.update(options)
     with pytest.raises(ValueError, match=message):
         kernels.als_half_step(matrix, factors, kernels.gram_matrix(factors), factors.copy(), **kernel_options)
+    solver_options = {"solver", "cg_steps", "block_size", "subspace_sweeps"}
+    if not solver_options & set(options):  # an option of the objective: the loss refuses it too
+        objective = {k: v for k, v in kernel_options.items() if k not in solver_options}
+        with pytest.raises(ValueError, match=message):
+            kernels.als_loss(matrix, factors, factors, **objective)
+
+
+def test_the_cuda_backend_refuses_the_subspace_solver_before_any_work():
+    # The CUDA engine has CG and Cholesky only: its backend says so (its C++ entry refuses in
+    # the same words), after the engines' shared check of the values.
+    from recore.backends import cuda
+
+    options = dict(feedback="implicit", confidence="linear", regularization=0.1, alpha=1.0, cg_steps=3,
+                   weighted_regularization=False, num_threads=0)  # fmt: skip
+    with pytest.raises(ValueError, match=r"solver='subspace' is not available on the GPU"):
+        cuda.check_als_options(solver="subspace", **options)
+    with pytest.raises(ValueError, match="block_size must be >= 1"):
+        cuda.check_als_options(solver="subspace", block_size=0, **options)
+    cuda.check_als_options(solver="cg", unobserved_weight=0.2, regularization_exponent=0.5, **options)
+    with pytest.raises(ValueError, match=r"solver='subspace' is not available on the GPU"):
+        cuda.als_half_step(None, None, None, None, solver="subspace", regularization=0.1)
 
 
 def test_layout_constants_come_from_the_engine():

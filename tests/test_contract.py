@@ -879,6 +879,11 @@ class _ALSContract(ModelContract):
         ("dtype", "int32", ValueError),
         ("dtype", "float16", ValueError),
         ("calculate_training_loss", 1, TypeError),
+        ("unobserved_weight", -1.0, ValueError),
+        ("unobserved_weight", "1", TypeError),
+        ("regularization_exponent", -0.5, ValueError),
+        ("block_size", 0, ValueError),
+        ("subspace_sweeps", 0, ValueError),
     ]
 
     def fold_in_reference(self, model, rows):
@@ -890,6 +895,8 @@ class _ALSContract(ModelContract):
             feedback=model.feedback,
             confidence=model.confidence,
             weighted_regularization=model.weighted_regularization,
+            unobserved_weight=model.unobserved_weight,
+            regularization_exponent=model.regularization_exponent,
         )
 
 
@@ -899,6 +906,24 @@ class TestALSImplicitContract(_ALSContract):
     def make_model(self, **params):
         options = dict(factors=8, iterations=4, regularization=0.1, alpha=2.0, random_state=SEED)
         options["calculate_training_loss"] = True
+        return recore.ALS(**{**options, **params})
+
+    def make_data(self):
+        return implicit_data()
+
+
+class TestALSiALSContract(_ALSContract):
+    """iALS as Rendle et al. tune it: a small unobserved weight, frequency-scaled
+    regularization, and the subspace solver; fold_in solves with the same objective."""
+
+    ACCEPTS_NEGATIVE_VALUES = False
+
+    def make_model(self, **params):
+        options = dict(
+            factors=8, iterations=4, regularization=0.002, alpha=2.0, unobserved_weight=0.2,
+            regularization_exponent=0.7, solver="subspace", block_size=3, random_state=SEED,
+            calculate_training_loss=True,
+        )  # fmt: skip
         return recore.ALS(**{**options, **params})
 
     def make_data(self):

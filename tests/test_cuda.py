@@ -378,6 +378,43 @@ def test_gpu_als_matches_cpu_from_the_same_initialization(solver, feedback, fact
 
 
 @needs_gpu
+@pytest.mark.parametrize("solver", ["cg", "cholesky"])
+@pytest.mark.parametrize(
+    "weighting",
+    [
+        dict(unobserved_weight=0.2, regularization_exponent=0.7),
+        dict(unobserved_weight=3.0, regularization_exponent=1.0, confidence="scaled"),
+        dict(feedback="explicit", regularization_exponent=0.5),
+    ],
+)
+def test_gpu_ials_weighting_matches_cpu(solver, weighting):
+    # The unobserved weight and frequency-scaled regularization mean the same on both devices:
+    # in the solves and in the training loss (whose item penalties count each item's entries).
+    import cupyx.scipy.sparse as cusp
+
+    data = implicit_data()
+    params = dict(factors=24, iterations=3, solver=solver, alpha=2.5, regularization=0.01, random_state=0,
+                  calculate_training_loss=True, **weighting)  # fmt: skip
+    cpu = recore.ALS(**params).fit(data)
+    gpu = recore.ALS(**params).fit(cusp.csr_matrix(data))
+    for name in ("user_factors_", "item_factors_"):
+        got, want = getattr(gpu, name).get(), getattr(cpu, name)
+        assert np.linalg.norm(got - want) <= 1e-3 * np.linalg.norm(want), name
+    np.testing.assert_allclose(gpu.history_["loss"], cpu.history_["loss"], rtol=1e-3)
+
+
+@needs_gpu
+def test_gpu_refuses_the_subspace_solver_before_any_work():
+    import cupyx.scipy.sparse as cusp
+
+    data = cusp.csr_matrix(implicit_data())
+    with pytest.raises(ValueError, match=r"solver='subspace' is not available on the GPU"):
+        recore.ALS(solver="subspace").fit(data)
+    with pytest.raises(ValueError, match=r"solver='subspace' is not available on the GPU"):
+        recore.ALS(solver="subspace", device="cuda").fit(implicit_data())
+
+
+@needs_gpu
 def test_gpu_als_large_factor_counts_and_weighted_regularization():
     data = implicit_data(1, 60, 40)
     for factors, solver in ((1100, "cholesky"), (2700, "cg")):

@@ -67,6 +67,14 @@ def test_factors_bitwise_equal_to_single_machine(client, case):
         feedback=str(rng.choice(["implicit", "explicit"])), weighted_regularization=bool(rng.integers(2)),
         dtype=str(rng.choice(["float32", "float64"])), random_state=int(rng.integers(2**31)),
     )  # fmt: skip
+    # iALS in half the cases: the subspace solver, an unobserved weight, frequency-scaled
+    # regularization (each row's lambda from the whole matrix, not its shard).
+    if case % 2:
+        options.update(solver="subspace", block_size=2)
+        if options["feedback"] == "implicit":
+            options["unobserved_weight"] = 0.3
+        if not options["weighted_regularization"]:
+            options["regularization_exponent"] = 0.8
     num_shards = [None, 1, 3, 5][case % 4]
     # "driver" cuts shards at any row; "workers" on Gram chunks (one below 512 rows).
     gram = ["workers", "driver"][case // 2 % 2]
@@ -136,10 +144,17 @@ def test_shards_on_gram_chunks_example():
 
 
 def test_training_loss_matches_single_machine(client):
+    # Every item's penalty counts its entries over all users, whichever shards hold them.
     matrix = interactions(3)
-    for weighted in (False, True):
-        options = dict(factors=4, iterations=3, random_state=2, calculate_training_loss=True,
-                       weighted_regularization=weighted, regularization=0.3)  # fmt: skip
+    variants = [
+        dict(weighted_regularization=False),
+        dict(weighted_regularization=True),
+        dict(unobserved_weight=0.2, regularization_exponent=0.6),
+        dict(feedback="explicit", regularization_exponent=1.0),
+    ]
+    for variant in variants:
+        options = dict(factors=4, iterations=3, random_state=2, calculate_training_loss=True, regularization=0.3,
+                       **variant)  # fmt: skip
         single = recore.ALS(**options).fit(matrix)
         spread = ALS(num_shards=3, **options).fit(matrix, client=client)
         np.testing.assert_allclose(spread.history_["loss"], single.history_["loss"], rtol=1e-9)

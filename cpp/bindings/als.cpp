@@ -1,5 +1,5 @@
-// Python bindings of the ALS engine: recore._core.als_solve, gram_matrix, gram_chunk_bounds,
-// gram_partials, gram_fold, als_loss.
+// Python bindings of the ALS engine: recore._core.check_als_options, als_solve, gram_matrix,
+// gram_chunk_bounds, gram_partials, gram_fold, als_loss, als_regularization.
 #include "recore/als.hpp"
 
 #include <pybind11/numpy.h>
@@ -99,7 +99,8 @@ py::array_t<T> fold_of(const py::array& partials) {
 }
 
 template <typename T, typename I>
-double loss(const CsrParts& parts, py::handle user_obj, py::handle item_obj, const AlsOptions& options) {
+double loss(const CsrParts& parts, py::handle user_obj, py::handle item_obj, const AlsOptions& options,
+            bool item_regularization) {
   auto users = matrix<const T>(user_obj, "user_factors", false);
   auto items = matrix<const T>(item_obj, "item_factors", false);
   const int64_t f = users.cols;
@@ -114,7 +115,22 @@ double loss(const CsrParts& parts, py::handle user_obj, py::handle item_obj, con
     gram_matrix<T>(items, MatrixView<T>{gram_values.data(), f, f, f}, options.num_threads);
     gram = MatrixView<const T>{gram_values.data(), f, f, f};
   }
-  return als_loss<T, I>(view, users, items, gram, options);
+  return als_loss<T, I>(view, users, items, gram, options, item_regularization);
+}
+
+template <typename T>
+double regularization_of(py::handle factors_obj, const py::array& counts, int64_t n_other, const AlsOptions& options) {
+  auto factors = matrix<const T>(factors_obj, "factors", false);
+  require_dtype<int64_t>(counts, "counts");
+  require_layout(counts, "counts", 1, false);
+  if (counts.shape(0) != factors.rows)
+    throw py::value_error("counts must have one entry per row of factors (" + std::to_string(factors.rows) +
+                          "), got " + std::to_string(counts.shape(0)));
+  const int64_t* values = static_cast<const int64_t*>(counts.data());
+  for (int64_t r = 0; r < factors.rows; ++r)
+    if (values[r] < 0) throw py::value_error("counts must be >= 0");
+  py::gil_scoped_release release;
+  return als_regularization<T>(factors, values, n_other, options);
 }
 
 // Calls F<T, I> for the value dtype of `parts.data` (float32 / float64) and its index dtype.
@@ -147,26 +163,33 @@ void init_als(py::module_& m) {
   m.def(
       "check_als_options",
       [](const std::string& feedback, const std::string& confidence, const std::string& solver, double regularization,
-         double alpha, int cg_steps, bool weighted_regularization, int num_threads) {
+         double alpha, int cg_steps, bool weighted_regularization, int num_threads, double unobserved_weight,
+         double regularization_exponent, int block_size, int subspace_sweeps) {
         als_options_from_names(feedback, confidence, solver, regularization, alpha, cg_steps, weighted_regularization,
-                               num_threads);
+                               num_threads, unobserved_weight, regularization_exponent, block_size, subspace_sweeps);
       },
       py::kw_only(), py::arg("feedback"), py::arg("confidence"), py::arg("solver"), py::arg("regularization"),
       py::arg("alpha"), py::arg("cg_steps"), py::arg("weighted_regularization"), py::arg("num_threads"),
+      py::arg("unobserved_weight"), py::arg("regularization_exponent"), py::arg("block_size"),
+      py::arg("subspace_sweeps"),
       "ValueError naming the first invalid ALS option: the check every ALS entry point makes, on either engine.");
   m.def(
       "als_solve",
       [](py::handle user_items, py::handle fixed_factors, py::handle fixed_gram, py::handle target_factors,
          double regularization, double alpha, const std::string& feedback, const std::string& confidence,
-         const std::string& solver, int cg_steps, bool weighted_regularization, int num_threads) {
+         const std::string& solver, int cg_steps, bool weighted_regularization, int num_threads,
+         double unobserved_weight, double regularization_exponent, int block_size, int subspace_sweeps) {
         auto options = als_options_from_names(feedback, confidence, solver, regularization, alpha, cg_steps,
-                                     weighted_regularization, num_threads);
+                                              weighted_regularization, num_threads, unobserved_weight,
+                                              regularization_exponent, block_size, subspace_sweeps);
         auto parts = csr_parts(user_items, "user_items");
         by_dtype<Solve>(parts, fixed_factors, fixed_gram, target_factors, options);
       },
       py::arg("user_items"), py::arg("fixed_factors"), py::arg("fixed_gram"), py::arg("target_factors"),
       py::kw_only(), py::arg("regularization"), py::arg("alpha"), py::arg("feedback"), py::arg("confidence"),
       py::arg("solver"), py::arg("cg_steps"), py::arg("weighted_regularization"), py::arg("num_threads"),
+      py::arg("unobserved_weight"), py::arg("regularization_exponent"), py::arg("block_size"),
+      py::arg("subspace_sweeps"),
       "One ALS half-step: solve every row of target_factors in place with fixed_factors held fixed.");
 
   m.def("_set_gather_limit_for_testing", &set_gather_limit_for_testing, py::arg("rows"),
@@ -232,15 +255,36 @@ void init_als(py::module_& m) {
       "als_loss",
       [](py::handle user_items, py::handle user_factors, py::handle item_factors, double regularization,
          double alpha, const std::string& feedback, const std::string& confidence, bool weighted_regularization,
-         int num_threads) {
-        auto options = als_options_from_names(feedback, confidence, "cg", regularization, alpha, 1, weighted_regularization,
-                                     num_threads);
+         int num_threads, double unobserved_weight, double regularization_exponent, bool item_regularization) {
+        auto options = als_options_from_names(feedback, confidence, "cg", regularization, alpha, 1,
+                                              weighted_regularization, num_threads, unobserved_weight,
+                                              regularization_exponent, 1, 1);
         auto parts = csr_parts(user_items, "user_items");
-        return by_dtype<Loss>(parts, user_factors, item_factors, options);
+        return by_dtype<Loss>(parts, user_factors, item_factors, options, item_regularization);
       },
       py::arg("user_items"), py::arg("user_factors"), py::arg("item_factors"), py::kw_only(),
       py::arg("regularization"), py::arg("alpha"), py::arg("feedback"), py::arg("confidence"),
-      py::arg("weighted_regularization"), py::arg("num_threads"), "The full ALS training objective.");
+      py::arg("weighted_regularization"), py::arg("num_threads"), py::arg("unobserved_weight"),
+      py::arg("regularization_exponent"), py::arg("item_regularization"), "The full ALS training objective.");
+
+  m.def(
+      "als_regularization",
+      [](py::handle factors, py::handle counts, int64_t n_other, double regularization, const std::string& feedback,
+         bool weighted_regularization, double unobserved_weight, double regularization_exponent) -> double {
+        if (n_other < 0) throw py::value_error("n_other must be >= 0");
+        auto options = als_options_from_names(feedback, "linear", "cg", regularization, 1.0, 1, weighted_regularization,
+                                              0, unobserved_weight, regularization_exponent, 1, 1);
+        py::array a = require_array(factors, "factors");
+        py::array c = require_array(counts, "counts");
+        if (has_dtype<float>(a)) return regularization_of<float>(factors, c, n_other, options);
+        if (has_dtype<double>(a)) return regularization_of<double>(factors, c, n_other, options);
+        throw py::type_error("factors must have dtype float32 or float64, got " + dtype_name(a));
+      },
+      py::arg("factors"), py::arg("counts"), py::arg("n_other"), py::kw_only(), py::arg("regularization"),
+      py::arg("feedback"), py::arg("weighted_regularization"), py::arg("unobserved_weight"),
+      py::arg("regularization_exponent"),
+      "One side's regularization in the ALS objective, sum_r lambda_r |factors_r|^2, from each row's count of "
+      "entries and the other side's size.");
 }
 
 }  // namespace recore::bindings

@@ -49,6 +49,18 @@ bool rows_sorted(const CsrView<T, I>& m, int threads) {
   return !unsorted;
 }
 
+// Each row's lambda_u, rounded to T as regularization * scale (so that plain and weighted L2
+// round exactly as they always have).
+template <typename T, typename I>
+std::vector<T> row_lambdas(const CsrView<T, I>& m, const AlsOptions& o, int threads) {
+  std::vector<T> lambdas(m.rows);
+  const T regularization = static_cast<T>(o.regularization);
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t u = 0; u < m.rows; ++u)
+    lambdas[u] = regularization * static_cast<T>(regularization_scale(o, m.row_end(u) - m.row_begin(u), m.cols));
+  return lambdas;
+}
+
 }  // namespace
 
 void set_gather_limit_for_testing(int64_t rows) { gather_limit_override.store(rows); }
@@ -168,20 +180,38 @@ void als_solve(const CsrView<T, I>& user_items, MatrixView<const T> fixed, Matri
   for (int64_t u = 0; u < user_items.rows; ++u)
     a.max_row_length = std::max(a.max_row_length, user_items.row_end(u) - user_items.row_begin(u));
 
+  // The unobserved entries' part of every row's matrix, alpha0 YtY, padded (a plain copy for
+  // alpha0 = 1, so that the default objective rounds as it always has).
+  // The subspace solver reads the Gram matrix's rows a padded block at a time, past the last
+  // row's end for a block near the end: zeros there.
   std::unique_ptr<AlignedBuffer<T>> gram;
+  if (options.solver == Solver::subspace) {
+    a.block_factors = std::min<int64_t>(options.block_size, f);
+    a.padded_block = padded<T>(a.block_factors);
+    a.blocks = (f + a.block_factors - 1) / a.block_factors;
+  }
   if (implicit) {
-    gram = std::make_unique<AlignedBuffer<T>>(fp * fp);
-    for (int64_t i = 0; i < f; ++i) std::memcpy(gram->get() + i * fp, fixed_gram.row(i), f * sizeof(T));
+    gram = std::make_unique<AlignedBuffer<T>>(fp * fp + a.padded_block);
+    const T weight = static_cast<T>(options.unobserved_weight);
+    for (int64_t i = 0; i < f; ++i) {
+      T* row = gram->get() + i * fp;
+      std::memcpy(row, fixed_gram.row(i), f * sizeof(T));
+      if (options.unobserved_weight != 1.0)
+        for (int64_t j = 0; j < f; ++j) row[j] *= weight;
+    }
     a.padded_gram = gram->get();
   }
+  const std::vector<T> lambdas = row_lambdas(user_items, options, a.threads);
+  a.lambdas = lambdas.data();
   // Gathering is faster even for blocks beyond the caches; the limit only caps the
-  // workspace (64 MiB a thread) for extremely long rows, which CG then reads in place.
+  // workspace (64 MiB a thread) for extremely long rows, which CG and the subspace solver
+  // then read in place.
   const int64_t override_rows = gather_limit_override.load();
   a.gather_limit = override_rows > 0 ? override_rows : (int64_t{64} << 20) / (fp * static_cast<int64_t>(sizeof(T)));
-  a.gathered_rows = std::min(a.max_row_length, options.solver == Solver::conjugate_gradient ? a.gather_limit
-                                                                                          : kCholeskyChunkRows);
+  a.gathered_rows = std::min(a.max_row_length, options.solver == Solver::cholesky ? kCholeskyChunkRows
+                                                                                 : a.gather_limit);
   a.workspace_per_thread =
-      als_workspace_per_thread(a.max_row_length, a.gathered_rows, fp, options.solver == Solver::cholesky);
+      als_workspace_per_thread(a.max_row_length, a.gathered_rows, fp, options.solver, a.padded_block, a.blocks);
   AlignedBuffer<T> workspace(a.threads * a.workspace_per_thread);
   a.workspace = workspace.get();
 
@@ -210,9 +240,28 @@ void als_solve(const CsrView<T, I>& user_items, MatrixView<const T> fixed, Matri
   RECORE_RUN(a, als_solve<T, I>);
 }
 
+template <typename T>
+double als_regularization(MatrixView<const T> factors, const int64_t* counts, int64_t other,
+                          const AlsOptions& options) {
+  check_als_options(options);
+  check_matrix(factors, "factors");
+  const bool by_count = options.weighted_regularization || options.regularization_exponent != 0.0;
+  if (by_count && !counts && factors.rows > 0) throw std::invalid_argument("row counts are missing");
+  // sum_r scale_r |y_r|^2, then times regularization: the order plain and weighted L2 always had.
+  double total = 0;
+  for (int64_t r = 0; r < factors.rows; ++r) {
+    const T* y = factors.row(r);
+    double norm = 0;
+    for (int64_t j = 0; j < factors.cols; ++j) norm += static_cast<double>(y[j]) * y[j];
+    total += (by_count ? regularization_scale(options, counts[r], other) : 1.0) * norm;
+  }
+  return options.regularization * total;
+}
+
 template <typename T, typename I>
 double als_loss(const CsrView<T, I>& user_items, MatrixView<const T> user_factors,
-                MatrixView<const T> item_factors, MatrixView<const T> item_gram, const AlsOptions& options) {
+                MatrixView<const T> item_factors, MatrixView<const T> item_gram, const AlsOptions& options,
+                bool item_regularization) {
   check_als_options(options);
   const int64_t f = user_factors.cols;
   if (item_factors.cols != f) throw std::invalid_argument("user and item factors differ in width");
@@ -232,33 +281,31 @@ double als_loss(const CsrView<T, I>& user_items, MatrixView<const T> user_factor
   a.chunks = std::max<int64_t>(1, std::min<int64_t>(256, user_items.rows));
   std::vector<double> partials(a.chunks, 0.0);
   a.partials = partials.data();
+  std::vector<double> scales(user_items.rows);
+  for (int64_t u = 0; u < user_items.rows; ++u)
+    scales[u] = regularization_scale(options, user_items.row_end(u) - user_items.row_begin(u), user_items.cols);
+  a.row_scales = scales.data();
   if (user_items.rows > 0) {
     RECORE_RUN(a, als_loss<T, I>);
   }
   double loss = 0;
   for (double p : partials) loss += p;
+  if (!item_regularization) return loss;
 
-  // Regularization of the item side: lambda * sum_i w_i |y_i|^2.
+  // Regularization of the item side, with each item's count of entries.
   std::vector<int64_t> counts;
-  if (options.weighted_regularization) {
+  if (options.weighted_regularization || options.regularization_exponent != 0.0) {
     counts.assign(item_factors.rows, 0);
     for (int64_t k = 0; k < user_items.nnz(); ++k) counts[static_cast<int64_t>(user_items.indices[k])] += 1;
   }
-  double items = 0;
-  for (int64_t i = 0; i < item_factors.rows; ++i) {
-    const T* y = item_factors.row(i);
-    double norm = 0;
-    for (int64_t j = 0; j < f; ++j) norm += static_cast<double>(y[j]) * y[j];
-    items += (options.weighted_regularization ? static_cast<double>(counts[i]) : 1.0) * norm;
-  }
-  return loss + options.regularization * items;
+  return loss + als_regularization(item_factors, counts.empty() ? nullptr : counts.data(), user_items.rows, options);
 }
 
 #define RECORE_INSTANTIATE(T, I)                                                                     \
   template void als_solve<T, I>(const CsrView<T, I>&, MatrixView<const T>, MatrixView<const T>,      \
                                 MatrixView<T>, const AlsOptions&);                                   \
   template double als_loss<T, I>(const CsrView<T, I>&, MatrixView<const T>, MatrixView<const T>,     \
-                                 MatrixView<const T>, const AlsOptions&);
+                                 MatrixView<const T>, const AlsOptions&, bool);
 RECORE_INSTANTIATE(float, int32_t)
 RECORE_INSTANTIATE(float, int64_t)
 RECORE_INSTANTIATE(double, int32_t)
@@ -269,5 +316,7 @@ template void gram_partials<float>(MatrixView<const float>, const int64_t*, int6
 template void gram_partials<double>(MatrixView<const double>, const int64_t*, int64_t, double*, int);
 template void gram_fold<float>(const float*, int64_t, MatrixView<float>);
 template void gram_fold<double>(const double*, int64_t, MatrixView<double>);
+template double als_regularization<float>(MatrixView<const float>, const int64_t*, int64_t, const AlsOptions&);
+template double als_regularization<double>(MatrixView<const double>, const int64_t*, int64_t, const AlsOptions&);
 
 }  // namespace recore

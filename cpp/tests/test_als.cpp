@@ -1,5 +1,6 @@
 // ALS: the Gram matrix, one half-step (als_solve) and the training objective (als_loss) on
 // problems small enough to solve by hand, and bitwise equality for every thread count.
+#include <cmath>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -59,15 +60,23 @@ struct SolverCase {
   Solver solver;
   CgPath path;
   const char* name;
+  int block_size;       // subspace solver
+  int sweeps_per_step;  // subspace solver: sweeps for each CG step count checked
 };
 
 // Two CG steps solve a 2 x 2 system exactly (up to rounding) from any start; three show that
-// further steps on a solved row change nothing beyond rounding.
+// further steps on a solved row change nothing beyond rounding. The subspace solver with one
+// block of both factors is the exact solve in one sweep; with blocks of one factor (coordinate
+// descent) it converges geometrically, to rounding within 2 x 60 sweeps on these systems.
 const SolverCase kSolverCases[] = {
-    {Solver::cholesky, CgPath::gathered, "cholesky"},
-    {Solver::conjugate_gradient, CgPath::gathered, "cg"},
-    {Solver::conjugate_gradient, CgPath::in_place, "cg in place"},
-    {Solver::conjugate_gradient, CgPath::blocked, "cg blocked"},
+    {Solver::cholesky, CgPath::gathered, "cholesky", 32, 1},
+    {Solver::conjugate_gradient, CgPath::gathered, "cg", 32, 1},
+    {Solver::conjugate_gradient, CgPath::in_place, "cg in place", 32, 1},
+    {Solver::conjugate_gradient, CgPath::blocked, "cg blocked", 32, 1},
+    {Solver::subspace, CgPath::gathered, "subspace", 2, 1},
+    {Solver::subspace, CgPath::in_place, "subspace in place", 2, 1},
+    {Solver::subspace, CgPath::gathered, "subspace by coordinates", 1, 60},
+    {Solver::subspace, CgPath::in_place, "subspace by coordinates in place", 1, 60},
 };
 
 template <typename T>
@@ -88,6 +97,8 @@ void check_half_step(const Csr<T, I>& user_items, const AlsOptions& options, con
       AlsOptions o = options;
       o.solver = c.solver;
       o.cg_steps = cg_steps;
+      o.block_size = c.block_size;
+      o.subspace_sweeps = (cg_steps - 1) * c.sweeps_per_step;
       Dense<T> users(user_items.rows, 2, std::vector<T>(user_items.rows * 2, T(0.5)));
       users.values[0] = T(-0.75);
       recore::als_solve<T, I>(user_items.view(), items.view(), o.feedback == Feedback::implicit ? gram.view()
@@ -148,6 +159,37 @@ void check_implicit() {
   check_half_step(user_items, options, {-48.0 / 179, 129.0 / 179, 0, 0});
 }
 
+// iALS (Rendle et al. 2022): the same implicit user 0, linear confidence with alpha = 1
+// (c_0 = 2, c_2 = 3), unobserved weight alpha0 = 0.5, lambda = 0.1 and exponent nu = 1:
+//   lambda_0 = 0.1 (n_0 + alpha0 n_items) = 0.1 (2 + 0.5 * 3) = 0.35,
+//   A = 0.5 Y^T Y + (2 - 0.5) y0 y0^T + (3 - 0.5) y2 y2^T + 0.35 I
+//     = [[5, 2.5], [2.5, 3]] + [[1.5, 3], [3, 6]] + [[0, 0], [0, 2.5]] + 0.35 I = [[6.85, 5.5], [5.5, 11.85]],
+//   b = (2, 7) as before, det A = 81.1725 - 30.25 = 50.9225,
+//   x = [[11.85, -5.5], [-5.5, 6.85]] (2, 7) / det = (23.7 - 38.5, -11 + 47.95) / det = (-14.8, 36.95) / 50.9225.
+// Explicit, lambda = 1, nu = 0.5 (lambda_u = lambda n_u^nu): user 0 has lambda sqrt(2) = s,
+//   A = [[10 + s, 5], [5, 5 + s]], det A = (10 + s)(5 + s) - 25 = 27 + 15 s,
+//   x = ((5 + s) 17 - 70, 14 (10 + s) - 85) / det = (15 + 17 s, 55 + 14 s) / (27 + 15 s);
+//   user 1 has one rating: lambda 1, x = (0, 1.5) as before.
+template <typename T, typename I>
+void check_ials() {
+  const Csr<T, I> user_items(2, 3, {0, 2, 2}, {0, 2}, {1, 2});
+  AlsOptions options;
+  options.alpha = 1.0;
+  options.regularization = 0.1;
+  options.unobserved_weight = 0.5;
+  options.regularization_exponent = 1.0;
+  check_half_step(user_items, options, {-14.8 / 50.9225, 36.95 / 50.9225, 0, 0});
+
+  const Csr<T, I> ratings(3, 3, {0, 2, 3, 3}, {0, 1, 2}, {5, 4, 3});
+  AlsOptions explicit_options;
+  explicit_options.feedback = Feedback::explicit_ratings;
+  explicit_options.regularization = 1.0;
+  explicit_options.regularization_exponent = 0.5;
+  const double s = std::sqrt(2.0);
+  check_half_step(ratings, explicit_options, {(15 + 17 * s) / (27 + 15 * s), (55 + 14 * s) / (27 + 15 * s), 0, 1.5,
+                                              0, 0});
+}
+
 }  // namespace
 
 RECORE_TEST(als_gram_matrix_by_hand) {
@@ -177,6 +219,12 @@ RECORE_TEST(als_implicit_by_hand) {
   check_implicit<float, int32_t>();
   check_implicit<double, int32_t>();
   check_implicit<double, int64_t>();
+}
+
+RECORE_TEST(als_ials_by_hand) {
+  check_ials<float, int32_t>();
+  check_ials<double, int32_t>();
+  check_ials<double, int64_t>();
 }
 
 // The objective at fixed factors, lambda = 0.5, users x_0 = (1, -1), x_1 = (0.5, 0.5), the hand
@@ -209,6 +257,21 @@ RECORE_TEST(als_loss_by_hand) {
   o.weighted_regularization = true;
   CHECK_NEAR(recore::als_loss(user_items.view(), users.view(), items.view(), MatrixView<const float>{}, o), 18.0,
              1e-12);
+  // iALS: implicit, linear, alpha = 1, unobserved weight 0.5, exponent 1 (lambda = 0.5):
+  //   user 0: 2 (1 + 1)^2 + 0.5 (2)^2 + 3 (1 + 1)^2 = 8 + 2 + 12 = 22, lambda_0 = 0.5 (2 + 0.5 * 3) = 1.75,
+  //           penalty 1.75 * 2 = 3.5;
+  //   user 1: 0.5 * 6.5 = 3.25, lambda_1 = 0.5 (0 + 1.5) = 0.75, penalty 0.75 * 0.5 = 0.375;
+  //   items (n_users = 2): lambda = 0.5 (n_i + 1) = 1, 0.5, 1 for counts 1, 0, 1: 1 * 5 + 0.5 * 10 + 1 * 1 = 11;
+  //   total 22 + 3.25 + 3.5 + 0.375 + 11 = 40.125; without the items' penalty 29.125.
+  o.feedback = Feedback::implicit;
+  o.confidence = Confidence::linear;
+  o.weighted_regularization = false;
+  o.unobserved_weight = 0.5;
+  o.regularization_exponent = 1.0;
+  CHECK_NEAR(recore::als_loss(user_items.view(), users.view(), items.view(), gram.view(), o), 40.125, 1e-12);
+  CHECK_NEAR(recore::als_loss(user_items.view(), users.view(), items.view(), gram.view(), o, false), 29.125, 1e-12);
+  const int64_t item_counts[] = {1, 0, 1};
+  CHECK_NEAR(recore::als_regularization(items.view(), item_counts, 2, o), 11.0, 1e-12);
 }
 
 RECORE_TEST(als_refuses_inconsistent_arguments) {
@@ -231,6 +294,32 @@ RECORE_TEST(als_refuses_inconsistent_arguments) {
   // Implicit feedback needs the Gram matrix.
   CHECK_THROWS(std::invalid_argument, recore::als_solve(user_items.view(), items.view(), MatrixView<const float>{},
                                                         users.mutable_view(), o));
+  // The iALS options: finite and >= 0, blocks and sweeps >= 1, no unobserved weight for
+  // explicit feedback, and one scaling of the regularization by the count at a time.
+  const auto refused = [&](const AlsOptions& bad) {
+    CHECK_THROWS(std::invalid_argument,
+                 recore::als_solve(user_items.view(), items.view(), gram.view(), users.mutable_view(), bad));
+  };
+  AlsOptions bad = o;
+  bad.unobserved_weight = -0.5;
+  refused(bad);
+  bad = o;
+  bad.regularization_exponent = std::nan("");
+  refused(bad);
+  bad = o;
+  bad.block_size = 0;
+  refused(bad);
+  bad = o;
+  bad.subspace_sweeps = 0;
+  refused(bad);
+  bad = o;
+  bad.feedback = Feedback::explicit_ratings;
+  bad.unobserved_weight = 2.0;
+  refused(bad);
+  bad = o;
+  bad.weighted_regularization = true;
+  bad.regularization_exponent = 0.5;
+  refused(bad);
 }
 
 namespace {
@@ -270,13 +359,17 @@ void check_thread_invariance() {
     Solver solver;
     bool weighted;
     CgPath path;
+    double exponent;
   };
   const Variant variants[] = {
-      {Feedback::implicit, Solver::conjugate_gradient, false, CgPath::gathered},
-      {Feedback::implicit, Solver::conjugate_gradient, false, CgPath::blocked},
-      {Feedback::implicit, Solver::cholesky, false, CgPath::gathered},
-      {Feedback::explicit_ratings, Solver::conjugate_gradient, true, CgPath::in_place},
-      {Feedback::explicit_ratings, Solver::cholesky, true, CgPath::gathered},
+      {Feedback::implicit, Solver::conjugate_gradient, false, CgPath::gathered, 0.0},
+      {Feedback::implicit, Solver::conjugate_gradient, false, CgPath::blocked, 0.0},
+      {Feedback::implicit, Solver::cholesky, false, CgPath::gathered, 0.0},
+      {Feedback::explicit_ratings, Solver::conjugate_gradient, true, CgPath::in_place, 0.0},
+      {Feedback::explicit_ratings, Solver::cholesky, true, CgPath::gathered, 0.0},
+      {Feedback::implicit, Solver::subspace, false, CgPath::gathered, 0.5},
+      {Feedback::implicit, Solver::subspace, false, CgPath::in_place, 0.5},
+      {Feedback::explicit_ratings, Solver::subspace, false, CgPath::gathered, 1.0},
   };
   for (const Variant& v : variants) {
     CgPathScope scope(v.path, 128);
@@ -284,6 +377,9 @@ void check_thread_invariance() {
     o.feedback = v.feedback;
     o.solver = v.solver;
     o.weighted_regularization = v.weighted;
+    o.regularization_exponent = v.exponent;
+    o.unobserved_weight = v.feedback == Feedback::implicit && v.exponent != 0.0 ? 0.3 : 1.0;
+    o.block_size = 7;
     o.regularization = 0.05;
     o.alpha = 2.0;
     const ThreadRun<T> one = run_with_threads(user_items, items, start, o, 1);

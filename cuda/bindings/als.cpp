@@ -51,10 +51,12 @@ void init_als(py::module_& m) {
       [](int device, std::uintptr_t stream, bool wide, int64_t rows, int64_t cols, int64_t nnz, std::uintptr_t indptr,
          std::uintptr_t indices, std::uintptr_t data, std::uintptr_t fixed, std::uintptr_t gram,
          std::uintptr_t target, int64_t f, const std::string& feedback, const std::string& confidence,
-         const std::string& solver, double regularization, double alpha, int cg_steps, bool weighted) {
+         const std::string& solver, double regularization, double alpha, int cg_steps, bool weighted,
+         double unobserved_weight, double regularization_exponent, int block_size, int subspace_sweeps) {
         DeviceScope scope(device);
-        const AlsOptions options = recore::als_options_from_names(feedback, confidence, solver, regularization,
-                                                                       alpha, cg_steps, weighted, 0);
+        const AlsOptions options = recore::als_options_from_names(
+            feedback, confidence, solver, regularization, alpha, cg_steps, weighted, 0, unobserved_weight,
+            regularization_exponent, block_size, subspace_sweeps);
         auto fixed_view = const_view(matrix(fixed, cols, f, device, "fixed_factors"));
         auto target_view = matrix(target, rows, f, device, "target_factors");
         const float* gram_pointer = optional_pointer<const float>(gram, f * f, device, "fixed_gram");
@@ -71,16 +73,18 @@ void init_als(py::module_& m) {
       py::arg("device"), py::arg("stream"), py::arg("wide"), py::arg("rows"), py::arg("cols"), py::arg("nnz"),
       py::arg("indptr"), py::arg("indices"), py::arg("data"), py::arg("fixed"), py::arg("gram"), py::arg("target"),
       py::arg("f"), py::arg("feedback"), py::arg("confidence"), py::arg("solver"), py::arg("regularization"),
-      py::arg("alpha"), py::arg("cg_steps"), py::arg("weighted_regularization"));
+      py::arg("alpha"), py::arg("cg_steps"), py::arg("weighted_regularization"), py::arg("unobserved_weight"),
+      py::arg("regularization_exponent"), py::arg("block_size"), py::arg("subspace_sweeps"));
   m.def(
       "als_loss",
       [](int device, std::uintptr_t stream, bool wide, int64_t rows, int64_t cols, int64_t nnz, std::uintptr_t indptr,
          std::uintptr_t indices, std::uintptr_t data, std::uintptr_t users, std::uintptr_t items,
          std::uintptr_t gram, int64_t f, const std::string& feedback, const std::string& confidence,
-         double regularization, double alpha, bool weighted) {
+         double regularization, double alpha, bool weighted, double unobserved_weight, double regularization_exponent) {
         DeviceScope scope(device);
-        const AlsOptions options =
-            recore::als_options_from_names(feedback, confidence, "cg", regularization, alpha, 1, weighted, 0);
+        const AlsOptions options = recore::als_options_from_names(feedback, confidence, "cg", regularization, alpha, 1,
+                                                                  weighted, 0, unobserved_weight,
+                                                                  regularization_exponent, 1, 1);
         auto user_view = const_view(matrix(users, rows, f, device, "user_factors"));
         auto item_view = const_view(matrix(items, cols, f, device, "item_factors"));
         const float* gram_pointer = optional_pointer<const float>(gram, f * f, device, "item_gram");
@@ -96,7 +100,7 @@ void init_als(py::module_& m) {
       py::arg("device"), py::arg("stream"), py::arg("wide"), py::arg("rows"), py::arg("cols"), py::arg("nnz"),
       py::arg("indptr"), py::arg("indices"), py::arg("data"), py::arg("users"), py::arg("items"), py::arg("gram"),
       py::arg("f"), py::arg("feedback"), py::arg("confidence"), py::arg("regularization"), py::arg("alpha"),
-      py::arg("weighted_regularization"));
+      py::arg("weighted_regularization"), py::arg("unobserved_weight"), py::arg("regularization_exponent"));
 }
 
 }  // namespace recore::cuda::bindings

@@ -46,6 +46,10 @@ def check_als_options(
     cg_steps: _Int,
     weighted_regularization: bool,
     num_threads: _Int,
+    unobserved_weight: _Float,
+    regularization_exponent: _Float,
+    block_size: _Int,
+    subspace_sweeps: _Int,
 ) -> None: ...
 @overload
 def als_solve(
@@ -62,6 +66,10 @@ def als_solve(
     cg_steps: _Int,
     weighted_regularization: bool,
     num_threads: _Int,
+    unobserved_weight: _Float,
+    regularization_exponent: _Float,
+    block_size: _Int,
+    subspace_sweeps: _Int,
 ) -> None: ...
 @overload
 def als_solve(
@@ -78,6 +86,10 @@ def als_solve(
     cg_steps: _Int,
     weighted_regularization: bool,
     num_threads: _Int,
+    unobserved_weight: _Float,
+    regularization_exponent: _Float,
+    block_size: _Int,
+    subspace_sweeps: _Int,
 ) -> None: ...
 def _set_gather_limit_for_testing(rows: _Int) -> None: ...
 def _set_block_rows_for_testing(rows: _Int) -> None: ...
@@ -106,6 +118,9 @@ def als_loss(
     confidence: str,
     weighted_regularization: bool,
     num_threads: _Int,
+    unobserved_weight: _Float,
+    regularization_exponent: _Float,
+    item_regularization: bool,
 ) -> float: ...
 @overload
 def als_loss(
@@ -119,6 +134,21 @@ def als_loss(
     confidence: str,
     weighted_regularization: bool,
     num_threads: _Int,
+    unobserved_weight: _Float,
+    regularization_exponent: _Float,
+    item_regularization: bool,
+) -> float: ...
+
+def als_regularization(
+    factors: _Float32 | _Float64,
+    counts: NDArray[np.int64],
+    n_other: _Int,
+    *,
+    regularization: _Float,
+    feedback: str,
+    weighted_regularization: bool,
+    unobserved_weight: _Float,
+    regularization_exponent: _Float,
 ) -> float: ...
 
 # cpp/bindings/topk.cpp. ids are int64 with wide_ids=True, else int32.

@@ -56,6 +56,10 @@ def als_solve(
     alpha: _Float,
     cg_steps: _Int,
     weighted_regularization: bool,
+    unobserved_weight: _Float,
+    regularization_exponent: _Float,
+    block_size: _Int,
+    subspace_sweeps: _Int,
 ) -> None: ...
 def als_loss(
     device: _Int,
@@ -76,6 +80,8 @@ def als_loss(
     regularization: _Float,
     alpha: _Float,
     weighted_regularization: bool,
+    unobserved_weight: _Float,
+    regularization_exponent: _Float,
 ) -> float: ...
 
 # cuda/bindings/topk.cpp: float32 queries and items; ids int64 with wide_ids=True, else int32.

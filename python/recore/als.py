@@ -1,5 +1,6 @@
-"""Alternating least squares for implicit feedback (Hu, Koren & Volinsky 2008) and for
-explicit ratings."""
+"""Alternating least squares for implicit feedback (Hu, Koren & Volinsky 2008, with the
+unobserved weight and frequency-scaled regularization of Rendle et al. 2022 and the iALS++
+subspace solver of Rendle et al. 2021) and for explicit ratings."""
 
 from __future__ import annotations
 
@@ -32,36 +33,65 @@ class ALS(Recommender, Estimator):
 
     ``fit`` learns ``user_factors_`` (n_users x factors) and ``item_factors_``
     (n_items x factors) so that ``user_factors_ @ item_factors_.T`` approximates the
-    interactions, alternating exact (or conjugate-gradient) least-squares solves of one
-    side with the other held fixed.
+    interactions, alternating exact (or iterative) least-squares solves of one side with
+    the other held fixed.
+
+    The objective for implicit feedback, with confidence ``c_ui`` on every observed entry
+    and weight ``alpha0`` (``unobserved_weight``) on every unobserved one, is::
+
+        L = sum_{(u,i) observed} c_ui (1 - x_u . y_i)^2 + alpha0 sum_{(u,i) unobserved} (x_u . y_i)^2
+            + sum_u lambda_u |x_u|^2 + sum_i lambda_i |y_i|^2,
+        lambda_u = regularization * (n_u + alpha0 * n_items) ** nu,
+        lambda_i = regularization * (n_i + alpha0 * n_users) ** nu,
+
+    ``n_u`` (``n_i``) the user's (item's) observed entries and ``nu`` the
+    ``regularization_exponent`` (Rendle et al. 2022, "Revisiting the Performance of iALS on
+    Item Recommendation Benchmarks"). The defaults ``alpha0 = 1``, ``nu = 0`` are the model of
+    Hu et al. with plain L2. Each user then solves
+    ``(alpha0 YtY + Y_u^T (C_u - alpha0 I) Y_u + lambda_u I) x_u = Y_u^T C_u 1``.
+    For explicit feedback ``L = sum_{observed} (r_ui - x_u . y_i)^2 + sum_u lambda_u |x_u|^2
+    + sum_i lambda_i |y_i|^2`` with ``lambda_u = regularization * n_u ** nu`` (no unobserved
+    entries, so no ``alpha0``).
 
     Parameters
     ----------
     factors : int, default 64
         Latent dimensions.
     regularization : float, default 0.01
-        L2 weight ``lambda`` on both factor matrices.
+        L2 weight ``lambda`` on both factor matrices (scaled per row by
+        ``regularization_exponent`` or ``weighted_regularization``).
     alpha : float, default 1.0
         Confidence scale for implicit feedback (see ``confidence``).
     iterations : int, default 15
         Full iterations (users, then items).
-    solver : {"cg", "cholesky"}, default "cg"
-        Conjugate gradient warm-started from the current factors, or an exact Cholesky
-        solve per row.
+    solver : {"cg", "cholesky", "subspace"}, default "cg"
+        ``"cg"``: conjugate gradient warm-started from the current factors, ``cg_steps`` steps
+        per row. ``"cholesky"``: the exact solve per row (``f^3 / 3`` a row). ``"subspace"``:
+        iALS++ (Rendle et al. 2021, "iALS++: Speeding up Matrix Factorization with Subspace
+        Optimization"): block coordinate descent warm-started from the current factors,
+        ``subspace_sweeps`` passes over blocks of ``block_size`` factors, each block's small
+        system solved exactly with the other factors fixed, keeping every row's predictions of
+        its entries up to date between blocks. Every block step lowers the objective (the
+        training loss never increases), and more sweeps converge to the exact solve.
     cg_steps : int, default 3
-        Conjugate-gradient steps per row and half-iteration.
+        Conjugate-gradient steps per row and half-iteration (``solver="cg"``).
     feedback : {"implicit", "explicit"}, default "implicit"
         ``"implicit"``: every stored entry (u, i) is an observation with preference 1, every
-        other entry has preference 0 and confidence 1; values must be >= 0. ``"explicit"``:
-        stored values are ratings, fitted by least squares over stored entries only.
+        other entry has preference 0 and weight ``unobserved_weight``; values must be >= 0.
+        ``"explicit"``: stored values are ratings, fitted by least squares over stored
+        entries only.
     confidence : {"linear", "scaled"}, default "linear"
         How an implicit value r becomes a confidence: ``"linear"`` c = 1 + alpha * r (Hu et
         al.); ``"scaled"`` c = alpha * r, for values that already are confidences (with
         alpha=1 they are used as given). A stored zero is an observation with c = 1
-        (linear) or c = 0 (scaled).
+        (linear) or c = 0 (scaled). An observed entry's confidence replaces the unobserved
+        weight, it is not added to it: with ``"scaled"`` confidences below
+        ``unobserved_weight`` an observed entry counts less than an unobserved one (and a
+        stored zero not at all), which is allowed.
     weighted_regularization : bool, default False
         Scale lambda by each row's number of entries (weighted-lambda regularization,
-        Zhou et al. 2008). Meant for explicit feedback.
+        Zhou et al. 2008). Meant for explicit feedback, where it equals
+        ``regularization_exponent=1``; not together with ``regularization_exponent``.
     dtype : {"float32", "float64"}, default "float32"
         Precision of the factors and of the arithmetic.
     num_threads : int, default 0
@@ -79,7 +109,20 @@ class ALS(Recommender, Estimator):
         RuntimeError when the CUDA engine is unavailable (see :mod:`recore.cuda`). A GPU fit
         uses float32 and keeps the factors as cupy arrays; see :meth:`to_device`. The
         hyperparameters mean the same on both devices; GPU results are deterministic on a
-        given GPU and agree with the CPU's to float32 rounding.
+        given GPU and agree with the CPU's to float32 rounding. ``solver="subspace"`` runs on
+        the CPU only (a GPU fit refuses it with ValueError).
+    unobserved_weight : float, default 1.0
+        ``alpha0``, the weight of every unobserved entry (implicit feedback; explicit feedback
+        has none and refuses any other value than 1.0). Rendle et al. tune it well below 1
+        on MovieLens-20M and the Million Song Dataset.
+    regularization_exponent : float, default 0.0
+        ``nu`` >= 0 in ``lambda_u = regularization * (n_u + alpha0 * n_items) ** nu``
+        (frequency-scaled regularization); 0 is plain L2. Typical values: 0.5 to 1.
+    block_size : int, default 32
+        Factors per block of the subspace solver (``factors`` or more: a single block, the
+        exact solve). Smaller blocks make a sweep cheaper and each sweep's progress smaller.
+    subspace_sweeps : int, default 1
+        Passes over all blocks per row and half-iteration (``solver="subspace"``).
 
     Attributes
     ----------
@@ -108,6 +151,10 @@ class ALS(Recommender, Estimator):
         random_state=None,
         calculate_training_loss: bool = False,
         device: str = "auto",
+        unobserved_weight: float = 1.0,
+        regularization_exponent: float = 0.0,
+        block_size: int = 32,
+        subspace_sweeps: int = 1,
     ):
         self.factors = factors
         self.regularization = regularization
@@ -123,6 +170,10 @@ class ALS(Recommender, Estimator):
         self.random_state = random_state
         self.calculate_training_loss = calculate_training_loss
         self.device = device
+        self.unobserved_weight = unobserved_weight
+        self.regularization_exponent = regularization_exponent
+        self.block_size = block_size
+        self.subspace_sweeps = subspace_sweeps
         self._check_params()
 
     def _check_params(self) -> None:
@@ -130,7 +181,7 @@ class ALS(Recommender, Estimator):
         check_float(self.regularization, "regularization")
         check_float(self.alpha, "alpha")
         check_int(self.iterations, "iterations", 0)
-        check_choice(self.solver, "solver", ("cg", "cholesky"))
+        check_choice(self.solver, "solver", ("cg", "cholesky", "subspace"))
         check_int(self.cg_steps, "cg_steps")
         check_choice(self.feedback, "feedback", ("implicit", "explicit"))
         check_choice(self.confidence, "confidence", ("linear", "scaled"))
@@ -140,8 +191,18 @@ class ALS(Recommender, Estimator):
         check_random_state(self.random_state)  # type check only; the generator is made in fit
         check_bool(self.calculate_training_loss, "calculate_training_loss")
         check_choice(self.device, "device", backends.DEVICES)
+        check_float(self.unobserved_weight, "unobserved_weight")
+        check_float(self.regularization_exponent, "regularization_exponent")
+        check_int(self.block_size, "block_size")
+        check_int(self.subspace_sweeps, "subspace_sweeps")
         # The values: the engines' own check, the one every ALS entry point makes.
-        backends.get("cpu").check_als_options(solver=self.solver, cg_steps=self.cg_steps, **self._objective())
+        backends.get("cpu").check_als_options(**self._solver_options(), **self._objective())
+
+    def _solver_options(self) -> dict:
+        """The keyword arguments that choose how the kernels solve each row."""
+        return dict(
+            solver=self.solver, cg_steps=self.cg_steps, block_size=self.block_size, subspace_sweeps=self.subspace_sweeps
+        )
 
     # -- fitting --------------------------------------------------------------------------
 
@@ -170,6 +231,7 @@ class ALS(Recommender, Estimator):
         )
         dtype = check_float_dtype(self.dtype)
         backend = backends.select(self.device, user_items, names=("user_items",))
+        backend.check_als_options(**self._solver_options(), **self._objective())  # what this engine lacks
         rows = backend.interactions(user_items, dtype, allow_negative=self.feedback != "implicit")
         self._check_largest_value(backend.largest_abs(rows), dtype, remedy=self._overflow_remedy(backend, dtype))
         columns = backend.transpose(rows)
@@ -254,6 +316,8 @@ class ALS(Recommender, Estimator):
             confidence=self.confidence,
             weighted_regularization=self.weighted_regularization,
             num_threads=self.num_threads,
+            unobserved_weight=self.unobserved_weight,
+            regularization_exponent=self.regularization_exponent,
         )
 
     _fitted_attributes = ("user_factors_", "item_factors_")
@@ -437,7 +501,7 @@ class _AlsRun:
         self.implicit = model.feedback == "implicit"
         self.num_threads = model.num_threads
         self.objective = model._objective()
-        self.solver = dict(solver=model.solver, cg_steps=model.cg_steps)
+        self.solver = model._solver_options()
         self.metric_names = ("loss",) if model.calculate_training_loss else ()
         # Both factor matrices as they were before the current iteration: on Ctrl-C inside an
         # iteration they are put back, so the model always holds the factors of the last

@@ -18,12 +18,17 @@ template <typename T, typename I>
 struct AlsSolveArgs {
   CsrView<T, I> rows;
   MatrixView<const T> fixed;        // n_fixed x f, caller's layout
-  const T* padded_gram = nullptr;   // fp x fp, zero beyond f; nullptr for explicit feedback
+  const T* padded_gram = nullptr;   // fp x fp: alpha0 YtY, zero beyond f (and for padded_block values
+                                    // past its end); nullptr for explicit feedback
+  const T* lambdas = nullptr;       // rows: each row's regularization lambda_u
   MatrixView<T> target;             // rows x f, caller's layout
   int64_t padded_factors = 0;       // fp: f rounded up to the widest SIMD width
   int64_t max_row_length = 0;       // longest row of `rows`: sizes the gathered block
   int64_t gather_limit = 0;         // CG reads longer rows in place instead of gathering them
   int64_t gathered_rows = 0;        // rows the gathered block holds: min(max_row_length, gather_limit)
+  int64_t block_factors = 0;        // subspace solver: factors per block, min(block_size, f)
+  int64_t padded_block = 0;         // subspace solver: block_factors rounded up like fp
+  int64_t blocks = 0;               // subspace solver: blocks of a row, f / block_factors rounded up
   AlsOptions options;
   T* workspace = nullptr;           // threads x workspace_per_thread values, 64-byte aligned
   int64_t workspace_per_thread = 0;
@@ -59,7 +64,7 @@ struct AlsLossArgs {
   MatrixView<const T> user_factors;
   MatrixView<const T> item_factors;
   MatrixView<const T> item_gram;
-  const int64_t* item_counts = nullptr;  // per item nnz, for weighted regularization
+  const double* row_scales = nullptr;    // rows: lambda_u / regularization (regularization_scale)
   AlsOptions options;
   int64_t chunks = 0;
   double* partials = nullptr;            // chunks values
@@ -67,18 +72,28 @@ struct AlsLossArgs {
 };
 
 // Rows of the gathered block and the per-thread workspace sizes the kernels expect.
-// The Cholesky solver gathers a row's fixed rows this many at a time.
+// The Cholesky solver gathers a row's fixed rows this many at a time; the subspace solver
+// copies a block's columns of this many entries at a time.
 constexpr int64_t kCholeskyChunkRows = 256;
+constexpr int64_t kSubspaceChunkRows = 256;
 
 // Room for one coefficient per entry of the longest row, in whole 64-byte lines so that
 // every later piece of the workspace stays aligned.
 inline int64_t coefficient_capacity(int64_t max_row_length) { return (max_row_length + 16) / 16 * 16; }
 
-inline int64_t als_workspace_per_thread(int64_t max_row_length, int64_t gathered_rows, int64_t fp, bool cholesky) {
-  // gathered rows, weights, right-hand-side coefficients, 4 vectors, and for Cholesky
-  // the scaled rows and A.
+inline int64_t als_workspace_per_thread(int64_t max_row_length, int64_t gathered_rows, int64_t fp, Solver solver,
+                                        int64_t padded_block, int64_t blocks) {
+  // gathered rows, weights, right-hand-side coefficients, 4 vectors; for Cholesky the scaled
+  // rows and A; for the subspace solver the predictions and the gradient's coefficients, a
+  // chunk of the block's columns (for rows read in place), every block's matrix and a flag
+  // per block. The
+  // subspace solver reads a block's columns as whole padded blocks, up to padded_block values
+  // past the last gathered row: room for that too.
   int64_t size = gathered_rows * fp + 2 * coefficient_capacity(max_row_length) + 4 * fp;
-  if (cholesky) size += gathered_rows * fp + fp * fp;
+  if (solver == Solver::cholesky) size += gathered_rows * fp + fp * fp;
+  if (solver == Solver::subspace)
+    size += padded_block + 2 * coefficient_capacity(max_row_length) + kSubspaceChunkRows * padded_block +
+            blocks * padded_block * padded_block + coefficient_capacity(blocks);
   return (size + 15) / 16 * 16;
 }
 constexpr int64_t kGramBlockRows = 64;

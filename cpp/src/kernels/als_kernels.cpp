@@ -253,7 +253,8 @@ void cholesky_solve(const T* U, int64_t f, int64_t fp, T* b, T* x) {
   }
 }
 
-// Per-thread scratch, carved from the workspace the dispatcher allocated.
+// Per-thread scratch, carved from the workspace the dispatcher allocated (laid out as
+// als_workspace_per_thread sizes it).
 template <typename T>
 struct Scratch {
   T* gathered;  // row length x fp
@@ -263,12 +264,20 @@ struct Scratch {
   T* residual;
   T* direction;
   T* product;
-  T* scaled;  // Cholesky: row length x fp
-  T* A;       // Cholesky: fp x fp
+  T* scaled;         // Cholesky: row length x fp
+  T* A;              // Cholesky: fp x fp
+  T* prediction;     // subspace: row length + 16
+  T* coefficients;   // subspace: row length + 16
+  T* chunk;          // subspace: kSubspaceChunkRows x padded block
+  T* block_matrices; // subspace: blocks x padded block x padded block, each block's factor
+  T* block_usable;   // subspace: blocks, 1 where the block's matrix factored
 
-  Scratch(T* base, int64_t max_row_length, int64_t gathered_rows, int64_t fp, bool cholesky) {
+  Scratch(T* base, int64_t max_row_length, int64_t gathered_rows, int64_t fp, Solver solver, int64_t padded_block,
+          int64_t blocks) {
+    // The subspace solver reads up to a padded block past the last gathered row.
+    const int64_t overrun = solver == Solver::subspace ? padded_block : 0;
     gathered = base;
-    base += gathered_rows * fp;
+    base += gathered_rows * fp + overrun;
     weight = base;
     base += coefficient_capacity(max_row_length);
     offset = base;
@@ -278,12 +287,21 @@ struct Scratch {
     direction = residual + fp;
     product = direction + fp;
     base = product + fp;
-    if (cholesky) {
+    scaled = A = prediction = coefficients = chunk = block_matrices = block_usable = nullptr;
+    if (solver == Solver::cholesky) {
       scaled = base;
       base += gathered_rows * fp;
       A = base;
-    } else {
-      scaled = A = nullptr;
+    } else if (solver == Solver::subspace) {
+      prediction = base;
+      base += coefficient_capacity(max_row_length);
+      coefficients = base;
+      base += coefficient_capacity(max_row_length);
+      chunk = base;
+      base += kSubspaceChunkRows * padded_block;
+      block_matrices = base;
+      base += blocks * padded_block * padded_block;
+      block_usable = base;
     }
   }
 };
@@ -308,11 +326,15 @@ inline void prefetch_row_start(const AlsSolveArgs<T, I>& a, int64_t u) {
   for (int64_t k = begin; k < end; ++k) prefetch_row(a.fixed, static_cast<int64_t>(a.rows.indices[k]));
 }
 
-// The per-entry weights (coefficient of y y^T in A) and offsets (coefficient of y in b).
+// The per-entry weights (coefficient of y y^T in A) and offsets (coefficient of y in b). An
+// observed entry's confidence replaces the unobserved weight alpha0 that the Gram matrix gives
+// every entry, hence c - alpha0 (negative where c < alpha0: such an entry weighs less than an
+// unobserved one).
 template <typename T, typename I>
 void row_coefficients(const AlsSolveArgs<T, I>& a, int64_t begin, int64_t n, const Scratch<T>& s) {
   const AlsOptions& o = a.options;
   const T alpha = static_cast<T>(o.alpha);
+  const T unobserved_weight = static_cast<T>(o.unobserved_weight);
   for (int64_t k = 0; k < n; ++k) {
     const T value = a.rows.data[begin + k];
     if (o.feedback == Feedback::explicit_ratings) {
@@ -320,7 +342,7 @@ void row_coefficients(const AlsSolveArgs<T, I>& a, int64_t begin, int64_t n, con
       s.offset[k] = value;
     } else {
       const T confidence = o.confidence == Confidence::linear ? T(1) + alpha * value : alpha * value;
-      s.weight[k] = confidence - T(1);
+      s.weight[k] = confidence - unobserved_weight;
       s.offset[k] = confidence;
     }
   }
@@ -340,10 +362,10 @@ void gather_rows(const AlsSolveArgs<T, I>& a, int64_t begin, int64_t n, int64_t 
 }
 
 // Conjugate gradient on A x = b, warm-started from the current x (Takacs et al. 2011):
-// A x = G x + lambda x + sum_k w_k (y_k . x) y_k is applied without forming A.
+// A x = G x + lambda x + sum_k w_k (y_k . x) y_k is applied without forming A (G: alpha0 YtY).
 
 // out = G v + lambda v: the part of A v that does not involve the row's entries (G is the
-// padded Gram matrix, or nullptr for explicit feedback). v is read up to f.
+// padded, alpha0-weighted Gram matrix, or nullptr for explicit feedback). v is read up to f.
 template <typename T>
 void product_without_entries(const T* G, const T* v, int64_t f, int64_t fp, T lambda, T* out) {
   if (G) {
@@ -471,6 +493,395 @@ void solve_row_cholesky(const AlsSolveArgs<T, I>& a, int64_t begin, int64_t n, T
   }
 }
 
+// -- subspace (iALS++) ----------------------------------------------------------------------
+// Block coordinate descent on the row's quadratic 1/2 x^T A x - b^T x (Rendle et al. 2021):
+// for each block B of factors in turn, x_B moves to the exact minimizer with the other
+// factors fixed, x_B -= A_BB^-1 (A x - b)_B, where
+//   A_BB = G_BB + lambda I + sum_k w_k y_kB y_kB^T,
+//   (A x - b)_B = (G x)_B + lambda x_B + sum_k (w_k p_k - c_k) y_kB,
+// and p_k = y_k . x is the row's prediction cache: kept for every entry of the row and moved
+// by y_kB . d after each block, so that a pass over all blocks reads each entry's factors a
+// constant number of times per block instead of once per factor. Each step can only lower
+// the objective, and with enough passes x reaches the exact solve.
+//
+// A block is handled in a padded width bp (a whole number of 64-byte vectors): its matrix is
+// bp x bp, its vectors bp long, and only the first bb rows and columns mean anything. Reads of
+// a block's columns run over the whole padded width, so past the block's end (into the next
+// block, the next row, or the zeros that the buffers hold past their last row); whatever they
+// bring in lands in entries beyond bb, which are zeroed or never read.
+
+// The sum of a vector's lanes, halving it until two lanes are left (a few shuffles and adds;
+// a scalar loop over the lanes would be one long chain of dependent adds).
+template <typename T, int BYTES>
+inline T sum_lanes(const void* vector) {
+  if constexpr (BYTES == 2 * static_cast<int>(sizeof(T))) {
+    T lanes[2];
+    __builtin_memcpy(lanes, vector, sizeof(lanes));
+    return lanes[0] + lanes[1];
+  } else {
+    typedef T Half __attribute__((vector_size(BYTES / 2)));
+    Half low, high;
+    __builtin_memcpy(&low, vector, sizeof(Half));
+    __builtin_memcpy(&high, static_cast<const char*>(vector) + sizeof(Half), sizeof(Half));
+    const Half both = low + high;
+    return sum_lanes<T, BYTES / 2>(&both);
+  }
+}
+
+// a . b over n values, n a whole number of SIMD vectors.
+template <typename T>
+inline T dot_vectors(const T* a, const T* b, int64_t n) {
+  typedef typename Simd<T>::type V;
+  constexpr int64_t width = kVectorBytes / sizeof(T);
+  V acc = V{};
+  for (int64_t j = 0; j < n; j += width) {
+    V x, y;
+    __builtin_memcpy(&x, a + j, sizeof(V));
+    __builtin_memcpy(&y, b + j, sizeof(V));
+    acc += x * y;
+  }
+  return sum_lanes<T, kVectorBytes>(&acc);
+}
+
+// out[0 .. VECTORS * width) = sum_k c_k M[k][0 ..] over n rows of M (stride `stride`), in
+// registers. Four rows at a time into separate sums, so that the adds do not wait on each other.
+template <typename T, int VECTORS>
+inline void combine_rows(const T* c, const T* M, int64_t n, int64_t stride, T* out) {
+  typedef typename Simd<T>::type V;
+  constexpr int64_t width = kVectorBytes / sizeof(T);
+  V acc[4][VECTORS];
+  for (int p = 0; p < 4; ++p)
+    for (int v = 0; v < VECTORS; ++v) acc[p][v] = V{};
+  int64_t k = 0;
+  for (; k + 4 <= n; k += 4) {
+    for (int p = 0; p < 4; ++p) {
+      const T ck = c[k + p];
+      const T* row = M + (k + p) * stride;
+      for (int v = 0; v < VECTORS; ++v) {
+        V m;
+        __builtin_memcpy(&m, row + v * width, sizeof(V));
+        acc[p][v] += ck * m;
+      }
+    }
+  }
+  for (; k < n; ++k) {
+    const T* row = M + k * stride;
+    for (int v = 0; v < VECTORS; ++v) {
+      V m;
+      __builtin_memcpy(&m, row + v * width, sizeof(V));
+      acc[0][v] += c[k] * m;
+    }
+  }
+  for (int v = 0; v < VECTORS; ++v) {
+    const V total = (acc[0][v] + acc[1][v]) + (acc[2][v] + acc[3][v]);
+    __builtin_memcpy(out + v * width, &total, sizeof(V));
+  }
+}
+
+// out[0 .. bp) = sum_k c_k M[k][0 .. bp) (bp a whole number of SIMD vectors).
+template <typename T>
+void combine_rows(const T* c, const T* M, int64_t n, int64_t stride, int64_t bp, T* out) {
+  constexpr int64_t width = kVectorBytes / sizeof(T);
+  int64_t j = 0;
+  for (; j + 4 * width <= bp; j += 4 * width) combine_rows<T, 4>(c, M + j, n, stride, out + j);
+  for (; j + 2 * width <= bp; j += 2 * width) combine_rows<T, 2>(c, M + j, n, stride, out + j);
+  for (; j < bp; j += width) combine_rows<T, 1>(c, M + j, n, stride, out + j);
+}
+
+// A_BB = G_BB + (lambda + ridge) I on and above the diagonal of H (bp x bp, zero elsewhere):
+// the block's matrix before the row's entries are added.
+template <typename T, typename I>
+void start_block_matrix(const AlsSolveArgs<T, I>& a, int64_t j0, int64_t bb, T diagonal, T* H) {
+  const int64_t fp = a.padded_factors, bp = a.padded_block;
+  const T* G = a.padded_gram;
+  fill_zero(H, bp * bp);
+  for (int64_t i = 0; i < bb; ++i) {
+    if (G) copy(G + (j0 + i) * fp + j0 + i, H + i * bp + i, bb - i);
+    H[i * bp + i] += diagonal;
+  }
+}
+
+// gradient = (G x)_B + lambda x_B + entries_B (bp values, zero beyond bb), entries the row's
+// part sum_k (w_k p_k - c_k) y_k over the block's padded width.
+template <typename T, typename I>
+void finish_block_gradient(const AlsSolveArgs<T, I>& a, int64_t j0, int64_t bb, T lambda, const T* entries,
+                           const Scratch<T>& s, T* gradient) {
+  const int64_t f = a.fixed.cols, fp = a.padded_factors, bp = a.padded_block;
+  if (a.padded_gram) {
+    // (G x)_B as a combination of G's rows (G is symmetric): whole vectors, no horizontal sums.
+    combine_rows(s.x, a.padded_gram + j0, f, fp, bp, gradient);
+  } else {
+    fill_zero(gradient, bp);
+  }
+  for (int64_t i = 0; i < bb; ++i) gradient[i] += lambda * s.x[j0 + i] + entries[i];
+  fill_zero(gradient + bb, bp - bb);
+}
+
+// One register tile of H += Y^T diag(w) Y over n rows of stride `stride`: ROWS rows of H from
+// i0 (the scalars Y[k][i0 + r]) by VECTORS vectors of columns from jv (w_k Y[k][jv ..]); H has
+// stride bp. The weight scales the vectors, once per row and tile.
+template <typename T, int ROWS, int VECTORS>
+inline void block_tile(const T* Y, const T* w, int64_t n, int64_t stride, int64_t i0, int64_t jv, T* H, int64_t bp) {
+  typedef typename Simd<T>::type V;
+  constexpr int64_t width = kVectorBytes / sizeof(T);
+  V acc[ROWS][VECTORS];
+  for (int r = 0; r < ROWS; ++r)
+    for (int c = 0; c < VECTORS; ++c) acc[r][c] = V{};
+  for (int64_t k = 0; k < n; ++k) {
+    const T* row = Y + k * stride;
+    const T wk = w[k];
+    V v[VECTORS];
+    for (int c = 0; c < VECTORS; ++c) {
+      __builtin_memcpy(&v[c], row + jv + c * width, sizeof(V));
+      v[c] *= wk;
+    }
+    for (int r = 0; r < ROWS; ++r) {
+      const T yr = row[i0 + r];
+      for (int c = 0; c < VECTORS; ++c) acc[r][c] += yr * v[c];
+    }
+  }
+  for (int r = 0; r < ROWS; ++r) {
+    for (int c = 0; c < VECTORS; ++c) {
+      T* out = H + (i0 + r) * bp + jv + c * width;
+      V current;
+      __builtin_memcpy(&current, out, sizeof(V));
+      current += acc[r][c];
+      __builtin_memcpy(out, &current, sizeof(V));
+    }
+  }
+}
+
+// H += Y^T diag(w) Y on and above the diagonal of the first bb rows: tiles of 8 rows by one
+// vector, which leave out more of the lower triangle than wider tiles would (a block of one
+// vector in a single tile, so that each entry's vector is read once).
+template <typename T>
+void add_block_upper(const T* Y, const T* w, int64_t n, int64_t stride, int64_t bb, int64_t bp, T* H) {
+  constexpr int64_t width = kVectorBytes / sizeof(T);
+  if (bp == width && width >= 8) {
+    block_tile<T, static_cast<int>(width), 1>(Y, w, n, stride, 0, 0, H, bp);
+  } else {
+    for (int64_t i0 = 0; i0 < bb; i0 += 8)
+      for (int64_t jv = i0 / width * width; jv < bb; jv += width) block_tile<T, 8, 1>(Y, w, n, stride, i0, jv, H, bp);
+  }
+}
+
+// The block's matrix A_BB (with `ridge` on its diagonal) into H, for rows gathered into
+// s.gathered (read there at the block's columns) or, with `in_place`, read through Y (rows
+// longer than the gather limit), whose block columns are copied kSubspaceChunkRows entries at a
+// time into a padded buffer.
+template <typename T, typename I, typename Rows>
+void form_block_matrix(const AlsSolveArgs<T, I>& a, const Rows& Y, bool in_place, int64_t n, int64_t j0, int64_t bb,
+                       T lambda, T ridge, const Scratch<T>& s, T* H) {
+  const int64_t fp = a.padded_factors, bp = a.padded_block;
+  start_block_matrix(a, j0, bb, lambda + ridge, H);
+  if (in_place) {
+    for (int64_t c0 = 0; c0 < n; c0 += kSubspaceChunkRows) {
+      const int64_t m = smaller(kSubspaceChunkRows, n - c0);
+      for (int64_t k = 0; k < m; ++k) {
+        copy(Y(c0 + k) + j0, s.chunk + k * bp, bb);
+        fill_zero(s.chunk + k * bp + bb, bp - bb);
+      }
+      add_block_upper(s.chunk, s.weight + c0, m, bp, bb, bp, H);
+    }
+  } else {
+    add_block_upper(s.gathered + j0, s.weight, n, fp, bb, bp, H);
+  }
+  for (int64_t i = 0; i < bb; ++i) fill_zero(H + i * bp + bb, bp - bb);
+}
+
+// The block's gradient (A x - b)_B into s.residual, from the predictions as they are.
+template <typename T, typename I, typename Rows>
+void form_block_gradient(const AlsSolveArgs<T, I>& a, const Rows& Y, bool in_place, int64_t n, int64_t j0, int64_t bb,
+                         T lambda, const Scratch<T>& s) {
+  const int64_t fp = a.padded_factors, bp = a.padded_block;
+  for (int64_t k = 0; k < n; ++k) s.coefficients[k] = s.weight[k] * s.prediction[k] - s.offset[k];
+  T* entries = s.product;
+  if (in_place) {
+    fill_zero(entries, bp);
+    for (int64_t k = 0; k < n; ++k) axpy(s.coefficients[k], Y(k) + j0, entries, bb);
+  } else {
+    combine_rows(s.coefficients, s.gathered + j0, n, fp, bp, entries);
+  }
+  finish_block_gradient(a, j0, bb, lambda, entries, s, s.residual);
+}
+
+// In-place Cholesky H = U^T U of a block's bb x bb matrix (upper triangle, stride bp), with
+// the inverse of each diagonal entry stored in its place (the solves multiply by it); false if
+// a pivot is not positive. Rows are scaled and updated as whole vectors from the one that
+// holds the diagonal: the lanes left of it belong to the lower triangle, scratch that lanes
+// never carry into the upper one. They are zeroed at the end, for block_cholesky_solve.
+template <typename T>
+bool block_cholesky_factor(T* H, int64_t bb, int64_t bp) {
+  typedef typename Simd<T>::type V;
+  constexpr int64_t width = kVectorBytes / sizeof(T);
+  for (int64_t j = 0; j < bb; ++j) {
+    T* row = H + j * bp;
+    const T pivot = row[j];
+    if (!(pivot > T(0))) return false;  // also rejects NaN
+    const T diagonal = square_root(pivot);
+    const T inverse = T(1) / diagonal;
+    const int64_t from = j / width * width;
+    for (int64_t k = from; k < bp; k += width) {
+      V r;
+      __builtin_memcpy(&r, row + k, sizeof(V));
+      r *= inverse;
+      __builtin_memcpy(row + k, &r, sizeof(V));
+    }
+    row[j] = inverse;
+    for (int64_t i = j + 1; i < bb; ++i) {
+      const T u = row[i];
+      T* other = H + i * bp;
+      for (int64_t k = i / width * width; k < bp; k += width) {
+        V r, o;
+        __builtin_memcpy(&r, row + k, sizeof(V));
+        __builtin_memcpy(&o, other + k, sizeof(V));
+        o -= u * r;
+        __builtin_memcpy(other + k, &o, sizeof(V));
+      }
+    }
+  }
+  for (int64_t i = 0; i < bb; ++i) fill_zero(H + i * bp + i / width * width, i % width);
+  return true;
+}
+
+// Solves U^T U d = gradient (bb values, zero up to bp; d is bp long, zero beyond bb) with the
+// factor of block_cholesky_factor (inverse diagonal); gradient is overwritten. Both triangular
+// solves go a row of U at a time over whole vectors: U^T z = gradient by subtracting z_i U[i][.]
+// from the rest, U d = z by dot products with the part of d already known (zero elsewhere).
+template <typename T>
+void block_cholesky_solve(const T* U, int64_t bb, int64_t bp, T* gradient, T* d) {
+  typedef typename Simd<T>::type V;
+  constexpr int64_t width = kVectorBytes / sizeof(T);
+  T* z = d;  // z is kept in d until the back substitution overwrites it from the end
+  for (int64_t i = 0; i < bb; ++i) {
+    const T* row = U + i * bp;
+    const T zi = gradient[i] * row[i];
+    z[i] = zi;
+    for (int64_t k = i / width * width; k < bp; k += width) {
+      V r, g;
+      __builtin_memcpy(&r, row + k, sizeof(V));
+      __builtin_memcpy(&g, gradient + k, sizeof(V));
+      g -= zi * r;
+      __builtin_memcpy(gradient + k, &g, sizeof(V));
+    }
+  }
+  fill_zero(d + bb, bp - bb);
+  for (int64_t i = bb - 1; i >= 0; --i) {
+    const T* row = U + i * bp;
+    const T zi = d[i];
+    d[i] = T(0);  // the row's dot product runs over d[i..] (U's lanes left of i are zero)
+    const int64_t from = i / width * width;
+    d[i] = (zi - dot_vectors(row + from, d + from, bp - from)) * row[i];
+  }
+}
+
+// One pass over a gathered row's entries between two block steps: the predictions take the
+// last step (p_k -= y_k[previous block] . step, when there was one), then the next block's
+// gradient part entries = sum_k (w_k p_k - c_k) y_k[block] (VECTORS vectors from j0), in
+// registers: one pass over the entries' rows instead of two.
+template <typename T, int VECTORS>
+void step_and_combine(const Scratch<T>& s, int64_t n, int64_t fp, int64_t previous_j0, const T* step, int64_t j0,
+                      T* entries) {
+  typedef typename Simd<T>::type V;
+  constexpr int64_t width = kVectorBytes / sizeof(T);
+  V acc[2][VECTORS];
+  for (int p = 0; p < 2; ++p)
+    for (int v = 0; v < VECTORS; ++v) acc[p][v] = V{};
+  V d[VECTORS];
+  for (int v = 0; v < VECTORS; ++v) {
+    d[v] = V{};
+    if (step) __builtin_memcpy(&d[v], step + v * width, sizeof(V));
+  }
+  for (int64_t k = 0; k < n; ++k) {
+    const T* row = s.gathered + k * fp;
+    if (step) {
+      V product = V{};
+      for (int v = 0; v < VECTORS; ++v) {
+        V y;
+        __builtin_memcpy(&y, row + previous_j0 + v * width, sizeof(V));
+        product += y * d[v];
+      }
+      s.prediction[k] -= sum_lanes<T, kVectorBytes>(&product);
+    }
+    const T coefficient = s.weight[k] * s.prediction[k] - s.offset[k];
+    for (int v = 0; v < VECTORS; ++v) {
+      V y;
+      __builtin_memcpy(&y, row + j0 + v * width, sizeof(V));
+      acc[k & 1][v] += coefficient * y;
+    }
+  }
+  for (int v = 0; v < VECTORS; ++v) {
+    const V total = acc[0][v] + acc[1][v];
+    __builtin_memcpy(entries + v * width, &total, sizeof(V));
+  }
+}
+
+// Factors block b's matrix into its slot of s.block_matrices; a singular block (possible only
+// with zero regularization) gets the Cholesky solver's ridge, growing from 1e-6 of the mean
+// diagonal. Returns false if none factors (the block is then left as it is).
+template <typename T, typename I, typename Rows>
+bool factor_block(const AlsSolveArgs<T, I>& a, const Rows& Y, bool in_place, int64_t n, int64_t b, T lambda,
+                  const Scratch<T>& s) {
+  const int64_t f = a.fixed.cols, bs = a.block_factors, bp = a.padded_block;
+  const int64_t j0 = b * bs, bb = smaller(bs, f - j0);
+  T* H = s.block_matrices + b * bp * bp;
+  form_block_matrix(a, Y, in_place, n, j0, bb, lambda, T(0), s, H);
+  T trace = 0;
+  for (int64_t i = 0; i < bb; ++i) trace += H[i * bp + i];
+  if (block_cholesky_factor(H, bb, bp)) return true;
+  T ridge = (trace > T(0) ? trace / T(bb) : T(1)) * T(1e-6);
+  for (int attempt = 0; attempt < 4; ++attempt, ridge *= T(100)) {
+    form_block_matrix(a, Y, in_place, n, j0, bb, lambda, ridge, s, H);
+    if (block_cholesky_factor(H, bb, bp)) return true;
+  }
+  return false;
+}
+
+// subspace_sweeps passes over the blocks of row x (in s.x, zero beyond f), whose entries'
+// coefficients are in s.weight / s.offset: gathered into s.gathered, or (in_place) read
+// through Y, `width` (f) long. A block's matrix does not depend on x: every block is factored
+// once, first (independent work the processor can overlap), and reused by every sweep.
+template <typename T, typename I, typename Rows>
+void solve_row_subspace(const AlsSolveArgs<T, I>& a, const Rows& Y, int64_t width, bool in_place, int64_t n, T lambda,
+                        const Scratch<T>& s) {
+  const int64_t f = a.fixed.cols, fp = a.padded_factors, bs = a.block_factors, bp = a.padded_block;
+  for (int64_t b = 0; b < a.blocks; ++b)
+    s.block_usable[b] = factor_block(a, Y, in_place, n, b, lambda, s) ? T(1) : T(0);
+  for (int64_t k = 0; k < n; ++k)
+    s.prediction[k] = in_place ? dot(Y(k), s.x, width) : dot_vectors(s.gathered + k * fp, s.x, fp);
+  T* step = s.direction;
+  constexpr int64_t width_of_vector = kVectorBytes / sizeof(T);
+  const int64_t vectors = bp / width_of_vector;
+  const bool fused = !in_place && (vectors == 1 || vectors == 2 || vectors == 4);
+  int64_t pending = -1;  // the block whose step the predictions have yet to take (fused pass)
+  for (int sweep = 0; sweep < a.options.subspace_sweeps; ++sweep) {
+    for (int64_t b = 0; b < a.blocks; ++b) {
+      if (s.block_usable[b] == T(0)) continue;
+      const int64_t j0 = b * bs, bb = smaller(bs, f - j0);
+      if (fused) {
+        const T* last = pending >= 0 ? step : nullptr;
+        const int64_t last_j0 = pending >= 0 ? pending * bs : 0;
+        T* entries = s.product;
+        if (vectors == 1) step_and_combine<T, 1>(s, n, fp, last_j0, last, j0, entries);
+        if (vectors == 2) step_and_combine<T, 2>(s, n, fp, last_j0, last, j0, entries);
+        if (vectors == 4) step_and_combine<T, 4>(s, n, fp, last_j0, last, j0, entries);
+        finish_block_gradient(a, j0, bb, lambda, entries, s, s.residual);
+      } else {
+        form_block_gradient(a, Y, in_place, n, j0, bb, lambda, s);
+      }
+      block_cholesky_solve(s.block_matrices + b * bp * bp, bb, bp, s.residual, step);
+      for (int64_t i = 0; i < bb; ++i) s.x[j0 + i] -= step[i];
+      if (fused) {
+        pending = b;  // taken by the next block's pass (none is needed after the last step)
+      } else if (in_place) {
+        for (int64_t k = 0; k < n; ++k) s.prediction[k] -= dot(Y(k) + j0, step, bb);
+      } else {
+        for (int64_t k = 0; k < n; ++k) s.prediction[k] -= dot_vectors(s.gathered + k * fp + j0, step, bp);
+      }
+    }
+  }
+}
+
 // -- blocked conjugate gradient ------------------------------------------------------------
 // Every row runs the same CG as solve by row (start_residual, cg_iterations), but the
 // passes over the rows' entries go block by block of fixed rows, all rows together.
@@ -489,7 +900,8 @@ void blocked_pass(const AlsSolveArgs<T, I>& a, const T* vectors, T* outputs, T s
       const int64_t begin = a.block_bounds[u * (blocks + 1) + b];
       const int64_t n = a.block_bounds[u * (blocks + 1) + b + 1] - begin;
       if (n == 0) continue;
-      Scratch<T> s(a.workspace + thread_index() * a.workspace_per_thread, a.max_row_length, 0, fp, false);
+      Scratch<T> s(a.workspace + thread_index() * a.workspace_per_thread, a.max_row_length, 0, fp,
+                   Solver::conjugate_gradient, 0, 0);
       row_coefficients(a, begin, n, s);
       const T* v = vectors ? vectors + u * fp : a.target.row(u);
       IndexedRows<T, I> entries{a.fixed.data, a.fixed.stride, f, a.rows.indices + begin};
@@ -503,10 +915,7 @@ template <typename T, typename I>
 void solve_blocked(const AlsSolveArgs<T, I>& a) {
   const int64_t f = a.fixed.cols, fp = a.padded_factors, rows = a.rows.rows;
   const int64_t blocks = (a.fixed.rows + a.block_rows - 1) / a.block_rows;
-  auto lambda_of = [&](int64_t u) {
-    const int64_t n = a.rows.row_end(u) - a.rows.row_begin(u);
-    return static_cast<T>(a.options.regularization) * (a.options.weighted_regularization ? static_cast<T>(n) : T(1));
-  };
+  auto lambda_of = [&](int64_t u) { return a.lambdas[u]; };
 #pragma omp parallel num_threads(a.threads)
   {
     // Where each block starts in each row (the row's indices are sorted), and r = -G x - lambda x.
@@ -565,11 +974,11 @@ void als_solve(const AlsSolveArgs<T, I>& a) {
   if (a.block_rows > 0) return solve_blocked(a);
   const int64_t f = a.fixed.cols, fp = a.padded_factors;
   const int64_t rows = a.rows.rows;
-  const bool cholesky = a.options.solver == Solver::cholesky;
+  const Solver solver = a.options.solver;
 #pragma omp parallel num_threads(a.threads)
   {
     Scratch<T> s(a.workspace + thread_index() * a.workspace_per_thread, a.max_row_length, a.gathered_rows, fp,
-                 cholesky);
+                 solver, a.padded_block, a.blocks);
 #pragma omp for schedule(dynamic, 16)
     for (int64_t u = 0; u < rows; ++u) {
       const int64_t begin = a.rows.row_begin(u);
@@ -580,13 +989,21 @@ void als_solve(const AlsSolveArgs<T, I>& a) {
         fill_zero(target, f);
         continue;
       }
-      const T lambda = static_cast<T>(a.options.regularization) *
-                       (a.options.weighted_regularization ? static_cast<T>(n) : T(1));
+      const T lambda = a.lambdas[u];
       row_coefficients(a, begin, n, s);
       copy(target, s.x, f);
       fill_zero(s.x + f, fp - f);
-      if (cholesky) {
+      if (solver == Solver::cholesky) {
         solve_row_cholesky(a, begin, n, lambda, s);
+      } else if (solver == Solver::subspace) {
+        if (n > a.gather_limit) {
+          solve_row_subspace(a, IndexedRows<T, I>{a.fixed.data, a.fixed.stride, f, a.rows.indices + begin}, f, true,
+                             n, lambda, s);
+        } else {
+          gather_rows(a, begin, n, begin + n, s.gathered);
+          prefetch_row_start(a, u + 1);
+          solve_row_subspace(a, GatheredRows<T>{s.gathered, fp}, fp, false, n, lambda, s);
+        }
       } else if (n > a.gather_limit) {
         // A block this long would not stay in cache between the CG passes: read the rows
         // where they are instead of copying them first.
@@ -629,17 +1046,19 @@ void als_loss(const AlsLossArgs<T, I>& a) {
   const AlsOptions& o = a.options;
   const bool implicit = o.feedback == Feedback::implicit;
   const T alpha = static_cast<T>(o.alpha);
+  const double unobserved_weight = o.unobserved_weight;
 #pragma omp parallel for num_threads(a.threads) schedule(dynamic, 1)
   for (int64_t c = 0; c < a.chunks; ++c) {
     double sum = 0;
     const int64_t begin = R.rows * c / a.chunks, end = R.rows * (c + 1) / a.chunks;
     for (int64_t u = begin; u < end; ++u) {
       const T* x = a.user_factors.row(u);
-      const int64_t n = R.row_end(u) - R.row_begin(u);
       double row = 0;
       if (implicit) {
-        // Every entry as if unobserved (confidence 1, preference 0): x^T (Y^T Y) x.
-        for (int64_t i = 0; i < f; ++i) row += static_cast<double>(x[i]) * dot(a.item_gram.row(i), x, f);
+        // Every entry as if unobserved (weight alpha0, preference 0): alpha0 x^T (Y^T Y) x.
+        double unobserved = 0;
+        for (int64_t i = 0; i < f; ++i) unobserved += static_cast<double>(x[i]) * dot(a.item_gram.row(i), x, f);
+        row = unobserved_weight * unobserved;
       }
       for (int64_t k = R.row_begin(u); k < R.row_end(u); ++k) {
         const double score = dot(x, a.item_factors.row(static_cast<int64_t>(R.indices[k])), f);
@@ -647,13 +1066,12 @@ void als_loss(const AlsLossArgs<T, I>& a) {
         if (implicit) {
           // Replace the unobserved term of this entry by its observed one.
           const double confidence = o.confidence == Confidence::linear ? 1.0 + alpha * value : alpha * value;
-          row += confidence * (1.0 - score) * (1.0 - score) - score * score;
+          row += confidence * (1.0 - score) * (1.0 - score) - unobserved_weight * score * score;
         } else {
           row += (value - score) * (value - score);
         }
       }
-      const double weight = o.weighted_regularization ? static_cast<double>(n) : 1.0;
-      row += o.regularization * weight * dot(x, x, f);
+      row += o.regularization * a.row_scales[u] * dot(x, x, f);
       sum += row;
     }
     a.partials[c] = sum;

@@ -47,11 +47,14 @@ def all_finite(array: np.ndarray) -> bool:
 
 
 def check_als_options(*, feedback, confidence, solver, regularization, alpha, cg_steps, weighted_regularization,
-                      num_threads) -> None:  # fmt: skip
+                      num_threads, unobserved_weight=1.0, regularization_exponent=0.0, block_size=32,
+                      subspace_sweeps=1) -> None:  # fmt: skip
     """ValueError naming the first invalid ALS option: the engines' one check."""
     _core.check_als_options(
         feedback=feedback, confidence=confidence, solver=solver, regularization=regularization, alpha=alpha,
         cg_steps=cg_steps, weighted_regularization=weighted_regularization, num_threads=num_threads,
+        unobserved_weight=unobserved_weight, regularization_exponent=regularization_exponent, block_size=block_size,
+        subspace_sweeps=subspace_sweeps,
     )  # fmt: skip
 
 
@@ -194,6 +197,10 @@ def als_half_step(
     cg_steps: int = 3,
     weighted_regularization: bool = False,
     num_threads: int = 0,
+    unobserved_weight: float = 1.0,
+    regularization_exponent: float = 0.0,
+    block_size: int = 32,
+    subspace_sweeps: int = 1,
 ) -> None:
     """Solve every row of ``target_factors`` in place, ``fixed_factors`` held fixed.
 
@@ -202,11 +209,15 @@ def als_half_step(
     per column. To update item factors, pass the item-user matrix (the transpose).
 
     Implicit feedback: observed entries have preference 1 and confidence ``c``; all others
-    preference 0 and confidence 1. Each row solves
-    ``(YtY + Yu^T (Cu - I) Yu + regularization I) x = Yu^T Cu 1``.
+    preference 0 and weight ``alpha0 = unobserved_weight``. Each row solves
+    ``(alpha0 YtY + Yu^T (Cu - alpha0 I) Yu + lambda_u I) x = Yu^T Cu 1`` with
+    ``lambda_u = regularization * (n_u + alpha0 * n_cols) ** regularization_exponent``
+    (``n_u`` the row's stored entries; exponent 0 gives plain ``regularization``, or
+    ``regularization * n_u`` with ``weighted_regularization``).
     Explicit feedback: least squares over observed entries only,
-    ``(Yu^T Yu + lambda_u I) x = Yu^T r_u`` where ``lambda_u`` is ``regularization``, or
-    ``regularization * len(row)`` with ``weighted_regularization``.
+    ``(Yu^T Yu + lambda_u I) x = Yu^T r_u`` where ``lambda_u`` is
+    ``regularization * n_u ** regularization_exponent`` (``regularization``, or
+    ``regularization * n_u`` with ``weighted_regularization``, for exponent 0).
     Rows without entries become zero.
 
     Parameters
@@ -224,12 +235,22 @@ def als_half_step(
         ``confidence="scaled"``: ``c = alpha * value``.
     feedback : {"implicit", "explicit"}
     confidence : {"linear", "scaled"}
-    solver : {"cg", "cholesky"}
+    solver : {"cg", "cholesky", "subspace"}
+        Conjugate gradient warm-started from ``target_factors``, the exact solve, or iALS++
+        block coordinate descent (see :class:`recore.ALS`), also warm-started.
     cg_steps : int >= 1
         Conjugate-gradient steps per row.
     weighted_regularization : bool
     num_threads : int >= 0
         0 means all available; results are bitwise identical for any value.
+    unobserved_weight : float >= 0
+        ``alpha0``; implicit feedback only (must be 1.0 for explicit feedback).
+    regularization_exponent : float >= 0
+        ``nu``; not together with ``weighted_regularization``.
+    block_size : int >= 1
+        Factors per block of the subspace solver.
+    subspace_sweeps : int >= 1
+        Passes over all blocks per row of the subspace solver.
     """
     _core.als_solve(
         user_items,
@@ -244,6 +265,10 @@ def als_half_step(
         cg_steps=cg_steps,
         weighted_regularization=weighted_regularization,
         num_threads=num_threads,
+        unobserved_weight=unobserved_weight,
+        regularization_exponent=regularization_exponent,
+        block_size=block_size,
+        subspace_sweeps=subspace_sweeps,
     )
 
 
@@ -258,15 +283,23 @@ def als_loss(
     confidence: str = "linear",
     weighted_regularization: bool = False,
     num_threads: int = 0,
+    unobserved_weight: float = 1.0,
+    regularization_exponent: float = 0.0,
+    item_regularization: bool = True,
 ) -> float:
     """Return the full ALS training objective, without forming a dense matrix.
 
-    Implicit feedback: ``sum over all (u, i) of c_ui (p_ui - x_u . y_i)^2`` plus
-    ``regularization * (sum |x_u|^2 + sum |y_i|^2)``, with ``p = 1, c`` from ``alpha`` and
-    ``confidence`` on observed entries and ``p = 0, c = 1`` elsewhere.
-    Explicit feedback: ``sum over observed (r_ui - x_u . y_i)^2`` plus
-    ``regularization * (sum w_u |x_u|^2 + sum w_i |y_i|^2)``, ``w = 1`` or the row's /
-    column's count with ``weighted_regularization``.
+    Implicit feedback: ``sum over observed (u, i) of c_ui (1 - x_u . y_i)^2`` plus
+    ``alpha0 * sum over unobserved (u, i) of (x_u . y_i)^2`` plus
+    ``sum_u lambda_u |x_u|^2 + sum_i lambda_i |y_i|^2``, with ``c`` from ``alpha`` and
+    ``confidence``, ``alpha0 = unobserved_weight``,
+    ``lambda_u = regularization * (n_u + alpha0 * n_items) ** regularization_exponent`` and
+    ``lambda_i = regularization * (n_i + alpha0 * n_users) ** regularization_exponent``
+    (``n_u``, ``n_i`` the row's / column's stored entries).
+    Explicit feedback: ``sum over observed (r_ui - x_u . y_i)^2`` plus the same penalties
+    with ``lambda_u = regularization * n_u ** regularization_exponent``.
+    With exponent 0 every lambda is ``regularization``, or ``regularization`` times the
+    row's / column's count with ``weighted_regularization``.
 
     The sum is accumulated in double precision and is identical for any ``num_threads``.
 
@@ -275,8 +308,12 @@ def als_loss(
     user_items : scipy.sparse CSR matrix (n_users, n_items)
     user_factors : ndarray (n_users, f)
     item_factors : ndarray (n_items, f)
-    regularization, alpha, feedback, confidence, weighted_regularization, num_threads
+    regularization, alpha, feedback, confidence, weighted_regularization, num_threads, \
+unobserved_weight, regularization_exponent
         As for :func:`als_half_step`.
+    item_regularization : bool, default True
+        Include ``sum_i lambda_i |y_i|^2``. Without it, the objective's terms of these users
+        alone, for callers that sum the items' penalty elsewhere (:func:`als_regularization`).
 
     Returns
     -------
@@ -292,7 +329,62 @@ def als_loss(
         confidence=confidence,
         weighted_regularization=weighted_regularization,
         num_threads=num_threads,
+        unobserved_weight=unobserved_weight,
+        regularization_exponent=regularization_exponent,
+        item_regularization=item_regularization,
     )
+
+
+def als_regularization(
+    factors: np.ndarray,
+    counts,
+    n_other: int,
+    *,
+    regularization: float,
+    feedback: str = "implicit",
+    weighted_regularization: bool = False,
+    unobserved_weight: float = 1.0,
+    regularization_exponent: float = 0.0,
+    alpha: float = 1.0,
+    confidence: str = "linear",
+    num_threads: int = 0,
+) -> float:
+    """Return one side's penalty in the ALS objective, ``sum_r lambda_r |factors_r|^2``.
+
+    ``lambda_r`` is the regularization of a row with ``counts[r]`` stored entries whose other
+    side has ``n_other`` rows, as :func:`als_half_step` and :func:`als_loss` compute it: the
+    items' penalty of :func:`als_loss` is ``als_regularization(item_factors, item_counts,
+    n_users, ...)``. Summed in double precision.
+
+    Parameters
+    ----------
+    factors : ndarray (n, f), float32 or float64
+    counts : array-like of int (n,)
+        Each row's number of stored entries (read when the penalty depends on it).
+    n_other : int >= 0
+        Rows of the other side (``n_users`` for item factors).
+    regularization, feedback, weighted_regularization, unobserved_weight, regularization_exponent
+        As for :func:`als_half_step`.
+    alpha, confidence, num_threads
+        Accepted so that the options of :func:`als_loss` can be passed as they are; unused.
+
+    Returns
+    -------
+    float
+    """
+    check_als_options(
+        feedback=feedback, confidence=confidence, solver="cg", regularization=regularization, alpha=alpha,
+        cg_steps=1, weighted_regularization=weighted_regularization, num_threads=num_threads,
+        unobserved_weight=unobserved_weight, regularization_exponent=regularization_exponent,
+    )  # fmt: skip
+    counts = np.asarray(counts)
+    if counts.dtype.kind not in "iu":
+        raise TypeError(f"counts must hold integers, got {counts.dtype}")
+    return _core.als_regularization(
+        factors, np.ascontiguousarray(counts, dtype=np.int64), n_other, regularization=regularization,
+        feedback=feedback, weighted_regularization=weighted_regularization, unobserved_weight=unobserved_weight,
+        regularization_exponent=regularization_exponent,
+    )  # fmt: skip
 
 
 def sgd_squared_epoch(

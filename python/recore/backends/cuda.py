@@ -127,10 +127,20 @@ def all_finite(array) -> bool:
     return bool(_cupy().isfinite(array).all())
 
 
+# The CUDA engine has no subspace solver; its C++ entry refuses it in the same words.
+SUBSPACE_REFUSAL = (
+    "solver='subspace' is not available on the GPU (the CUDA engine has CG and Cholesky): use solver='cg' or "
+    "'cholesky', or device='cpu'"
+)
+
+
 def check_als_options(**options) -> None:
+    """The engines' one check of the ALS options, then what this engine lacks."""
     from recore.backends import cpu
 
     cpu.check_als_options(**options)
+    if options.get("solver") == "subspace":
+        raise ValueError(SUBSPACE_REFUSAL)
 
 
 def _pointer(array) -> int:
@@ -156,7 +166,10 @@ def gram_matrix(factors, *, num_threads: int = 0):
 
 def als_half_step(rows: DeviceCsr, fixed, gram, target, *, regularization, alpha=1.0, feedback="implicit",
                   confidence="linear", solver="cg", cg_steps=3, weighted_regularization=False,
-                  num_threads=0):  # fmt: skip
+                  num_threads=0, unobserved_weight=1.0, regularization_exponent=0.0, block_size=32,
+                  subspace_sweeps=1):  # fmt: skip
+    if solver == "subspace":
+        raise ValueError(SUBSPACE_REFUSAL)
     n_rows, n_cols = rows.shape
     target_array = _factors(target, "target_factors", rows=n_rows, writable=True)
     f = target_array.shape[1]
@@ -174,12 +187,14 @@ def als_half_step(rows: DeviceCsr, fixed, gram, target, *, regularization, alpha
         device, _device.current_stream(), rows.wide, n_rows, n_cols, rows.nnz, _pointer(rows.indptr),
         _pointer(rows.indices), _pointer(rows.data), fixed_array.pointer, 0 if gram_array is None else gram_array.pointer,
         target_array.pointer, f, feedback, confidence, solver, float(regularization), float(alpha), int(cg_steps),
-        bool(weighted_regularization),
+        bool(weighted_regularization), float(unobserved_weight), float(regularization_exponent), int(block_size),
+        int(subspace_sweeps),
     )  # fmt: skip
 
 
 def als_loss(rows: DeviceCsr, user_factors, item_factors, *, regularization, alpha=1.0, feedback="implicit",
-             confidence="linear", weighted_regularization=False, num_threads=0) -> float:  # fmt: skip
+             confidence="linear", weighted_regularization=False, num_threads=0, unobserved_weight=1.0,
+             regularization_exponent=0.0) -> float:  # fmt: skip
     n_rows, n_cols = rows.shape
     users = _factors(user_factors, "user_factors", rows=n_rows)
     f = users.shape[1]
@@ -191,6 +206,7 @@ def als_loss(rows: DeviceCsr, user_factors, item_factors, *, regularization, alp
             device, _device.current_stream(), rows.wide, n_rows, n_cols, rows.nnz, _pointer(rows.indptr),
             _pointer(rows.indices), _pointer(rows.data), users.pointer, items.pointer, _pointer(gram), f,
             feedback, confidence, float(regularization), float(alpha), bool(weighted_regularization),
+            float(unobserved_weight), float(regularization_exponent),
         )  # fmt: skip
     )
 

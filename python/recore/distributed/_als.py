@@ -60,6 +60,9 @@ weighted_regularization, dtype
         Times a fit may recover from lost workers: the half-iteration under way is redone
         from the driver's copy of the factors, with the lost shards rebuilt on the workers
         still alive. Beyond that the fit raises :class:`WorkerLostError`.
+    unobserved_weight, regularization_exponent, block_size, subspace_sweeps
+        As for :class:`recore.ALS`. Every shard's rows are solved with the regularization of
+        the whole matrix (each row's count of entries and the other side's full size).
 
     Attributes
     ----------
@@ -89,6 +92,10 @@ weighted_regularization, dtype
         num_shards: int | None = None,
         gram: str = "workers",
         max_recoveries: int = 3,
+        unobserved_weight: float = 1.0,
+        regularization_exponent: float = 0.0,
+        block_size: int = 32,
+        subspace_sweeps: int = 1,
     ):
         self.num_shards = num_shards
         self.gram = gram
@@ -98,6 +105,8 @@ weighted_regularization, dtype
             cg_steps=cg_steps, feedback=feedback, confidence=confidence,
             weighted_regularization=weighted_regularization, dtype=dtype, num_threads=num_threads,
             random_state=random_state, calculate_training_loss=calculate_training_loss,
+            unobserved_weight=unobserved_weight, regularization_exponent=regularization_exponent,
+            block_size=block_size, subspace_sweeps=subspace_sweeps,
         )  # fmt: skip
 
     def _check_params(self) -> None:
@@ -229,7 +238,7 @@ class _Run:
         self.begin_iteration()
         self.recoveries = 0
         self.metric_names = ("loss",) if model.calculate_training_loss else ()
-        self.options = dict(model._objective(), solver=model.solver, cg_steps=model.cg_steps)
+        self.options = dict(model._objective(), **model._solver_options())
         self.implicit = model.feedback == "implicit"
         self.factor_shards = {
             "users": self._scatter_factors(users, data.user_items.bounds),
@@ -376,31 +385,38 @@ class _Run:
     # -- results ------------------------------------------------------------------------------
 
     def loss(self) -> float:
-        """The full objective, summed over user shards; each shard's loss counts every item's
-        plain regularization once, so all but one of those are taken off."""
+        """The full objective: every user shard's own terms (its entries and its users'
+        penalties), plus the items' penalties summed over the item shards, each with its
+        items' counts of entries over all users, as the single-machine loss has them."""
         options = self.model._objective()
-        shards = self.data.user_items
+        users, items = self.data.user_items, self.data.item_users
         item_future = self.client.scatter(self.items, broadcast=True, hash=False)
-        losses = self.client.gather(
-            [
-                self.client.submit(
-                    _cluster.shard_loss,
-                    rows,
-                    factors,
-                    item_future,
-                    options,
-                    workers=[self.placement[s]],
-                    allow_other_workers=True,
-                    pure=False,
-                )  # fmt: skip
-                for s, (rows, factors) in enumerate(zip(shards.futures, self.factor_shards["users"]))
-            ]
-        )
-        total = float(np.sum(losses, dtype=np.float64))
-        if not self.model.weighted_regularization and shards.num_shards > 1:
-            item_norms = float(np.einsum("ij,ij->", self.items, self.items, dtype=np.float64))
-            total -= (shards.num_shards - 1) * self.model.regularization * item_norms
-        return total
+        user_terms = [
+            self.client.submit(
+                _cluster.shard_loss,
+                rows,
+                factors,
+                item_future,
+                options,
+                workers=[self.placement[s]],
+                allow_other_workers=True,
+                pure=False,
+            )  # fmt: skip
+            for s, (rows, factors) in enumerate(zip(users.futures, self.factor_shards["users"]))
+        ]
+        item_terms = [
+            self.client.submit(
+                _cluster.shard_regularization,
+                rows,
+                factors,
+                options,
+                workers=[self.placement[s]],
+                allow_other_workers=True,
+                pure=False,
+            )  # fmt: skip
+            for s, (rows, factors) in enumerate(zip(items.futures, self.factor_shards["items"]))
+        ]
+        return float(np.sum(self.client.gather(user_terms + item_terms), dtype=np.float64))
 
     def begin_iteration(self) -> None:
         # Half-steps replace the driver's arrays rather than writing into them, so keeping

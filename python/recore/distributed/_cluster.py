@@ -203,11 +203,20 @@ def gram_partials(factors, chunk_bounds, num_threads: int):
 
 
 def shard_loss(rows, user_factors, item_factors, options: dict) -> float:
-    """The objective over one user shard's rows (its items' regularization counted once per
-    shard; the driver corrects for that)."""
+    """The objective's terms of one user shard's rows: their entries and their users'
+    penalties (the items' penalties are summed over the item shards, see
+    :func:`shard_regularization`)."""
     rows, user_factors, item_factors = _on_host(rows, user_factors, item_factors)
     options = dict(options, num_threads=worker_threads(options["num_threads"]))
-    return kernels.als_loss(rows, user_factors, item_factors, **options)
+    return kernels.als_loss(rows, user_factors, item_factors, item_regularization=False, **options)
+
+
+def shard_regularization(rows, factors, options: dict) -> float:
+    """The penalties of one shard's rows in the objective: each row's count of entries is its
+    length in the shard (which holds whole rows), the other side's size its column count."""
+    rows, factors = _on_host(rows, factors)
+    counts = np.diff(np.asarray(rows.indptr, dtype=np.int64))
+    return kernels.als_regularization(factors, counts, rows.shape[1], **options)
 
 
 def shard_topk(queries, items, exclude, first_query: int, first_item: int, k: int, num_threads: int):
