@@ -7,8 +7,8 @@
 // Each operation does exactly the IEEE additions, multiplications, divisions and square roots
 // of its SSE original, on the same lanes, so a kernel computes the same sums in the same order
 // as x86's baseline build (and, with contraction off, see CMakeLists.txt, the same results).
-// Only the operations the kernels use are here; a kernel that uses another one does not
-// compile on these machines, rather than silently computing something else.
+// A kernel that uses an SSE operation missing here does not compile on these machines, rather
+// than silently computing something else: add it here, with SSE's exact lane semantics.
 //
 // Included by cpp/src/kernels/*.cpp only, after RECORE_TARGET is defined; like simd.hpp,
 // everything has internal linkage in the unit's target namespace.
@@ -29,7 +29,8 @@ namespace {
 // The SSE types under their SSE names, so that one kernel source serves every machine.
 typedef float __m128 __attribute__((vector_size(16)));
 typedef float __m64 __attribute__((vector_size(8)));  // two floats, for the half loads and stores
-typedef int SseMask __attribute__((vector_size(16)));  // a comparison's lanes: all ones or zero
+typedef long long __m128i __attribute__((vector_size(16)));
+typedef int SseMask __attribute__((vector_size(16)));  // four 32-bit lanes of bits
 
 inline __m128 _mm_setzero_ps() { return __m128{0.0f, 0.0f, 0.0f, 0.0f}; }
 inline __m128 _mm_set1_ps(float x) { return __m128{x, x, x, x}; }
@@ -75,6 +76,15 @@ inline void _mm_storeh_pi(__m64* p, __m128 a) {
   const float two[2] = {a[2], a[3]};
   __builtin_memcpy(p, two, sizeof(two));
 }
+
+// Bit patterns: 32-bit integer lanes, reinterpreted as float lanes and combined bit by bit.
+inline __m128i _mm_set1_epi32(int x) { return (__m128i)SseMask{x, x, x, x}; }
+inline __m128i _mm_setr_epi32(int a, int b, int c, int d) { return (__m128i)SseMask{a, b, c, d}; }
+inline __m128 _mm_castsi128_ps(__m128i a) { return (__m128)a; }
+inline __m128i _mm_castps_si128(__m128 a) { return (__m128i)a; }
+inline __m128 _mm_and_ps(__m128 a, __m128 b) { return (__m128)((SseMask)a & (SseMask)b); }
+inline __m128 _mm_andnot_ps(__m128 a, __m128 b) { return (__m128)(~(SseMask)a & (SseMask)b); }  // (not a) and b
+inline __m128 _mm_or_ps(__m128 a, __m128 b) { return (__m128)((SseMask)a | (SseMask)b); }
 
 // a >= b per lane, as all-ones or zero bits (false when either is NaN, as SSE's cmpge).
 inline __m128 _mm_cmpge_ps(__m128 a, __m128 b) { return (__m128)(a >= b); }
