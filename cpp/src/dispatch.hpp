@@ -14,18 +14,43 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#ifdef _WIN32
+#include <malloc.h>  // _aligned_malloc, _aligned_free
+#endif
 
 #include "recore/cpu.hpp"
 #include "recore/csr.hpp"
 
 namespace recore::detail {
 
+// The threads a kernel will run on. Without OpenMP every parallel region runs once, on one
+// thread, whatever was asked: kernels that split work by this count must be told 1.
 inline int resolve_threads(int requested) {
-  if (requested > 0) return requested;
 #ifdef _OPENMP
+  if (requested > 0) return requested;
   return omp_get_max_threads();
 #else
+  (void)requested;
   return 1;
+#endif
+}
+
+// Memory aligned to `alignment` bytes (a power of two; bytes a multiple of it), or nullptr.
+// The Microsoft C runtime has no aligned_alloc (its free cannot release such memory): it has
+// _aligned_malloc, whose memory only _aligned_free releases.
+inline void* allocate_aligned(size_t alignment, size_t bytes) {
+#ifdef _WIN32
+  return _aligned_malloc(bytes, alignment);
+#else
+  return std::aligned_alloc(alignment, bytes);
+#endif
+}
+
+inline void free_aligned(void* p) {
+#ifdef _WIN32
+  _aligned_free(p);
+#else
+  std::free(p);
 #endif
 }
 
@@ -36,7 +61,7 @@ class AlignedBuffer {
   explicit AlignedBuffer(int64_t count) {
     if (count <= 0) count = 1;
     const size_t bytes = (static_cast<size_t>(count) * sizeof(T) + 63) / 64 * 64;
-    data_.reset(static_cast<T*>(std::aligned_alloc(64, bytes)));
+    data_.reset(static_cast<T*>(allocate_aligned(64, bytes)));
     if (!data_) throw std::bad_alloc();
     std::memset(data_.get(), 0, bytes);
   }
@@ -44,7 +69,7 @@ class AlignedBuffer {
 
  private:
   struct Free {
-    void operator()(T* p) const { std::free(p); }
+    void operator()(T* p) const { free_aligned(p); }
   };
   std::unique_ptr<T, Free> data_;
 };
@@ -63,7 +88,8 @@ void check_matrix(MatrixView<const T> m, const char* name) {
 }
 
 // Runs the copy of a kernel compiled for the active instruction set. Targets this build
-// lacks (non-x86 machines build only the baseline) are passed as nullptr.
+// lacks (non-x86 machines build only the baseline) are passed as null pointers of the
+// kernel's type (RECORE_AVX2 / RECORE_AVX512): a bare nullptr would leave Args undeducible.
 template <typename Args>
 inline void run_kernel(const Args& args, void (*baseline_kernel)(const Args&),
                        void (*avx2_kernel)(const Args&), void (*avx512_kernel)(const Args&)) {
@@ -84,12 +110,12 @@ inline void run_kernel(const Args& args, void (*baseline_kernel)(const Args&),
 #ifdef RECORE_HAVE_AVX2
 #define RECORE_AVX2(...) &::recore::avx2::__VA_ARGS__
 #else
-#define RECORE_AVX2(...) nullptr
+#define RECORE_AVX2(...) static_cast<decltype(&::recore::baseline::__VA_ARGS__)>(nullptr)
 #endif
 #ifdef RECORE_HAVE_AVX512
 #define RECORE_AVX512(...) &::recore::avx512::__VA_ARGS__
 #else
-#define RECORE_AVX512(...) nullptr
+#define RECORE_AVX512(...) static_cast<decltype(&::recore::baseline::__VA_ARGS__)>(nullptr)
 #endif
 // RECORE_RUN(args, kernel<T, I>) runs recore::<active target>::kernel<T, I>(args).
 #define RECORE_RUN(ARGS, ...)                                                    \

@@ -3,7 +3,11 @@
 // update loop runs over full vectors with no remainder.
 #include <cstdint>
 
+#if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
+#else
+#include "sse_fallback.hpp"  // the same 4-lane operations in portable vector code
+#endif
 
 #ifdef _OPENMP
 #include <omp.h>
