@@ -222,8 +222,8 @@ __global__ void rmse_ratings(const int32_t* users, const int32_t* items, const f
 void check_model(const SgdModel& m) {
   if (m.stride % 16 != 0 || m.factors < 1 || m.factors > m.stride)
     throw std::invalid_argument("factor matrices must be padded to a multiple of 16 columns, at least factors wide");
-  if (m.slow_factors < 0 || m.slow_factors >= m.factors || m.slow_factors % 16 != 0)
-    throw std::invalid_argument("slow_factors must be a multiple of 16 below factors");
+  if (m.slow_factors < 0 || (m.slow_factors > 0 && m.slow_factors >= m.factors))
+    throw std::invalid_argument("slow_factors must be 0 or below factors");
 }
 
 unsigned grid_warps(int64_t work) {

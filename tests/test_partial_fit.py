@@ -356,7 +356,7 @@ def test_sgd_partial_fit_runs_the_fits_updates_against_the_fixed_side(ratings, f
     fixed = {name: getattr(model, f"{other}_{name}").copy() for name in ("factors_", "biases_")}
     start = {name: getattr(model, f"{side}_{name}")[ids].astype(np.float64) for name in ("factors_", "biases_")}
     sums = getattr(model, f"_{side}_rate_sums")[ids].astype(np.float64)
-    slow = 16 if factors > 16 else 0
+    slow = 8 if factors > 16 else 0  # the two-speed schedule: 8 slow dimensions
     if not slow:
         sums = sums[:, 0]
 

@@ -54,7 +54,7 @@ def test_two_epochs_match_the_reference_in_the_same_order(target, seed, biases, 
     p, q = start.user_factors_.astype(np.float64), start.item_factors_.astype(np.float64)
     bu, bi = np.zeros(12), np.zeros(9)
     adaptive = schedule == "adaptive"
-    slow = 16 if adaptive and factors > 16 else 0  # the two-speed schedule
+    slow = 8 if adaptive and factors > 16 else 0  # the two-speed schedule: 8 slow dimensions
     gu, gi = (np.ones((12, 2)), np.ones((9, 2))) if slow else (np.ones(12), np.ones(9))
     mu = float(np.mean(ratings.data, dtype=np.float64)) if biases else 0.0
     coo = ratings.tocoo()
@@ -69,6 +69,100 @@ def test_two_epochs_match_the_reference_in_the_same_order(target, seed, biases, 
     np.testing.assert_allclose(model.user_biases_, bu if biases else 0, rtol=0, atol=1e-5)
     np.testing.assert_allclose(model.item_biases_, bi if biases else 0, rtol=0, atol=1e-5)
     assert model.global_bias_ == pytest.approx(mu)
+
+
+@pytest.mark.parametrize("target", recore.available_cpu_targets())
+@pytest.mark.parametrize("factors", [17, 24, 40, 64, 128, 136])
+def test_two_speed_schedule_splits_off_the_first_8_dimensions(target, factors):
+    """Above 16 factors the first 8 dimensions learn alone in the first epoch and keep their
+    own rate sums (LIBMF's split in its AVX build; 16 measured worse), whatever the vector
+    width: inside one 16-lane vector, across whole vectors, in registers or from memory."""
+    assert recore.kernels.SGD_SLOW_FACTORS == 8
+    ratings, _ = planted_ratings(factors, users=12, items=9, density=0.5)
+    options = dict(
+        factors=factors, biases=False, learning_rate=0.05, regularization=0.07, init_scale=1.0, num_threads=1,
+        blocks=1, random_state=factors,
+    )  # fmt: skip
+    start = recore.SGD(iterations=0, **options).fit(ratings)
+    with using_cpu_target(target):
+        first = recore.SGD(iterations=1, **options).fit(ratings)
+        model = recore.SGD(iterations=2, **options).fit(ratings)
+    # The first epoch moves the slow dimensions only, and adds to their sums only.
+    np.testing.assert_array_equal(first.user_factors_[:, 8:], start.user_factors_[:, 8:])
+    np.testing.assert_array_equal(first.item_factors_[:, 8:], start.item_factors_[:, 8:])
+    assert (first.user_factors_[:, :8] != start.user_factors_[:, :8]).any()
+    np.testing.assert_array_equal(first._user_rate_sums[:, 1], 1.0)
+    p, q = start.user_factors_.astype(np.float64), start.item_factors_.astype(np.float64)
+    gu, gi = np.ones((12, 2)), np.ones((9, 2))
+    coo = ratings.tocoo()
+    visit = sgd_reference.round_robin_runs(coo.nnz, runs=4)
+    for epoch in range(2):
+        sgd_reference.squared_epoch(
+            coo.row[visit], coo.col[visit], coo.data[visit].astype(np.float64), p, q, None, None, 0.0, gu, gi,
+            eta=0.05, lam=0.07, lam_b=0.0, biases=False, adaptive=True, slow=8, slow_only=epoch == 0,
+        )  # fmt: skip
+    np.testing.assert_allclose(model.user_factors_, p, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(model.item_factors_, q, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(model._user_rate_sums, gu, rtol=1e-5)
+    np.testing.assert_allclose(model._item_rate_sums, gi, rtol=1e-5)
+
+
+@pytest.mark.parametrize("target", recore.available_cpu_targets())
+@pytest.mark.parametrize("slow", [1, 5, 13, 16, 20])
+def test_engine_splits_the_rates_anywhere_below_factors(target, slow):
+    """The engine takes any split of the two-speed schedule (recore.SGD asks for 8): the
+    first epoch leaves the fast dimensions and their sums untouched, the next moves both."""
+    rng = np.random.default_rng(slow)
+    users, items, factors, count = 10, 7, 37, 40
+    user_ids, item_ids = rng.integers(0, users, count), rng.integers(0, items, count)
+    values = rng.uniform(1, 5, count)
+    p0, q0 = rng.normal(0, 0.3, (users, factors)), rng.normal(0, 0.3, (items, factors))
+    p, q = padded(p0), padded(q0)
+    user_sums, item_sums = np.ones(users * 2, np.float32), np.ones(items * 2, np.float32)
+    expected_p, expected_q, gu, gi = p0.copy(), q0.copy(), np.ones((users, 2)), np.ones((items, 2))
+    with using_cpu_target(target):
+        for epoch in range(2):
+            kernels.sgd_squared_epoch(
+                user_ids.astype(np.int32), item_ids.astype(np.int32), values.astype(np.float32),
+                np.array([0, count], np.int64), np.zeros(1, np.int32), 1, p, q, factors,
+                user_rate_sums=user_sums, item_rate_sums=item_sums, learning_rate=0.1, regularization=0.05,
+                num_threads=1, slow_factors=slow, slow_only=epoch == 0,
+            )  # fmt: skip
+            sgd_reference.squared_epoch(
+                user_ids, item_ids, values.astype(np.float32).astype(np.float64), expected_p, expected_q, None,
+                None, 0.0, gu, gi, eta=0.1, lam=0.05, lam_b=0.0, biases=False, adaptive=True, slow=slow,
+                slow_only=epoch == 0,
+            )  # fmt: skip
+            if epoch == 0:
+                np.testing.assert_array_equal(p[:, slow:factors], p0[:, slow:].astype(np.float32))
+                np.testing.assert_array_equal(user_sums.reshape(users, 2)[:, 1], 1.0)
+            np.testing.assert_allclose(p[:, :factors], expected_p, rtol=0, atol=1e-5)
+            np.testing.assert_allclose(q[:, :factors], expected_q, rtol=0, atol=1e-5)
+            np.testing.assert_allclose(user_sums.reshape(users, 2), gu, rtol=1e-5)
+            np.testing.assert_allclose(item_sums.reshape(items, 2), gi, rtol=1e-5)
+    assert not p[:, factors:].any()  # the padding stays zero
+    with pytest.raises(ValueError, match="slow_factors"):
+        kernels.sgd_squared_epoch(
+            user_ids.astype(np.int32), item_ids.astype(np.int32), values.astype(np.float32),
+            np.array([0, count], np.int64), np.zeros(1, np.int32), 1, p, q, factors, user_rate_sums=user_sums,
+            item_rate_sums=item_sums, learning_rate=0.1, regularization=0.05, slow_factors=factors,
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize("factors", [4, 64, 256])
+def test_init_scale_is_the_rows_length_whatever_the_factors(factors):
+    """Initial factors are normal with standard deviation init_scale / sqrt(factors) (LIBMF
+    scales by sqrt(1 / factors) too), so rows start about init_scale long at any width; the
+    default, 0.08, is the 0.01 per dimension of earlier releases at 64 factors."""
+    ratings = sp.random(3000, 50, density=0.05, format="csr", dtype=np.float32, random_state=factors)
+    for init_scale in (0.08, 0.5):
+        model = recore.SGD(factors=factors, iterations=0, init_scale=init_scale, random_state=1).fit(ratings)
+        factors_drawn = np.concatenate([model.user_factors_, model.item_factors_])
+        assert np.std(factors_drawn) == pytest.approx(init_scale / np.sqrt(factors), rel=0.05)
+        assert np.mean(np.linalg.norm(factors_drawn, axis=1) ** 2) == pytest.approx(init_scale**2, rel=0.05)
+    assert recore.SGD().init_scale == 0.08
+    default = recore.SGD(factors=64, iterations=0, random_state=1).fit(ratings)
+    assert np.std(default.user_factors_) == pytest.approx(0.01, rel=0.05)
 
 
 @given(lengths=st.lists(st.integers(0, 40), min_size=1, max_size=12), runs=st.integers(1, 6))

@@ -74,8 +74,8 @@ SgdModel model_of(py::handle user_factors, py::handle item_factors, int64_t fact
   m.user_biases = optional_vector<float>(user_biases, "user_biases", users.rows);
   m.item_biases = optional_vector<float>(item_biases, "item_biases", items.rows);
   m.global_mean = static_cast<float>(global_mean);
-  if (slow_factors < 0 || slow_factors % kSgdRowFloats != 0 || (slow_factors > 0 && slow_factors >= factors))
-    throw py::value_error("slow_factors must be 0 or a multiple of 16 below factors");
+  if (slow_factors < 0 || (slow_factors > 0 && slow_factors >= factors))
+    throw py::value_error("slow_factors must be 0 or below factors, got " + std::to_string(slow_factors));
   if (slow_factors > 0 && user_rate_sums.is_none())
     throw py::value_error("slow_factors needs the adaptive schedule's rate sums");
   const int64_t sums_per_row = slow_factors > 0 ? 2 : 1;
@@ -102,6 +102,7 @@ SgdRates rates_of(double learning_rate, double regularization, double bias_regul
 
 void init_sgd(py::module_& m) {
   m.attr("SGD_ROW_FLOATS") = kSgdRowFloats;
+  m.attr("SGD_SLOW_FACTORS") = kSgdSlowFactors;
   m.def(
       "sgd_squared_epoch",
       [](py::handle users, py::handle items, py::handle values, py::handle block_starts, py::handle block_order,

@@ -216,6 +216,7 @@ SINGLE_QUERY_PATH_MAX: int
 # counter.
 
 SGD_ROW_FLOATS: int
+SGD_SLOW_FACTORS: int
 
 def sgd_squared_epoch(
     users: NDArray[np.int32],

@@ -11,6 +11,7 @@ work starts. Every kernel releases the GIL while it runs.
 
 from recore.backends.cpu import (
     SGD_ROW_FLOATS,
+    SGD_SLOW_FACTORS,
     als_half_step,
     als_loss,
     als_regularization,
@@ -26,6 +27,7 @@ from recore.backends.cpu import (
 
 __all__ = [
     "SGD_ROW_FLOATS",
+    "SGD_SLOW_FACTORS",
     "als_half_step",
     "als_loss",
     "als_regularization",

@@ -20,9 +20,14 @@
 
 namespace recore {
 
-// Factor rows are stored with a stride (and slow_factors chosen) in multiples of this many floats:
-// one 64-byte vector, the widest the kernels use.
+// Factor rows are stored with a stride in multiples of this many floats: one 64-byte vector,
+// the widest the kernels use.
 constexpr int64_t kSgdRowFloats = 16;
+
+// The slow dimensions of the two-speed schedule as recore.SGD sets them (SgdModel::slow_factors):
+// LIBMF's first-epoch width in its AVX build (recore.SGD says why not 16). The kernels hold
+// rows in registers for this split; any other runs from memory.
+constexpr int64_t kSgdSlowFactors = 8;
 
 struct SgdModel {
   float* user_factors = nullptr;  // users x fp
@@ -37,7 +42,8 @@ struct SgdModel {
   float* item_rate_sums = nullptr;  // adaptive schedule: G per item
   // Adaptive schedule with split rates (squared loss): the first slow_factors dimensions and
   // the rest keep separate sums (2 per row: slow, then fast), and an epoch can update the
-  // slow ones only, as LIBMF does in its first epoch. 0: one sum per row over all dimensions.
+  // slow ones only, as LIBMF does in its first epoch. 0: one sum per row over all dimensions;
+  // otherwise any count below factors (the split may fall inside a SIMD vector).
   int64_t slow_factors = 0;
 };
 

@@ -28,6 +28,7 @@ inline float row_rate(const float* sums, int64_t row, float eta) {
 }
 
 typedef Simd<float>::type FloatVector;
+typedef int32_t IntVector __attribute__((vector_size(kVectorBytes)));
 constexpr int64_t kLanes = kVectorBytes / sizeof(float);
 
 inline FloatVector load(const float* p) {
@@ -138,18 +139,38 @@ struct SquaredStep {
   float* item_sums;
   int64_t stride;
   int64_t slow_end;  // the slow dimensions are [0, slow_end) (all of them without split rates)
+  // [0, slow_vectors_end) holds slow dimensions only and [fast_begin, stride) fast ones only;
+  // when slow_end falls inside a vector, that vector, [slow_vectors_end, fast_begin), holds both.
+  int64_t slow_vectors_end, fast_begin;
   float global_mean, eta, lambda, bias_lambda;
   __m128 dimensions;  // per lane of the packed sums: the dimensions each sum averages over
+  // For the vector holding both: all bits set in its slow lanes (slow_bits) or in its fast
+  // ones (fast_bits).
+  IntVector slow_bits, fast_bits;
+  // Split rates: all bits set, or in the slow-only epoch the slow lanes only ([1, 0, 1, 0] of
+  // the packed sums and rates), so that the fast dimensions neither move nor add to their sums.
+  __m128 keep;
 };
 
-inline SquaredStep squared_step(const SgdModel& m, const SgdRates& rates) {
+inline SquaredStep squared_step(const SgdModel& m, const SgdRates& rates, bool slow_only) {
   const bool split = m.user_rate_sums && m.slow_factors > 0;
   const float slow = static_cast<float>(split ? m.slow_factors : m.factors);
   const float fast = split ? static_cast<float>(m.factors - m.slow_factors) : 1.0f;
+  const int64_t slow_end = split ? m.slow_factors : m.stride;
+  const int64_t slow_vectors_end = slow_end / kLanes * kLanes;
+  IntVector slow_bits = IntVector{}, fast_bits = IntVector{};
+  for (int64_t lane = 0; lane < kLanes; ++lane) {
+    const bool is_slow = slow_vectors_end + lane < slow_end;
+    slow_bits[lane] = is_slow ? -1 : 0;
+    fast_bits[lane] = is_slow ? 0 : -1;
+  }
+  const __m128 all = _mm_castsi128_ps(_mm_set1_epi32(-1));
+  const __m128 keep = slow_only ? _mm_castsi128_ps(_mm_setr_epi32(-1, 0, -1, 0)) : all;
   return SquaredStep{m.user_factors, m.item_factors, m.user_biases, m.item_biases, m.user_rate_sums,
-                     m.item_rate_sums, m.stride, split ? m.slow_factors : m.stride, m.global_mean,
+                     m.item_rate_sums, m.stride, slow_end, slow_vectors_end,
+                     slow_vectors_end < slow_end ? slow_vectors_end + kLanes : slow_vectors_end, m.global_mean,
                      rates.learning_rate, rates.regularization, rates.bias_regularization,
-                     _mm_setr_ps(slow, fast, slow, fast)};
+                     _mm_setr_ps(slow, fast, slow, fast), slow_bits, fast_bits, keep};
 }
 
 // One vector of a row pair takes a step at the given rates (gq from the old p, gp from the
@@ -184,13 +205,15 @@ struct RowRates {
                                 reinterpret_cast<const __m64*>(item_sums))
                  : _mm_setr_ps(user_sums[0], 1.0f, item_sums[0], 1.0f);
     rates = _mm_div_ps(_mm_set1_ps(s.eta), _mm_sqrt_ps(sums));
+    if (SPLIT) rates = _mm_and_ps(rates, s.keep);
   }
 
   // G += mean squared gradient, each sum over its own dimensions (an idle lane adds 0).
   void add(const SquaredStep& s, FloatVector user_slow, FloatVector user_fast, FloatVector item_slow,
            FloatVector item_fast) const {
-    const __m128 updated =
-        _mm_add_ps(sums, _mm_div_ps(four_sums(user_slow, user_fast, item_slow, item_fast), s.dimensions));
+    __m128 increments = _mm_div_ps(four_sums(user_slow, user_fast, item_slow, item_fast), s.dimensions);
+    if (SPLIT) increments = _mm_and_ps(increments, s.keep);
+    const __m128 updated = _mm_add_ps(sums, increments);
     if (SPLIT) {
       _mm_storel_pi(reinterpret_cast<__m64*>(user_sums), updated);
       _mm_storeh_pi(reinterpret_cast<__m64*>(item_sums), updated);
@@ -200,6 +223,76 @@ struct RowRates {
     }
   }
 };
+
+inline FloatVector bits_and(FloatVector v, IntVector bits) { return (FloatVector)((IntVector)v & bits); }
+
+// The vector holding both slow and fast dimensions, from memory (any split): each lane steps
+// at its own part's rate and adds its squared gradients to its own part's sums, the slow
+// lanes being those of slow_bits and the fast ones those of fast_bits.
+inline void step_shared(FloatVector& pj, FloatVector& qj, FloatVector error, FloatVector lambda, float eta_u,
+                        float eta_i, float eta_u_fast, float eta_i_fast, IntVector slow_bits, IntVector fast_bits,
+                        FloatVector& user_slow, FloatVector& item_slow, FloatVector& user_fast,
+                        FloatVector& item_fast) {
+  const FloatVector rate_u = bits_and(splat(eta_u), slow_bits) + bits_and(splat(eta_u_fast), fast_bits);
+  const FloatVector rate_i = bits_and(splat(eta_i), slow_bits) + bits_and(splat(eta_i_fast), fast_bits);
+  const FloatVector gp = lambda * pj - error * qj;
+  const FloatVector gq = lambda * qj - error * pj;
+  pj = pj - rate_u * gp;
+  qj = qj - rate_i * gq;
+  const FloatVector gp_slow = bits_and(gp, slow_bits), gq_slow = bits_and(gq, slow_bits);
+  const FloatVector gp_fast = bits_and(gp, fast_bits), gq_fast = bits_and(gq, fast_bits);
+  user_slow += gp_slow * gp_slow;
+  item_slow += gq_slow * gq_slow;
+  user_fast += gp_fast * gp_fast;
+  item_fast += gq_fast * gq_fast;
+}
+
+// The first SLOW lanes of `slow`, the rest of `fast` (SLOW fixed at compile time: an
+// immediate blend, no mask register).
+template <int SLOW>
+inline FloatVector slow_lanes_of(FloatVector slow, FloatVector fast) {
+#if defined(__AVX512F__)
+  return (FloatVector)_mm512_mask_blend_ps(static_cast<__mmask16>((1u << SLOW) - 1), (__m512)fast, (__m512)slow);
+#elif defined(__AVX__)
+  return (FloatVector)_mm256_blend_ps((__m256)fast, (__m256)slow, (1 << SLOW) - 1);
+#else
+  const __m128 bits = _mm_castsi128_ps(_mm_setr_epi32(SLOW > 0 ? -1 : 0, SLOW > 1 ? -1 : 0, SLOW > 2 ? -1 : 0, 0));
+  return (FloatVector)_mm_or_ps(_mm_and_ps(bits, (__m128)slow), _mm_andnot_ps(bits, (__m128)fast));
+#endif
+}
+
+// acc += v * v over the lanes of the fast part (FAST) or the slow part of a vector whose
+// first SLOW lanes are slow.
+template <int SLOW, bool FAST>
+inline FloatVector add_squares(FloatVector acc, FloatVector v) {
+#if defined(__AVX512F__)
+  const unsigned slow = (1u << SLOW) - 1;  // a masked multiply-add costs what a plain one does
+  return (FloatVector)_mm512_mask3_fmadd_ps((__m512)v, (__m512)v, (__m512)acc,
+                                             static_cast<__mmask16>(FAST ? ~slow : slow));
+#else
+  const FloatVector part = FAST ? slow_lanes_of<SLOW>(FloatVector{}, v) : slow_lanes_of<SLOW>(v, FloatVector{});
+  return acc + part * part;
+#endif
+}
+
+// The register path's vector holding both slow and fast dimensions (the first SLOW lanes
+// slow), as step_shared.
+template <int SLOW>
+inline void step_shared_in_registers(FloatVector& pj, FloatVector& qj, FloatVector error, FloatVector lambda,
+                                     float eta_u, float eta_i, float eta_u_fast, float eta_i_fast,
+                                     FloatVector& user_slow, FloatVector& item_slow, FloatVector& user_fast,
+                                     FloatVector& item_fast) {
+  const FloatVector rate_u = slow_lanes_of<SLOW>(splat(eta_u), splat(eta_u_fast));
+  const FloatVector rate_i = slow_lanes_of<SLOW>(splat(eta_i), splat(eta_i_fast));
+  const FloatVector gp = lambda * pj - error * qj;
+  const FloatVector gq = lambda * qj - error * pj;
+  pj = pj - rate_u * gp;
+  qj = qj - rate_i * gq;
+  user_slow = add_squares<SLOW, false>(user_slow, gp);
+  item_slow = add_squares<SLOW, false>(item_slow, gq);
+  user_fast = add_squares<SLOW, true>(user_fast, gp);
+  item_fast = add_squares<SLOW, true>(item_fast, gq);
+}
 
 // The rows' vectors [first, last) in place in memory (any stride).
 template <bool ADAPTIVE>
@@ -227,13 +320,22 @@ inline void step_in_registers(float* p, float* q, FloatVector* pv, FloatVector* 
   }
 }
 
+// The register path's layout of a split row (kSgdSlowFactors slow dimensions): whole vectors of
+// slow dimensions, then possibly one vector holding both, then whole vectors of fast ones.
+constexpr int kSlowVectors = static_cast<int>(kSgdSlowFactors / kLanes);
+constexpr bool kSplitVector = kSgdSlowFactors % kLanes != 0;
+constexpr int kFastVectorsBegin = kSlowVectors + (kSplitVector ? 1 : 0);
+
 // One squared-loss update; returns the error before it. ADAPTIVE, BIASES and SPLIT (two rate
 // sums per row, see SgdModel::slow_factors) are fixed for a whole epoch. NV > 0: rows of
 // exactly NV vectors, read once into registers for both the prediction and the step (with
-// SPLIT, 16 slow dimensions); NV = 0: any stride, read from memory twice. Both compute the
-// same operations in the same order.
+// SPLIT, kSgdSlowFactors slow dimensions); NV = 0: any stride and any split, read from memory
+// twice. Both compute the same operations in the same order.
+// Always inlined into the loop over ratings: as a call, the step's fields and constants would be
+// reloaded for every update (GCC stops inlining it once the split vector is added).
 template <bool ADAPTIVE, bool BIASES, bool SPLIT, int NV>
-inline float squared_update(const SquaredStep& s, int64_t u, int64_t i, float r, bool slow_only) {
+__attribute__((always_inline)) inline float squared_update(const SquaredStep& s, int64_t u, int64_t i, float r,
+                                                           bool slow_only) {
   float* p = s.user_factors + u * s.stride;
   float* q = s.item_factors + i * s.stride;
   FloatVector pv[NV > 0 ? NV : 1], qv[NV > 0 ? NV : 1];
@@ -258,23 +360,42 @@ inline float squared_update(const SquaredStep& s, int64_t u, int64_t i, float r,
     eta_u = lane(rates.rates, 0);
     eta_i = lane(rates.rates, 2);
   }
-  constexpr int slow_vectors = SPLIT ? 16 / kLanes : NV;
+  const float eta_u_fast = SPLIT ? lane(rates.rates, 1) : 0.0f, eta_i_fast = SPLIT ? lane(rates.rates, 3) : 0.0f;
+  constexpr int slow_vectors = SPLIT ? kSlowVectors : NV;
   if constexpr (NV > 0)
     step_in_registers<ADAPTIVE, 0, slow_vectors>(p, q, pv, qv, error, lambda, eta_u, eta_i, user_slow, item_slow);
   else
-    step_in_memory<ADAPTIVE>(p, q, 0, s.slow_end, error, lambda, eta_u, eta_i, user_slow, item_slow);
+    step_in_memory<ADAPTIVE>(p, q, 0, s.slow_vectors_end, error, lambda, eta_u, eta_i, user_slow, item_slow);
+  if constexpr (SPLIT) {
+    // The vector shared by slow and fast dimensions, if the split falls inside one.
+    if constexpr (NV > 0 && kSplitVector) {
+      step_shared_in_registers<static_cast<int>(kSgdSlowFactors % kLanes)>(
+          pv[kSlowVectors], qv[kSlowVectors], error, lambda, eta_u, eta_i, eta_u_fast, eta_i_fast, user_slow,
+          item_slow, user_fast, item_fast);
+      store(p + kSlowVectors * kLanes, pv[kSlowVectors]);
+      store(q + kSlowVectors * kLanes, qv[kSlowVectors]);
+    } else if constexpr (NV == 0) {
+      if (s.fast_begin != s.slow_vectors_end) {
+        FloatVector pj = load(p + s.slow_vectors_end), qj = load(q + s.slow_vectors_end);
+        step_shared(pj, qj, error, lambda, eta_u, eta_i, eta_u_fast, eta_i_fast, s.slow_bits, s.fast_bits,
+                    user_slow, item_slow, user_fast, item_fast);
+        store(p + s.slow_vectors_end, pj);
+        store(q + s.slow_vectors_end, qj);
+      }
+    }
+  }
   if (BIASES) {
     s.user_biases[u] -= eta_u * (s.bias_lambda * s.user_biases[u] - e);
     s.item_biases[i] -= eta_i * (s.bias_lambda * s.item_biases[i] - e);
   }
   if (!ADAPTIVE) return e;
   if (SPLIT && !slow_only) {
-    const float eta_u_fast = lane(rates.rates, 1), eta_i_fast = lane(rates.rates, 3);
     if constexpr (NV > 0)
-      step_in_registers<true, slow_vectors, NV>(p, q, pv, qv, error, lambda, eta_u_fast, eta_i_fast, user_fast,
-                                                 item_fast);
+      step_in_registers<true, kFastVectorsBegin, NV>(p, q, pv, qv, error, lambda, eta_u_fast, eta_i_fast,
+                                                      user_fast, item_fast);
     else
-      step_in_memory<true>(p, q, s.slow_end, s.stride, error, lambda, eta_u_fast, eta_i_fast, user_fast, item_fast);
+      step_in_memory<true>(p, q, s.fast_begin, s.stride, error, lambda, eta_u_fast, eta_i_fast, user_fast,
+                           item_fast);
   }
   rates.add(s, user_slow, user_fast, item_slow, item_fast);
   return e;
@@ -309,24 +430,33 @@ double squared_updates(const SquaredStep& s, const RatingGrid& grid, int64_t fir
 // pair of rows, so the rest of an update need not spill).
 constexpr int kRegisterVectors = kVectorBytes == 64 ? 8 : 4;
 
+// Whether rows of NV vectors can take the register path: with SPLIT, they must hold the
+// slow dimensions and the vector shared with the fast ones.
+template <bool SPLIT, int NV>
+constexpr bool register_rows() {
+  return NV <= kRegisterVectors && (!SPLIT || NV >= kFastVectorsBegin);
+}
+
 template <bool ADAPTIVE, bool BIASES, bool SPLIT>
 double squared_updates_of_width(const SquaredStep& s, const RatingGrid& grid, int64_t first, int64_t last,
                                 bool slow_only) {
   const int64_t vectors = s.stride / kLanes;
-  // The register path has SPLIT's slow dimensions fixed at 16, as recore.SGD sets them.
-  const bool registers = !SPLIT || s.slow_end == 16;
-  if (registers && vectors == 1 && !SPLIT)
-    return squared_updates<ADAPTIVE, BIASES, SPLIT, 1>(s, grid, first, last, slow_only);
-  if (registers && vectors == 2) return squared_updates<ADAPTIVE, BIASES, SPLIT, 2>(s, grid, first, last, slow_only);
-  if (registers && vectors == 4) return squared_updates<ADAPTIVE, BIASES, SPLIT, 4>(s, grid, first, last, slow_only);
-  if constexpr (kRegisterVectors >= 8)
+  // The register path has SPLIT's slow dimensions fixed at kSgdSlowFactors, as recore.SGD sets them.
+  const bool registers = !SPLIT || s.slow_end == kSgdSlowFactors;
+  if constexpr (register_rows<SPLIT, 1>())
+    if (registers && vectors == 1) return squared_updates<ADAPTIVE, BIASES, SPLIT, 1>(s, grid, first, last, slow_only);
+  if constexpr (register_rows<SPLIT, 2>())
+    if (registers && vectors == 2) return squared_updates<ADAPTIVE, BIASES, SPLIT, 2>(s, grid, first, last, slow_only);
+  if constexpr (register_rows<SPLIT, 4>())
+    if (registers && vectors == 4) return squared_updates<ADAPTIVE, BIASES, SPLIT, 4>(s, grid, first, last, slow_only);
+  if constexpr (register_rows<SPLIT, 8>())
     if (registers && vectors == 8) return squared_updates<ADAPTIVE, BIASES, SPLIT, 8>(s, grid, first, last, slow_only);
   return squared_updates<ADAPTIVE, BIASES, SPLIT, 0>(s, grid, first, last, slow_only);
 }
 
 inline double squared_block(const RatingGrid& grid, const SgdModel& m, const SgdRates& rates, int64_t first,
                             int64_t last, bool slow_only) {
-  const SquaredStep s = squared_step(m, rates);
+  const SquaredStep s = squared_step(m, rates, slow_only);
   const bool adaptive = m.user_rate_sums != nullptr, biases = m.user_biases != nullptr;
   if (adaptive && m.slow_factors > 0)
     return biases ? squared_updates_of_width<true, true, true>(s, grid, first, last, slow_only)

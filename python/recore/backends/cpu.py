@@ -27,6 +27,8 @@ SINGLE_QUERY_PATH_MAX: int = _core.SINGLE_QUERY_PATH_MAX
 PANEL_ITEMS: int = _core.PANEL_ITEMS
 #: SGD factor rows are stored with strides in multiples of this many floats.
 SGD_ROW_FLOATS: int = _core.SGD_ROW_FLOATS
+#: The slow dimensions of SGD's two-speed schedule (the kernels keep rows with this split in registers).
+SGD_SLOW_FACTORS: int = _core.SGD_SLOW_FACTORS
 
 #: Whether the engine was built with OpenMP (without it, every kernel runs on one thread).
 openmp: bool = bool(getattr(_core, "openmp", False))
@@ -401,8 +403,8 @@ def sgd_squared_epoch(
     locks. Threads take blocks in ``block_order``. Factor matrices are float32, padded to a
     multiple of ``SGD_ROW_FLOATS`` (16) columns with zeros beyond ``factors``; biases and the adaptive schedule's
     rate sums are optional float32 vectors, updated in place. Returns the sum of squared
-    errors of the predictions made just before each update. With ``slow_factors`` (a
-    multiple of ``SGD_ROW_FLOATS`` below ``factors``) the rate sums hold two values per row, for the first
+    errors of the predictions made just before each update. With ``slow_factors`` (below
+    ``factors``; rows stay in registers for ``SGD_SLOW_FACTORS``) the rate sums hold two values per row, for the first
     ``slow_factors`` dimensions and for the rest, and ``slow_only`` updates the first part
     only. See :class:`recore.SGD`.
 
