@@ -97,4 +97,3 @@ def test_report_describes_the_searches(searches):
     assert "Tuned rows: `recore.evaluation.tune`" in report
     assert f"iALS, tuned: regularization={searches[1].params['regularization']:.3g}" in report
     assert "alpha0=" in report and "nu=" in report
-
