@@ -41,6 +41,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -161,12 +162,17 @@ def tune_models(train, settings: Settings, say=print) -> list[TunedSearch]:
     from recore import evaluation
 
     fit_part, validation = evaluation.random_split(_binary(train), 0.1, random_state=settings.seed + 1)
-    common = {"factors": settings.factors, "cg_steps": settings.cg_steps, "random_state": settings.seed}
 
-    def als(**params):
-        return recore.ALS(num_threads=settings.threads, **common, **params)
+    def als(**params) -> recore.ALS:
+        return recore.ALS(
+            factors=settings.factors,
+            cg_steps=settings.cg_steps,
+            num_threads=settings.threads,
+            random_state=settings.seed,
+            **params,
+        )
 
-    def ials(typical_penalty, unobserved_weight, regularization_exponent, **params):
+    def ials(typical_penalty, unobserved_weight, regularization_exponent, **params) -> recore.ALS:
         regularization = ials_regularization(typical_penalty, unobserved_weight, regularization_exponent, fit_part)
         return als(regularization=regularization, unobserved_weight=unobserved_weight,
                    regularization_exponent=regularization_exponent, **params)  # fmt: skip
@@ -197,7 +203,7 @@ def tune_models(train, settings: Settings, say=print) -> list[TunedSearch]:
         params = dict(result.best_params)
         if "typical_penalty" in params:  # the worker is given the model's own hyperparameters
             params.pop("typical_penalty")
-            params = {"regularization": result.best_model.regularization, **params}
+            params = {"regularization": cast(recore.ALS, result.best_model).regularization, **params}
         searched = ", ".join(f"{name} {_values(values)}" for name, values in space.items())
         found.append(
             TunedSearch(
