@@ -11,7 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from recore import _bench, evaluation
 
-SMALL = _bench.Settings(factors=4, iterations=4, threads=1, seed=3, tune_trials=4, tune_budget_seconds=60.0)
+SMALL = _bench.Settings(
+    factors=4, iterations=4, regularization=20.0, threads=1, seed=3, tune_trials=4, tune_budget_seconds=60.0
+)
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +99,29 @@ def test_report_describes_the_searches(searches):
     assert "Tuned rows: `recore.evaluation.tune`" in report
     assert f"iALS, tuned: regularization={searches[1].params['regularization']:.3g}" in report
     assert "alpha0=" in report and "nu=" in report
+
+
+def test_ials_at_nu_zero_is_the_plain_model_rescaled():
+    """What centring iALS's space on the plain one rests on: observed weight 1 + alpha,
+    unobserved 1 and regularization r give the same factors as 1, 1 / (1 + alpha) and
+    r / (1 + alpha)."""
+    interactions = recore.datasets.synthetic_preferences(120, 40, 1_500, random_state=1)
+    for alpha, regularization in ((1.0, 20.0), (4.0, 3.0)):
+        plain = recore.ALS(factors=6, alpha=alpha, regularization=regularization, iterations=5, random_state=0)
+        rescaled = recore.ALS(
+            factors=6,
+            alpha=0.0,
+            unobserved_weight=1 / (1 + alpha),
+            regularization=regularization / (1 + alpha),
+            iterations=5,
+            random_state=0,
+        )
+        plain.fit(_bench._binary(interactions))
+        rescaled.fit(_bench._binary(interactions))
+        np.testing.assert_allclose(rescaled.user_factors_, plain.user_factors_, rtol=1e-3, atol=1e-5)
+        np.testing.assert_allclose(rescaled.item_factors_, plain.item_factors_, rtol=1e-3, atol=1e-5)
+
+
+def test_tune_models_needs_the_validated_regularization(interactions):
+    with pytest.raises(ValueError, match="settings.regularization"):
+        _bench.tune_models(interactions, _bench.Settings(factors=4, iterations=2), say=lambda line: None)
