@@ -104,8 +104,11 @@ def topk(
         :func:`bfloat16_supported`).
     num_threads : int, default 0 (all cores)
     check_finite : bool, default True
-        Reject NaN or infinity in ``queries`` and ``items`` (ValueError) before searching.
-        This reads every item once more (with ``num_threads=1``, in the calling thread); a
+        Reject NaN or infinity in ``queries`` and ``items`` (ValueError). The queries are
+        checked before searching. One or two queries by dot product with no ``allow`` list
+        are searched by reading every item row, and that same pass detects a NaN or
+        infinity (the ValueError then comes before any result); otherwise the items are
+        read once more before searching (with ``num_threads=1``, in the calling thread). A
         server that checked its factors when it loaded them can turn it off (a model's own
         methods do).
 
@@ -140,14 +143,16 @@ def topk(
                            precision=precision, check_finite=check_finite)  # fmt: skip
     items = factor_matrix(items, "items")
     check_choice(metric, "metric", ("dot", "cosine"))
+    checked_by_search = check_bool(check_finite, "check_finite") and _search_checks_items(queries, metric, allow)
     # The catalog is read here with the threads the search may use (one, for a single-threaded
-    # search); the index then takes it as checked.
-    if check_bool(check_finite, "check_finite") and not all_finite(
-        items, check_int(num_threads, "num_threads", minimum=0)
-    ):
+    # search); the index then takes it as checked. A single query's search reads every item
+    # row anyway and tells whether it met a NaN or infinity, so it checks them itself.
+    threads = check_int(num_threads, "num_threads", minimum=0)
+    if check_finite and not checked_by_search and not all_finite(items, threads):
         raise ValueError("items must not contain NaN or infinity")
     index = ItemIndex(items, metric=metric, check_finite=False)
     index._single_query_layout = False  # used once: a panel copy would cost more than it saves
+    index._items_checked = not checked_by_search
     return index.search(
         queries,
         k,
@@ -158,6 +163,16 @@ def topk(
         num_threads=num_threads,
         check_finite=check_finite,
     )
+
+
+def _search_checks_items(queries, metric: str, allow) -> bool:
+    """Whether the engine's search of ``queries`` reads every row of the items as given, so
+    that it can check them for NaN and infinity in the same pass: one or two queries (the
+    single-query path), dot products (cosine searches unit rows made from the items) and no
+    allow list (which searches a gathered subset)."""
+    if metric != "dot" or allow is not None or not isinstance(queries, np.ndarray):
+        return False
+    return queries.ndim == 1 or (queries.ndim == 2 and queries.shape[0] <= cpu.SINGLE_QUERY_PATH_MAX)
 
 
 # Spare rows an index (or a model's factor matrix) keeps when it grows, as a share of its
@@ -351,6 +366,8 @@ class ItemIndex:
         rows = normalized_rows(items) if metric == "cosine" else items
         self._version = _IndexVersion(rows, rows.shape[0], owned=rows is not items)
         self._single_query_layout = True  # single queries read panels, made on first use
+        # False only for recore.topk's single-query searches, whose engine call checks the items.
+        self._items_checked = True
         self._make_locks()
 
     def _make_locks(self) -> None:
@@ -511,10 +528,14 @@ class ItemIndex:
                 queries = normalized_rows(queries)
             allowed = None if allow is None else item_ids(allow, n_items, "allow")
             denied = None if deny is None else denied_bits(item_ids(deny, n_items, "deny"), n_items)
-            ids, scores = self._search_checked(version, queries, k, exclusions, allowed, denied, precision, num_threads)
+            check_items = check_finite and not self._items_checked
+            ids, scores = self._search_checked(
+                version, queries, k, exclusions, allowed, denied, precision, num_threads, check_items
+            )
         return (ids[0], scores[0]) if single else (ids, scores)
 
-    def _search_checked(self, version, queries, k, exclusions, allowed, denied, precision, num_threads):
+    def _search_checked(self, version, queries, k, exclusions, allowed, denied, precision, num_threads,
+                        check_items=False):  # fmt: skip
         """The search of checked arguments (unit-length queries for cosine) over ``version``
         (held by the caller, see :meth:`_reading`), in pieces of about half a second, so
         that Ctrl-C is answered between them."""
@@ -525,21 +546,27 @@ class ItemIndex:
         per_query = max(1, searched_items * queries.shape[1])
         chunk = max(cpu.SINGLE_QUERY_PATH_MAX + 1, SEARCH_CHUNK_MULTIPLY_ADDS // per_query)
         if n <= chunk:
-            return self._engine_search(version, queries, k, exclusions, allowed, denied, precision, num_threads)
+            return self._engine_search(
+                version, queries, k, exclusions, allowed, denied, precision, num_threads, check_items
+            )
         ids: np.ndarray | None = None
         scores = np.empty((n, k), dtype=np.float32)
         for first in range(0, n, chunk):
             last = min(n, first + chunk)
             rows = None if exclusions is None else exclusion_rows(exclusions, first, last)
             part_ids, part_scores = self._engine_search(
-                version, queries[first:last], k, rows, allowed, denied, precision, num_threads
+                version, queries[first:last], k, rows, allowed, denied, precision, num_threads, check_items
             )
             if ids is None:
                 ids = np.empty((n, k), dtype=part_ids.dtype)
             ids[first:last], scores[first:last] = part_ids, part_scores
         return ids, scores
 
-    def _engine_search(self, version, queries, k, exclusions, allowed, denied, precision, num_threads):
+    def _engine_search(self, version, queries, k, exclusions, allowed, denied, precision, num_threads,
+                       check_items=False):  # fmt: skip
+        """One engine call. ``check_items``: the engine checks the queries and items for NaN
+        and infinity (the items in the scoring pass itself where it scores item rows);
+        otherwise the caller has checked them."""
         items = version.items
         n_items = items.shape[0]
         panels = bfloat16_panels = None
@@ -562,7 +589,7 @@ class ItemIndex:
             item_ids=allowed,
             catalog_size=n_items,
             wide_ids=n_items > INT32_MAX,
-            check_finite=False,  # checked by the caller, and the items when the index was made
+            check_finite=check_items,
             num_threads=num_threads,
             item_panels=panels,
             item_panels_bfloat16=bfloat16_panels,

@@ -469,13 +469,17 @@ void run_query_block(const TopkArgs<I, O>& args, QueryBlock& block, int64_t firs
 //
 // Bound: an ordered and an unordered float32 sum of the same f products each lie within
 // gamma(f + 8) sum_j |q_j x_j| <= gamma(f + 8) |q| |x| of the true dot product (gamma(n) =
-// n 2^-24 / (1 - n 2^-24); the 8 covers the reduction tree's extra roundings), plus 2^-149
-// per rounding below the normal range. A row whose approximate score plus twice that (with
-// |x| from its approximate squared norm, and 1% for the rounding of the bound itself) stays
-// below the threshold cannot reach it exactly.
+// n 2^-24 / (1 - n 2^-24); the 8 covers the reduction tree's extra roundings), plus at most
+// 2^-126 per rounding below the normal range (2^-149 with subnormals; 2^-126 where a
+// library set the CPU to flush them to zero). A row whose approximate score plus twice that
+// stays below the threshold cannot reach it exactly. |x| comes from the approximate squared
+// norm, which underflow can also shrink by up to 2^-126 per rounding: that much is added
+// back before the square root, and 1% covers the relative roundings of the bound itself.
+// (Rows of values below about 1e-18 thus all reach the exact scoring: slower, still exact.)
 struct RowBound {
-  float scale;  // times sqrt(approximate |x|^2): the row's bound
-  float floor;  // the subnormal roundings
+  float scale;         // times sqrt(approximate |x|^2 + squares_floor): the row's bound
+  float squares_floor;
+  float floor;         // the roundings below the normal range, in both sums
 };
 
 inline RowBound row_bound(const float* q, int64_t f) {
@@ -483,8 +487,9 @@ inline RowBound row_bound(const float* q, int64_t f) {
   for (int64_t j = 0; j < f; ++j) norm += double(q[j]) * double(q[j]);
   const double n = double(f + 8) * 0x1p-24;
   const double gamma = n / (1.0 - n);
+  const float underflow = static_cast<float>(double(f + 8) * 0x1p-125);
   // An overflowing |q| gives an infinite bound: every row is then scored exactly.
-  return RowBound{static_cast<float>(2.0 * gamma * __builtin_sqrt(norm) * 1.01), static_cast<float>(f * 0x1p-144)};
+  return RowBound{static_cast<float>(2.0 * gamma * __builtin_sqrt(norm) * 1.01), underflow, underflow};
 }
 
 // An item's exact score is finite only when every one of its values is (a NaN stays NaN; an
@@ -695,13 +700,14 @@ bool scan_items_for_one_query(const TopkArgs<I, O>& args, Selector<I, O>& select
 #if defined(__AVX2__) && defined(__FMA__)
   const RowBound bound = row_bound(q, args.queries.cols);
   const FloatVector scale = FloatVector{} + bound.scale, floor = FloatVector{} + bound.floor;
+  const FloatVector squares_floor = FloatVector{} + bound.squares_floor;
   // Zero while every approximate score is finite, NaN from the first that is not.
   FloatVector not_finite_scores = FloatVector{};
   for (; i + kLanes <= end; i += kLanes) {
     FloatVector scores, squares;
     sum_row_block(q, args.items, i, scores, squares);
     not_finite_scores += scores - scores;
-    const FloatVector reach = scores + (scale * square_roots(squares) + floor);
+    const FloatVector reach = scores + (scale * square_roots(squares + squares_floor) + floor);
     const unsigned mask = not_below(reach, FloatVector{} + block.thresholds[slot]);
     if (__builtin_expect(mask == 0, 1)) continue;
     for (int64_t half = 0; half < kLanes; half += 8) {
