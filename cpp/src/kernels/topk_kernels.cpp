@@ -206,6 +206,9 @@ struct QueryBlock {
   }
 };
 
+// Candidates beyond `keep` a reservoir takes before its first compaction (see push).
+constexpr int64_t kFirstCompactionMargin = 64;
+
 template <typename I, typename O>
 class Selector {
  public:
@@ -236,7 +239,11 @@ class Selector {
     int64_t& count = block_.counts[slot];
     if (args_.use_heap) return push_heap(slot, data, count, c);
     data[count++] = c;
-    if (count == args_.capacity && args_.capacity > args_.keep) compact(slot, data, count);
+    if (count == args_.capacity && args_.capacity > args_.keep) return compact(slot, data, count);
+    // The first compaction comes early: until it, every score passes the threshold, and
+    // a large reservoir (bfloat16's) would take a thousand offers before it rose.
+    if (count == args_.keep + kFirstCompactionMargin && block_.thresholds[slot] == kMinusInfinity)
+      compact(slot, data, count);
   }
 
   // Approximate scores (bfloat16 items): keep, besides the `keep` best, every candidate
