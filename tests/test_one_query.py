@@ -95,8 +95,9 @@ def exclusion_row(rng, n_items, form):
 def test_one_query_with_exclusions_matches_the_batch_and_the_reference(
     seed, n_items, factors, form, deny, allow, precision, threads
 ):
-    """One query's exclusions reach the engine as a deny bitmap: the same results as the
-    same query in a batch (whose exclusions stay a CSR), and as the reference."""
+    """One query's exclusions, in every form (a canonical row reaches the engine as it is,
+    others canonicalized first): the same results as the same query in a batch, and as the
+    reference."""
     rng = np.random.default_rng(seed)
     items = rng.integers(-3, 4, size=(n_items, factors)).astype(np.float32)
     query = rng.integers(-3, 4, size=factors).astype(np.float32)

@@ -18,7 +18,6 @@ from recore._filters import (
     as_exclusions,
     denied_bits,
     exclusion_rows,
-    exclusions_as_denied,
     factor_matrix,
     finite_in_calling_thread,
     item_ids,
@@ -521,7 +520,7 @@ class ItemIndex:
                     f"got {queries.shape[1]} and {items.shape[1]}"
                 )
             n_items = items.shape[0]
-            exclusions = None if exclude is None else as_exclusions(exclude, queries.shape[0], n_items)
+            exclusions = None if exclude is None else _exclusions(exclude, queries.shape[0], n_items)
             if check_finite and not all_finite(queries, num_threads):
                 raise ValueError("queries must not contain NaN or infinity")
             if self.metric == "cosine":
@@ -571,8 +570,6 @@ class ItemIndex:
         n_items = items.shape[0]
         panels = bfloat16_panels = None
         max_norm = 0.0
-        if exclusions is not None and queries.shape[0] == 1:
-            denied, exclusions = exclusions_as_denied(exclusions, denied, n_items), None
         if allowed is not None:
             items = np.ascontiguousarray(items[allowed])
         elif queries.shape[0] <= cpu.SINGLE_QUERY_PATH_MAX and self._single_query_layout:
@@ -595,6 +592,29 @@ class ItemIndex:
             item_panels_bfloat16=bfloat16_panels,
             max_item_norm=max_norm,
         )
+
+
+def _exclusions(exclude, n_queries: int, n_items: int):
+    """``exclude`` as the engine takes it (see :func:`as_exclusions`). One or two queries'
+    rows already in that form, the usual case (a row of a user-items matrix), are handed
+    over after a check of their few row pointers, which makes scipy's canonical-format test
+    safe to run: the engine checks the indices (IndexError) and their order itself, in C++,
+    where the full check in Python would cost more than the search of a small catalog."""
+    if (
+        n_queries <= cpu.SINGLE_QUERY_PATH_MAX
+        and isinstance(exclude, sp.csr_matrix)
+        and exclude.shape == (n_queries, n_items)
+        and n_items <= INT32_MAX
+        and exclude.indptr.dtype == np.int32
+        and exclude.indices.dtype == np.int32
+        and exclude.indptr.shape == (n_queries + 1,)
+        and exclude.data.shape == exclude.indices.shape
+    ):
+        pointers = exclude.indptr.tolist()
+        rising = all(begin <= end for begin, end in zip(pointers, pointers[1:]))
+        if pointers[0] == 0 and pointers[-1] == exclude.indices.shape[0] and rising and exclude.has_canonical_format:
+            return exclude
+    return as_exclusions(exclude, n_queries, n_items)
 
 
 def update_ids(ids, name: str = "ids") -> np.ndarray:
