@@ -77,7 +77,7 @@ py::tuple search(MatrixView<const float> queries, MatrixView<const float> items,
 py::tuple topk_binding(py::handle queries_obj, py::handle items_obj, int64_t k, py::handle exclude_obj,
                        py::handle denied_obj, py::handle item_ids_obj, int64_t catalog_size, bool wide_ids,
                        bool check_finite, int num_threads, py::handle panels_obj, py::handle bfloat16_obj,
-                       double max_item_norm) {
+                       double max_item_norm, bool items_checked) {
   auto queries = matrix<const float>(queries_obj, "queries", false);
   auto items = matrix<const float>(items_obj, "items", false);
   if (queries.cols != items.cols)
@@ -156,13 +156,14 @@ py::tuple topk_binding(py::handle queries_obj, py::handle items_obj, int64_t k, 
 
   // A single query over rows scores every row and tells whether all were finite, so the
   // items are read again only when it could not (a NaN, an infinity, or an overflow).
-  const bool search_checks_items = check_finite && topk_checks_items(queries.rows, panels);
+  const bool check_items = check_finite && !items_checked;
+  const bool search_checks_items = check_items && topk_checks_items(queries.rows, panels);
   if (check_finite) {
     bool finite_queries, finite_items = true;
     {
       py::gil_scoped_release release;
       finite_queries = all_finite(queries);
-      if (finite_queries && !search_checks_items) finite_items = all_finite(items);
+      if (finite_queries && check_items && !search_checks_items) finite_items = all_finite(items);
     }
     if (!finite_queries) throw py::value_error("queries must not contain NaN or infinity");
     if (!finite_items) throw py::value_error("items must not contain NaN or infinity");
@@ -183,8 +184,10 @@ void init_topk(py::module_& m) {
         py::arg("denied") = py::none(), py::arg("item_ids") = py::none(), py::arg("catalog_size") = -1,
         py::arg("wide_ids") = false, py::arg("check_finite") = true, py::arg("num_threads") = 0,
         py::arg("item_panels") = py::none(), py::arg("item_panels_bfloat16") = py::none(),
-        py::arg("max_item_norm") = 0.0,
-        "Exact top-k by dot product: (ids, scores), each of shape (queries, k). See recore.topk.");
+        py::arg("max_item_norm") = 0.0, py::arg("items_checked") = false,
+        "Exact top-k by dot product: (ids, scores), each of shape (queries, k). See recore.topk. check_finite: "
+        "refuse NaN or infinity in the queries, and in the items unless items_checked (the caller checked "
+        "them); a single query over item rows checks the items in its scoring pass.");
   m.def(
       "all_finite",
       [](py::handle obj) {

@@ -521,20 +521,22 @@ class ItemIndex:
                 )
             n_items = items.shape[0]
             exclusions = None if exclude is None else _exclusions(exclude, queries.shape[0], n_items)
-            if check_finite and not all_finite(queries, num_threads):
+            # One or two queries by dot product are checked by the engine, in C++ before it
+            # searches (the same ValueError): a check in Python costs more than theirs.
+            engine_checks = check_finite and self.metric == "dot" and queries.shape[0] <= cpu.SINGLE_QUERY_PATH_MAX
+            if check_finite and not engine_checks and not all_finite(queries, num_threads):
                 raise ValueError("queries must not contain NaN or infinity")
             if self.metric == "cosine":
                 queries = normalized_rows(queries)
             allowed = None if allow is None else item_ids(allow, n_items, "allow")
             denied = None if deny is None else denied_bits(item_ids(deny, n_items, "deny"), n_items)
-            check_items = check_finite and not self._items_checked
             ids, scores = self._search_checked(
-                version, queries, k, exclusions, allowed, denied, precision, num_threads, check_items
+                version, queries, k, exclusions, allowed, denied, precision, num_threads, engine_checks
             )
         return (ids[0], scores[0]) if single else (ids, scores)
 
     def _search_checked(self, version, queries, k, exclusions, allowed, denied, precision, num_threads,
-                        check_items=False):  # fmt: skip
+                        engine_checks=False):  # fmt: skip
         """The search of checked arguments (unit-length queries for cosine) over ``version``
         (held by the caller, see :meth:`_reading`), in pieces of about half a second, so
         that Ctrl-C is answered between them."""
@@ -546,7 +548,7 @@ class ItemIndex:
         chunk = max(cpu.SINGLE_QUERY_PATH_MAX + 1, SEARCH_CHUNK_MULTIPLY_ADDS // per_query)
         if n <= chunk:
             return self._engine_search(
-                version, queries, k, exclusions, allowed, denied, precision, num_threads, check_items
+                version, queries, k, exclusions, allowed, denied, precision, num_threads, engine_checks
             )
         ids: np.ndarray | None = None
         scores = np.empty((n, k), dtype=np.float32)
@@ -554,7 +556,7 @@ class ItemIndex:
             last = min(n, first + chunk)
             rows = None if exclusions is None else exclusion_rows(exclusions, first, last)
             part_ids, part_scores = self._engine_search(
-                version, queries[first:last], k, rows, allowed, denied, precision, num_threads, check_items
+                version, queries[first:last], k, rows, allowed, denied, precision, num_threads, engine_checks
             )
             if ids is None:
                 ids = np.empty((n, k), dtype=part_ids.dtype)
@@ -562,10 +564,10 @@ class ItemIndex:
         return ids, scores
 
     def _engine_search(self, version, queries, k, exclusions, allowed, denied, precision, num_threads,
-                       check_items=False):  # fmt: skip
-        """One engine call. ``check_items``: the engine checks the queries and items for NaN
-        and infinity (the items in the scoring pass itself where it scores item rows);
-        otherwise the caller has checked them."""
+                       engine_checks=False):  # fmt: skip
+        """One engine call. ``engine_checks``: the engine checks the queries for NaN and
+        infinity, and the items too unless the index has (in the scoring pass itself, where
+        it scores item rows); otherwise the caller has checked them."""
         items = version.items
         n_items = items.shape[0]
         panels = bfloat16_panels = None
@@ -577,21 +579,9 @@ class ItemIndex:
                 bfloat16_panels, max_norm = version.bfloat16_panels()
             else:
                 panels = version.panels()
-        return cpu.topk(
-            queries,
-            items,
-            k,
-            exclude=exclusions,
-            denied=denied,
-            item_ids=allowed,
-            catalog_size=n_items,
-            wide_ids=n_items > INT32_MAX,
-            check_finite=check_items,
-            num_threads=num_threads,
-            item_panels=panels,
-            item_panels_bfloat16=bfloat16_panels,
-            max_item_norm=max_norm,
-        )
+        # Positional: the binding matches them faster than keywords (a single search's call).
+        return cpu.topk(queries, items, k, exclusions, denied, allowed, n_items, n_items > INT32_MAX, engine_checks,
+                        num_threads, panels, bfloat16_panels, max_norm, self._items_checked)  # fmt: skip
 
 
 def _exclusions(exclude, n_queries: int, n_items: int):
