@@ -149,9 +149,7 @@ def topk(
     threads = check_int(num_threads, "num_threads", minimum=0)
     if check_finite and not checked_by_search and not all_finite(items, threads):
         raise ValueError("items must not contain NaN or infinity")
-    index = ItemIndex(items, metric=metric, check_finite=False)
-    index._single_query_layout = False  # used once: a panel copy would cost more than it saves
-    index._items_checked = not checked_by_search
+    index = ItemIndex._for_one_search(items, metric, items_checked=not checked_by_search)
     return index.search(
         queries,
         k,
@@ -368,6 +366,20 @@ class ItemIndex:
         # False only for recore.topk's single-query searches, whose engine call checks the items.
         self._items_checked = True
         self._make_locks()
+
+    @classmethod
+    def _for_one_search(cls, items: np.ndarray, metric: str, *, items_checked: bool) -> ItemIndex:
+        """The index :func:`topk` searches once, of arguments it has checked: no second check
+        of them, and no panels (a layout made for one search would cost more than it saves).
+        ``items_checked=False``: the engine checks the items for NaN and infinity."""
+        index = cls.__new__(cls)
+        index.metric = metric
+        rows = normalized_rows(items) if metric == "cosine" else items
+        index._version = _IndexVersion(rows, rows.shape[0], owned=rows is not items)
+        index._single_query_layout = False
+        index._items_checked = items_checked
+        index._make_locks()
+        return index
 
     def _make_locks(self) -> None:
         # _guard: held for a few instructions, to count the searches under way and to swap or
