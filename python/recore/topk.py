@@ -7,7 +7,6 @@ is never formed, and each query's excluded items are skipped inside the search.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 
 import numpy as np
@@ -146,7 +145,7 @@ def topk(
     # The catalog is read here with the threads the search may use (one, for a single-threaded
     # search); the index then takes it as checked. A single query's search reads every item
     # row anyway and tells whether it met a NaN or infinity, so it checks them itself.
-    threads = check_int(num_threads, "num_threads", minimum=0)
+    threads = _integer(num_threads, "num_threads", 0)
     if check_finite and not checked_by_search and not all_finite(items, threads):
         raise ValueError("items must not contain NaN or infinity")
     index = ItemIndex._for_one_search(items, metric, items_checked=not checked_by_search)
@@ -330,6 +329,36 @@ class _RowUpdate:
         version.bfloat16 = (words, _norm_bound(version.norms[: self.n]))
 
 
+class _Reading:
+    """``with index._reading() as version``: holds the index's current version for the block
+    (see :meth:`ItemIndex.update`). A plain class rather than a generator context manager: it
+    runs on every search, where the generator's machinery was a measurable share of a
+    single query's time."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: ItemIndex):
+        self.index = index
+
+    def __enter__(self) -> _IndexVersion:
+        index = self.index
+        with index._guard:
+            index._readers += 1
+            return index._version
+
+    def __exit__(self, *exception) -> None:
+        index = self.index
+        with index._guard:
+            index._readers -= 1
+
+
+def _integer(value, name: str, minimum: int) -> int:
+    """:func:`check_int`, with the usual case (a plain int in range) answered at once."""
+    if type(value) is int and value >= minimum:
+        return value
+    return check_int(value, name, minimum=minimum)
+
+
 class ItemIndex:
     """Item vectors prepared once for many searches: what :func:`topk` does per call, kept.
 
@@ -406,17 +435,9 @@ class ItemIndex:
         """Items in the catalog."""
         return self._version.n
 
-    @contextlib.contextmanager
-    def _reading(self):
+    def _reading(self) -> _Reading:
         """The current version, held for the block: no update writes into it meanwhile."""
-        with self._guard:
-            self._readers += 1
-            version = self._version
-        try:
-            yield version
-        finally:
-            with self._guard:
-                self._readers -= 1
+        return _Reading(self)
 
     def panels(self) -> np.ndarray:
         """The items in the engine's single-query layout: panels of ``PANEL_ITEMS`` rows
@@ -520,9 +541,9 @@ class ItemIndex:
         if single:
             queries = queries[None, :]
         queries = factor_matrix(queries, "queries")
-        k = check_int(k, "k", minimum=1)
+        k = _integer(k, "k", 1)
         precision = check_choice(precision, "precision", ("float32", "bfloat16"))
-        num_threads = check_int(num_threads, "num_threads", minimum=0)
+        num_threads = _integer(num_threads, "num_threads", 0)
         check_finite = check_bool(check_finite, "check_finite")
         with self._reading() as version:
             items = version.items
