@@ -95,8 +95,9 @@ def exclusion_row(rng, n_items, form):
 def test_one_query_with_exclusions_matches_the_batch_and_the_reference(
     seed, n_items, factors, form, deny, allow, precision, threads
 ):
-    """One query's exclusions reach the engine as a deny bitmap: the same results as the
-    same query in a batch (whose exclusions stay a CSR), and as the reference."""
+    """One query's exclusions, in every form (a canonical row reaches the engine as it is,
+    others canonicalized first): the same results as the same query in a batch, and as the
+    reference."""
     rng = np.random.default_rng(seed)
     items = rng.integers(-3, 4, size=(n_items, factors)).astype(np.float32)
     query = rng.integers(-3, 4, size=factors).astype(np.float32)
@@ -165,12 +166,75 @@ def test_single_threaded_searches_check_in_the_calling_thread(monkeypatch):
 
 
 def test_large_multithreaded_checks_use_the_engine(monkeypatch):
+    """A batch (beyond the single-query path) has its items checked before the search, by
+    the engine's parallel check when it is large and may use several threads."""
     calls = []
     real = cpu.all_finite
     monkeypatch.setattr(cpu, "all_finite", lambda array: calls.append(array.shape) or real(array))
     items = np.ones((topk_module.CALLING_THREAD_CHECK_VALUES, 2), np.float32)
-    recore.topk(np.ones(2, np.float32), items, 3, num_threads=2)
+    queries = np.ones((cpu.SINGLE_QUERY_PATH_MAX + 1, 2), np.float32)
+    recore.topk(queries, items, 3, num_threads=2)
     assert calls == [items.shape]
+
+
+def refuse_separate_item_checks(monkeypatch):
+    """Makes every check of the items outside the search fail the test."""
+
+    def separate_check(array):
+        if array.shape[0] > 2:  # a query's check (one or two rows) is allowed
+            raise AssertionError("the items were read by a separate check")
+        return bool(np.isfinite(array).all())
+
+    monkeypatch.setattr(cpu, "all_finite", separate_check)
+    monkeypatch.setattr(topk_module, "finite_in_calling_thread", separate_check)
+
+
+@pytest.mark.parametrize("num_threads", [1, 2])
+def test_one_query_search_checks_the_items_in_its_own_pass(monkeypatch, num_threads):
+    """recore.topk of one or two queries reads the items once: the scoring pass finds a NaN
+    or infinity (a non-finite value always gives a non-finite score) and the search raises
+    the same ValueError as a separate check would, before any result."""
+    refuse_separate_item_checks(monkeypatch)
+    rng = np.random.default_rng(5)
+    items = rng.standard_normal((1000, 24), dtype=np.float32)
+    query = rng.standard_normal(24, dtype=np.float32)
+    expected = topk_reference.topk(query[None], items, 7)
+    ids, scores = recore.topk(query, items, 7, num_threads=num_threads)
+    np.testing.assert_array_equal(ids, expected[0][0])
+    for value, row, column in ((np.nan, 0, 0), (np.inf, 999, 23), (-np.inf, 517, 11), (np.nan, 998, 5)):
+        bad = items.copy()
+        bad[row, column] = value
+        for queries in (query, np.vstack([query, -query])):
+            with pytest.raises(ValueError, match="items must not contain NaN or infinity"):
+                recore.topk(queries, bad, 7, num_threads=num_threads)
+            # Excluded from every query, the row is scored all the same.
+            n_queries = queries.reshape(-1, 24).shape[0]
+            exclude = sp.csr_matrix((np.ones(n_queries), (np.arange(n_queries), [row] * n_queries)), (n_queries, 1000))
+            with pytest.raises(ValueError, match="items must not contain NaN or infinity"):
+                recore.topk(queries, bad, 7, exclude=exclude, num_threads=num_threads)
+        # An item zeroed out by a zero factor of the query still makes the score NaN.
+        zero_query = query.copy()
+        zero_query[column] = 0.0
+        with pytest.raises(ValueError, match="items must not contain NaN or infinity"):
+            recore.topk(zero_query, bad, 7, num_threads=num_threads)
+    # The check of a search that needs one is not skipped: no check of its own.
+    unchecked = items.copy()
+    unchecked[3, 3] = np.nan
+    found, _ = recore.topk(query, unchecked, 7, num_threads=num_threads, check_finite=False)
+    assert 3 not in found
+
+
+def test_one_query_search_with_finite_scores_that_overflow_returns_results():
+    """Finite items whose scores overflow to infinity are no error: the search cannot vouch
+    for them, so they are read again, found finite, and the results stand."""
+    items = np.ones((300, 4), np.float32)
+    items[17] = 3e38
+    query = np.full(4, 2.0, np.float32)
+    ids, scores = recore.topk(query, items, 3, num_threads=1)
+    assert ids[0] == 17 and scores[0] == np.inf
+    expected = recore.topk(np.vstack([query] * 3), items, 3, num_threads=1)
+    np.testing.assert_array_equal(ids, expected[0][0])
+    np.testing.assert_array_equal(scores, expected[1][0])
 
 
 def test_topk_keeps_nothing_between_calls():
@@ -192,3 +256,36 @@ def test_topk_keeps_nothing_between_calls():
         recore.topk(query, items, 5, num_threads=1)
     with pytest.raises(ValueError, match="items must not contain NaN"):
         recore.topk(query, items, 5)
+
+
+@given(
+    seed=seeds,
+    n_items=st.integers(1, 300),
+    factors=st.integers(1, 70),
+    spread=st.sampled_from([0.0, 1e-7, 1e-6, 1e-4, 1.0]),
+    scale=st.sampled_from([1e-39, 1e-30, 1.0, 1e30]),
+    k=st.integers(1, 20),
+    threads=st.sampled_from([1, 2]),
+)
+def test_one_query_over_rows_equals_the_batch_bit_for_bit(seed, n_items, factors, spread, scale, k, threads):
+    """One query over item rows rules rows out by an approximate score (summed in another
+    order) and a bound on its error; it must keep every row whose exact score qualifies.
+    Rows that differ from one another by a few units in the last place make the exact
+    scores of many rows near-ties whose order rounding decides: the results must be those
+    of the batch path, which scores every row exactly, ids and scores bit for bit."""
+    rng = np.random.default_rng(seed)
+    common = rng.standard_normal(factors)
+    items = (scale * (common + spread * rng.standard_normal((n_items, factors)))).astype(np.float32)
+    query = rng.standard_normal(factors).astype(np.float32)
+    excluded = rng.choice(n_items, size=int(rng.integers(0, n_items // 4 + 1)), replace=False)
+    exclude = sp.csr_matrix((np.ones(len(excluded)), (np.zeros(len(excluded), int), excluded)), (1, n_items))
+    ids, scores = recore.topk(query, items, k, exclude=exclude, num_threads=threads)
+    batch_ids, batch_scores = recore.topk(
+        np.vstack([query] * 3), items, k, exclude=sp.vstack([exclude] * 3).tocsr(), num_threads=threads
+    )
+    np.testing.assert_array_equal(ids, batch_ids[0])
+    np.testing.assert_array_equal(scores, batch_scores[0])
+    expected_ids, expected_scores = topk_reference.topk(query[None], items, k, exclude=exclude)
+    np.testing.assert_array_equal(ids == -1, expected_ids[0] == -1)
+    finite = ids >= 0
+    np.testing.assert_allclose(scores[finite], expected_scores[0][finite], rtol=1e-4, atol=1e-6 * scale)

@@ -43,9 +43,11 @@ const T* vector_of(py::handle obj, const std::string& name, int64_t length) {
   return static_cast<const T*>(a.data());
 }
 
+// Items left to the search to check (see topk_checks_items): a search that could not
+// vouch for them has them read before its results are returned.
 template <typename I, typename O>
 py::tuple search(MatrixView<const float> queries, MatrixView<const float> items, int64_t k, const CsrParts* exclude,
-                 ItemFilter filter, int num_threads, const ItemPanels& panels) {
+                 ItemFilter filter, int num_threads, const ItemPanels& panels, bool check_items) {
   Exclusions<I> exclusions;
   if (exclude) {
     exclusions.indptr = static_cast<const I*>(exclude->indptr.data());
@@ -62,17 +64,20 @@ py::tuple search(MatrixView<const float> queries, MatrixView<const float> items,
                           std::to_string(k) + ") outputs, more memory than there is");
   }
   TopkOutput<O> output{ids.mutable_data(), scores.mutable_data()};
+  bool finite_items = true;
   {
     py::gil_scoped_release release;
-    topk<I, O>(queries, items, k, filter, exclusions, output, num_threads, panels);
+    const bool checked = topk<I, O>(queries, items, k, filter, exclusions, output, num_threads, panels);
+    if (check_items && !checked) finite_items = all_finite(items);
   }
+  if (!finite_items) throw py::value_error("items must not contain NaN or infinity");
   return py::make_tuple(ids, scores);
 }
 
 py::tuple topk_binding(py::handle queries_obj, py::handle items_obj, int64_t k, py::handle exclude_obj,
                        py::handle denied_obj, py::handle item_ids_obj, int64_t catalog_size, bool wide_ids,
                        bool check_finite, int num_threads, py::handle panels_obj, py::handle bfloat16_obj,
-                       double max_item_norm) {
+                       double max_item_norm, bool items_checked) {
   auto queries = matrix<const float>(queries_obj, "queries", false);
   auto items = matrix<const float>(items_obj, "items", false);
   if (queries.cols != items.cols)
@@ -135,17 +140,6 @@ py::tuple topk_binding(py::handle queries_obj, py::handle items_obj, int64_t k, 
     if (!sorted) throw py::value_error("exclude must have sorted indices without duplicates in every row");
   }
 
-  if (check_finite) {
-    bool finite_queries, finite_items;
-    {
-      py::gil_scoped_release release;
-      finite_queries = all_finite(queries);
-      finite_items = all_finite(items);
-    }
-    if (!finite_queries) throw py::value_error("queries must not contain NaN or infinity");
-    if (!finite_items) throw py::value_error("items must not contain NaN or infinity");
-  }
-
   ItemPanels panels;
   const int64_t panel_values = (items.rows + kPanelItems - 1) / kPanelItems * kPanelItems * items.cols;
   if (!panels_obj.is_none() || !bfloat16_obj.is_none()) {
@@ -159,12 +153,28 @@ py::tuple topk_binding(py::handle queries_obj, py::handle items_obj, int64_t k, 
     panels.max_norm = static_cast<float>(max_item_norm);
     if (double(panels.max_norm) < max_item_norm) panels.max_norm = std::nextafter(panels.max_norm, INFINITY);
   }
+
+  // A single query over rows scores every row and tells whether all were finite, so the
+  // items are read again only when it could not (a NaN, an infinity, or an overflow).
+  const bool check_items = check_finite && !items_checked;
+  const bool search_checks_items = check_items && topk_checks_items(queries.rows, panels);
+  if (check_finite) {
+    bool finite_queries, finite_items = true;
+    {
+      py::gil_scoped_release release;
+      finite_queries = all_finite(queries);
+      if (finite_queries && check_items && !search_checks_items) finite_items = all_finite(items);
+    }
+    if (!finite_queries) throw py::value_error("queries must not contain NaN or infinity");
+    if (!finite_items) throw py::value_error("items must not contain NaN or infinity");
+  }
   const CsrParts* ex = has_exclude ? &exclude : nullptr;
+  const bool c = search_checks_items;
   if (int64_exclude)
-    return wide_ids ? search<int64_t, int64_t>(queries, items, k, ex, filter, num_threads, panels)
-                    : search<int64_t, int32_t>(queries, items, k, ex, filter, num_threads, panels);
-  return wide_ids ? search<int32_t, int64_t>(queries, items, k, ex, filter, num_threads, panels)
-                  : search<int32_t, int32_t>(queries, items, k, ex, filter, num_threads, panels);
+    return wide_ids ? search<int64_t, int64_t>(queries, items, k, ex, filter, num_threads, panels, c)
+                    : search<int64_t, int32_t>(queries, items, k, ex, filter, num_threads, panels, c);
+  return wide_ids ? search<int32_t, int64_t>(queries, items, k, ex, filter, num_threads, panels, c)
+                  : search<int32_t, int32_t>(queries, items, k, ex, filter, num_threads, panels, c);
 }
 
 }  // namespace
@@ -174,8 +184,10 @@ void init_topk(py::module_& m) {
         py::arg("denied") = py::none(), py::arg("item_ids") = py::none(), py::arg("catalog_size") = -1,
         py::arg("wide_ids") = false, py::arg("check_finite") = true, py::arg("num_threads") = 0,
         py::arg("item_panels") = py::none(), py::arg("item_panels_bfloat16") = py::none(),
-        py::arg("max_item_norm") = 0.0,
-        "Exact top-k by dot product: (ids, scores), each of shape (queries, k). See recore.topk.");
+        py::arg("max_item_norm") = 0.0, py::arg("items_checked") = false,
+        "Exact top-k by dot product: (ids, scores), each of shape (queries, k). See recore.topk. check_finite: "
+        "refuse NaN or infinity in the queries, and in the items unless items_checked (the caller checked "
+        "them); a single query over item rows checks the items in its scoring pass.");
   m.def(
       "all_finite",
       [](py::handle obj) {

@@ -33,7 +33,7 @@ constexpr int64_t kItemBlockBytes = int64_t{128} << 10;
 }  // namespace
 
 template <typename I, typename O>
-void topk(MatrixView<const float> queries, MatrixView<const float> items, int64_t k, const ItemFilter& filter,
+bool topk(MatrixView<const float> queries, MatrixView<const float> items, int64_t k, const ItemFilter& filter,
           const Exclusions<I>& exclusions, const TopkOutput<O>& output, int num_threads,
           const ItemPanels& panels) {
   check_matrix(queries, "queries");
@@ -41,7 +41,7 @@ void topk(MatrixView<const float> queries, MatrixView<const float> items, int64_
   if (queries.cols != items.cols) throw std::invalid_argument("queries and items must have the same number of factors");
   if (k < 1) throw std::invalid_argument("k must be >= 1");
   const int64_t nq = queries.rows, n = items.rows, f = queries.cols;
-  if (nq == 0) return;
+  if (nq == 0) return false;
 
   TopkArgs<I, O> args;
   args.queries = queries;
@@ -80,12 +80,15 @@ void topk(MatrixView<const float> queries, MatrixView<const float> items, int64_
   args.workspace_per_thread = topk_workspace_bytes(args.block_queries, args.capacity, f);
   AlignedBuffer<unsigned char> workspace(args.workspace_per_thread * args.threads);
   args.workspace = workspace.get();
+  bool items_finite = false;
+  args.items_finite = &items_finite;
   if (single) RECORE_RUN(args, topk_single<I, O>);
   else RECORE_RUN(args, topk_batch<I, O>);
+  return items_finite;
 }
 
 #define RECORE_INSTANTIATE(I, O)                                                                        \
-  template void topk<I, O>(MatrixView<const float>, MatrixView<const float>, int64_t, const ItemFilter&, \
+  template bool topk<I, O>(MatrixView<const float>, MatrixView<const float>, int64_t, const ItemFilter&, \
                            const Exclusions<I>&, const TopkOutput<O>&, int, const ItemPanels&);
 RECORE_INSTANTIATE(int32_t, int32_t)
 RECORE_INSTANTIATE(int32_t, int64_t)

@@ -323,3 +323,43 @@ RECORE_TEST_ACROSS_TARGETS(topk_same_result_on_every_target) {
   }
   recore::testing::current_test_detail().clear();
 }
+
+// A single query over item rows reports whether it saw only finite scores: true for finite
+// items, false as soon as one value is NaN or infinite (wherever it is, excluded or not, on
+// any target and thread count), and false where it does not look (panels, batches).
+RECORE_TEST_ACROSS_TARGETS(topk_single_query_reports_finite_items) {
+  const Dense<float> queries = recore::testing::random_dense<float>(3, 21, 1.0, 51);
+  Dense<float> items = recore::testing::random_dense<float>(613, 21, 1.0, 52);
+  const std::vector<float> panels = item_panels(items);
+  std::vector<int32_t> ids(3 * 5);
+  std::vector<float> scores(3 * 5);
+  const recore::TopkOutput<int32_t> output{ids.data(), scores.data()};
+  const std::vector<int32_t> indptr{0, 1}, excluded{600};
+  const recore::Exclusions<int32_t> exclusion{indptr.data(), excluded.data()};
+  auto one_query = [&](const Dense<float>& rows, int threads, const ItemPanels& layout) {
+    const MatrixView<const float> query{queries.row(0), 1, queries.cols, queries.cols};
+    return recore::topk<int32_t, int32_t>(query, rows.view(), 5, ItemFilter{}, exclusion, output, threads, layout);
+  };
+  const float bad_values[] = {std::nanf(""), kInf, -kInf};
+  recore::testing::for_each_cpu_target([&](const std::string& target) {
+    for (int threads : {1, 2}) {
+      recore::testing::current_test_detail() = target + ", " + std::to_string(threads) + " threads";
+      CHECK(one_query(items, threads, ItemPanels{}));
+      ItemPanels layout;
+      layout.float32 = panels.data();
+      CHECK(!one_query(items, threads, layout));
+      const recore::Exclusions<int32_t> none;
+      const bool batch_looked = recore::topk<int32_t, int32_t>(queries.view(), items.view(), 5, ItemFilter{}, none,
+                                                               output, threads);
+      CHECK(!batch_looked);
+      for (float bad : bad_values) {
+        for (int64_t row : {int64_t{0}, int64_t{600}, int64_t{612}}) {  // first, excluded, in the last block
+          Dense<float> changed = items;
+          changed.values[row * items.cols + 20] = bad;
+          CHECK(!one_query(changed, threads, ItemPanels{}));
+        }
+      }
+    }
+  });
+  recore::testing::current_test_detail().clear();
+}

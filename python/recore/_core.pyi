@@ -168,6 +168,7 @@ def topk(
     item_panels: _Float32 | None = None,
     item_panels_bfloat16: NDArray[np.uint16] | None = None,
     max_item_norm: _Float = 0.0,
+    items_checked: bool = False,
 ) -> tuple[NDArray[np.int32], _Float32]: ...
 @overload
 def topk(
@@ -185,6 +186,7 @@ def topk(
     item_panels: _Float32 | None = None,
     item_panels_bfloat16: NDArray[np.uint16] | None = None,
     max_item_norm: _Float = 0.0,
+    items_checked: bool = False,
 ) -> tuple[NDArray[np.int64], _Float32]: ...
 @overload
 def topk(
@@ -201,6 +203,7 @@ def topk(
     item_panels: _Float32 | None = None,
     item_panels_bfloat16: NDArray[np.uint16] | None = None,
     max_item_norm: _Float = 0.0,
+    items_checked: bool = False,
 ) -> tuple[_Ids, _Float32]: ...
 def all_finite(array: _Float32) -> bool: ...
 def item_panels(items: _Float32) -> _Float32: ...

@@ -7,7 +7,6 @@ is never formed, and each query's excluded items are skipped inside the search.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 
 import numpy as np
@@ -18,7 +17,6 @@ from recore._filters import (
     as_exclusions,
     denied_bits,
     exclusion_rows,
-    exclusions_as_denied,
     factor_matrix,
     finite_in_calling_thread,
     item_ids,
@@ -104,8 +102,11 @@ def topk(
         :func:`bfloat16_supported`).
     num_threads : int, default 0 (all cores)
     check_finite : bool, default True
-        Reject NaN or infinity in ``queries`` and ``items`` (ValueError) before searching.
-        This reads every item once more (with ``num_threads=1``, in the calling thread); a
+        Reject NaN or infinity in ``queries`` and ``items`` (ValueError). The queries are
+        checked before searching. One or two queries by dot product with no ``allow`` list
+        are searched by reading every item row, and that same pass detects a NaN or
+        infinity (the ValueError then comes before any result); otherwise the items are
+        read once more before searching (with ``num_threads=1``, in the calling thread). A
         server that checked its factors when it loaded them can turn it off (a model's own
         methods do).
 
@@ -140,14 +141,14 @@ def topk(
                            precision=precision, check_finite=check_finite)  # fmt: skip
     items = factor_matrix(items, "items")
     check_choice(metric, "metric", ("dot", "cosine"))
+    checked_by_search = check_bool(check_finite, "check_finite") and _search_checks_items(queries, metric, allow)
     # The catalog is read here with the threads the search may use (one, for a single-threaded
-    # search); the index then takes it as checked.
-    if check_bool(check_finite, "check_finite") and not all_finite(
-        items, check_int(num_threads, "num_threads", minimum=0)
-    ):
+    # search); the index then takes it as checked. A single query's search reads every item
+    # row anyway and tells whether it met a NaN or infinity, so it checks them itself.
+    threads = _integer(num_threads, "num_threads", 0)
+    if check_finite and not checked_by_search and not all_finite(items, threads):
         raise ValueError("items must not contain NaN or infinity")
-    index = ItemIndex(items, metric=metric, check_finite=False)
-    index._single_query_layout = False  # used once: a panel copy would cost more than it saves
+    index = ItemIndex._for_one_search(items, metric, items_checked=not checked_by_search)
     return index.search(
         queries,
         k,
@@ -158,6 +159,16 @@ def topk(
         num_threads=num_threads,
         check_finite=check_finite,
     )
+
+
+def _search_checks_items(queries, metric: str, allow) -> bool:
+    """Whether the engine's search of ``queries`` reads every row of the items as given, so
+    that it can check them for NaN and infinity in the same pass: one or two queries (the
+    single-query path), dot products (cosine searches unit rows made from the items) and no
+    allow list (which searches a gathered subset)."""
+    if metric != "dot" or allow is not None or not isinstance(queries, np.ndarray):
+        return False
+    return queries.ndim == 1 or (queries.ndim == 2 and queries.shape[0] <= cpu.SINGLE_QUERY_PATH_MAX)
 
 
 # Spare rows an index (or a model's factor matrix) keeps when it grows, as a share of its
@@ -318,6 +329,36 @@ class _RowUpdate:
         version.bfloat16 = (words, _norm_bound(version.norms[: self.n]))
 
 
+class _Reading:
+    """``with index._reading() as version``: holds the index's current version for the block
+    (see :meth:`ItemIndex.update`). A plain class rather than a generator context manager: it
+    runs on every search, where the generator's machinery was a measurable share of a
+    single query's time."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: ItemIndex):
+        self.index = index
+
+    def __enter__(self) -> _IndexVersion:
+        index = self.index
+        with index._guard:
+            index._readers += 1
+            return index._version
+
+    def __exit__(self, *exception) -> None:
+        index = self.index
+        with index._guard:
+            index._readers -= 1
+
+
+def _integer(value, name: str, minimum: int) -> int:
+    """:func:`check_int`, with the usual case (a plain int in range) answered at once."""
+    if type(value) is int and value >= minimum:
+        return value
+    return check_int(value, name, minimum=minimum)
+
+
 class ItemIndex:
     """Item vectors prepared once for many searches: what :func:`topk` does per call, kept.
 
@@ -351,7 +392,23 @@ class ItemIndex:
         rows = normalized_rows(items) if metric == "cosine" else items
         self._version = _IndexVersion(rows, rows.shape[0], owned=rows is not items)
         self._single_query_layout = True  # single queries read panels, made on first use
+        # False only for recore.topk's single-query searches, whose engine call checks the items.
+        self._items_checked = True
         self._make_locks()
+
+    @classmethod
+    def _for_one_search(cls, items: np.ndarray, metric: str, *, items_checked: bool) -> ItemIndex:
+        """The index :func:`topk` searches once, of arguments it has checked: no second check
+        of them, and no panels (a layout made for one search would cost more than it saves).
+        ``items_checked=False``: the engine checks the items for NaN and infinity."""
+        index = cls.__new__(cls)
+        index.metric = metric
+        rows = normalized_rows(items) if metric == "cosine" else items
+        index._version = _IndexVersion(rows, rows.shape[0], owned=rows is not items)
+        index._single_query_layout = False
+        index._items_checked = items_checked
+        index._make_locks()
+        return index
 
     def _make_locks(self) -> None:
         # _guard: held for a few instructions, to count the searches under way and to swap or
@@ -378,17 +435,9 @@ class ItemIndex:
         """Items in the catalog."""
         return self._version.n
 
-    @contextlib.contextmanager
-    def _reading(self):
+    def _reading(self) -> _Reading:
         """The current version, held for the block: no update writes into it meanwhile."""
-        with self._guard:
-            self._readers += 1
-            version = self._version
-        try:
-            yield version
-        finally:
-            with self._guard:
-                self._readers -= 1
+        return _Reading(self)
 
     def panels(self) -> np.ndarray:
         """The items in the engine's single-query layout: panels of ``PANEL_ITEMS`` rows
@@ -492,9 +541,9 @@ class ItemIndex:
         if single:
             queries = queries[None, :]
         queries = factor_matrix(queries, "queries")
-        k = check_int(k, "k", minimum=1)
+        k = _integer(k, "k", 1)
         precision = check_choice(precision, "precision", ("float32", "bfloat16"))
-        num_threads = check_int(num_threads, "num_threads", minimum=0)
+        num_threads = _integer(num_threads, "num_threads", 0)
         check_finite = check_bool(check_finite, "check_finite")
         with self._reading() as version:
             items = version.items
@@ -504,17 +553,23 @@ class ItemIndex:
                     f"got {queries.shape[1]} and {items.shape[1]}"
                 )
             n_items = items.shape[0]
-            exclusions = None if exclude is None else as_exclusions(exclude, queries.shape[0], n_items)
-            if check_finite and not all_finite(queries, num_threads):
+            exclusions = None if exclude is None else _exclusions(exclude, queries.shape[0], n_items)
+            # One or two queries by dot product are checked by the engine, in C++ before it
+            # searches (the same ValueError): a check in Python costs more than theirs.
+            engine_checks = check_finite and self.metric == "dot" and queries.shape[0] <= cpu.SINGLE_QUERY_PATH_MAX
+            if check_finite and not engine_checks and not all_finite(queries, num_threads):
                 raise ValueError("queries must not contain NaN or infinity")
             if self.metric == "cosine":
                 queries = normalized_rows(queries)
             allowed = None if allow is None else item_ids(allow, n_items, "allow")
             denied = None if deny is None else denied_bits(item_ids(deny, n_items, "deny"), n_items)
-            ids, scores = self._search_checked(version, queries, k, exclusions, allowed, denied, precision, num_threads)
+            ids, scores = self._search_checked(
+                version, queries, k, exclusions, allowed, denied, precision, num_threads, engine_checks
+            )
         return (ids[0], scores[0]) if single else (ids, scores)
 
-    def _search_checked(self, version, queries, k, exclusions, allowed, denied, precision, num_threads):
+    def _search_checked(self, version, queries, k, exclusions, allowed, denied, precision, num_threads,
+                        engine_checks=False):  # fmt: skip
         """The search of checked arguments (unit-length queries for cosine) over ``version``
         (held by the caller, see :meth:`_reading`), in pieces of about half a second, so
         that Ctrl-C is answered between them."""
@@ -525,27 +580,31 @@ class ItemIndex:
         per_query = max(1, searched_items * queries.shape[1])
         chunk = max(cpu.SINGLE_QUERY_PATH_MAX + 1, SEARCH_CHUNK_MULTIPLY_ADDS // per_query)
         if n <= chunk:
-            return self._engine_search(version, queries, k, exclusions, allowed, denied, precision, num_threads)
+            return self._engine_search(
+                version, queries, k, exclusions, allowed, denied, precision, num_threads, engine_checks
+            )
         ids: np.ndarray | None = None
         scores = np.empty((n, k), dtype=np.float32)
         for first in range(0, n, chunk):
             last = min(n, first + chunk)
             rows = None if exclusions is None else exclusion_rows(exclusions, first, last)
             part_ids, part_scores = self._engine_search(
-                version, queries[first:last], k, rows, allowed, denied, precision, num_threads
+                version, queries[first:last], k, rows, allowed, denied, precision, num_threads, engine_checks
             )
             if ids is None:
                 ids = np.empty((n, k), dtype=part_ids.dtype)
             ids[first:last], scores[first:last] = part_ids, part_scores
         return ids, scores
 
-    def _engine_search(self, version, queries, k, exclusions, allowed, denied, precision, num_threads):
+    def _engine_search(self, version, queries, k, exclusions, allowed, denied, precision, num_threads,
+                       engine_checks=False):  # fmt: skip
+        """One engine call. ``engine_checks``: the engine checks the queries for NaN and
+        infinity, and the items too unless the index has (in the scoring pass itself, where
+        it scores item rows); otherwise the caller has checked them."""
         items = version.items
         n_items = items.shape[0]
         panels = bfloat16_panels = None
         max_norm = 0.0
-        if exclusions is not None and queries.shape[0] == 1:
-            denied, exclusions = exclusions_as_denied(exclusions, denied, n_items), None
         if allowed is not None:
             items = np.ascontiguousarray(items[allowed])
         elif queries.shape[0] <= cpu.SINGLE_QUERY_PATH_MAX and self._single_query_layout:
@@ -553,21 +612,32 @@ class ItemIndex:
                 bfloat16_panels, max_norm = version.bfloat16_panels()
             else:
                 panels = version.panels()
-        return cpu.topk(
-            queries,
-            items,
-            k,
-            exclude=exclusions,
-            denied=denied,
-            item_ids=allowed,
-            catalog_size=n_items,
-            wide_ids=n_items > INT32_MAX,
-            check_finite=False,  # checked by the caller, and the items when the index was made
-            num_threads=num_threads,
-            item_panels=panels,
-            item_panels_bfloat16=bfloat16_panels,
-            max_item_norm=max_norm,
-        )
+        # Positional: the binding matches them faster than keywords (a single search's call).
+        return cpu.topk(queries, items, k, exclusions, denied, allowed, n_items, n_items > INT32_MAX, engine_checks,
+                        num_threads, panels, bfloat16_panels, max_norm, self._items_checked)  # fmt: skip
+
+
+def _exclusions(exclude, n_queries: int, n_items: int):
+    """``exclude`` as the engine takes it (see :func:`as_exclusions`). One or two queries'
+    rows already in that form, the usual case (a row of a user-items matrix), are handed
+    over after a check of their few row pointers, which makes scipy's canonical-format test
+    safe to run: the engine checks the indices (IndexError) and their order itself, in C++,
+    where the full check in Python would cost more than the search of a small catalog."""
+    if (
+        n_queries <= cpu.SINGLE_QUERY_PATH_MAX
+        and isinstance(exclude, sp.csr_matrix)
+        and exclude.shape == (n_queries, n_items)
+        and n_items <= INT32_MAX
+        and exclude.indptr.dtype == np.int32
+        and exclude.indices.dtype == np.int32
+        and exclude.indptr.shape == (n_queries + 1,)
+        and exclude.data.shape == exclude.indices.shape
+    ):
+        pointers = exclude.indptr.tolist()
+        rising = all(begin <= end for begin, end in zip(pointers, pointers[1:]))
+        if pointers[0] == 0 and pointers[-1] == exclude.indices.shape[0] and rising and exclude.has_canonical_format:
+            return exclude
+    return as_exclusions(exclude, n_queries, n_items)
 
 
 def update_ids(ids, name: str = "ids") -> np.ndarray:

@@ -51,8 +51,13 @@ struct ItemPanels {
 // Scores are dot products in float32, each summed in the order of the factors with one fused
 // multiply-add per factor: every code path gives bitwise the same score for a pair.
 // Throws std::invalid_argument for inconsistent shapes; the caller checks values (NaN, ids).
+// Returns true when the search itself saw that every item row holds finite values only
+// (queries being finite): single queries over rows without panels (see
+// topk_checks_items) score every row, and a non-finite value always gives a non-finite
+// score. False says nothing either way: the items may be finite all the same (a score can
+// overflow), and other paths do not look.
 template <typename I, typename O>
-void topk(MatrixView<const float> queries, MatrixView<const float> items, int64_t k, const ItemFilter& filter,
+bool topk(MatrixView<const float> queries, MatrixView<const float> items, int64_t k, const ItemFilter& filter,
           const Exclusions<I>& exclusions, const TopkOutput<O>& output, int num_threads,
           const ItemPanels& panels = ItemPanels{});
 
@@ -68,5 +73,11 @@ void make_bfloat16_panels(const float* panels, int64_t count, uint32_t* words);
 // Batches with at most this many queries take the single-query path (items split between
 // threads, item rows scored a SIMD vector at a time).
 constexpr int64_t kSingleQueryPathMax = 2;
+
+// Whether a search of `queries` queries can tell that the items are finite (its return
+// value), so that a caller checking them need read them only when it says it could not.
+inline bool topk_checks_items(int64_t queries, const ItemPanels& panels) {
+  return queries <= kSingleQueryPathMax && !panels.float32 && !panels.bfloat16;
+}
 
 }  // namespace recore

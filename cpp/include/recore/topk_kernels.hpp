@@ -43,6 +43,10 @@ struct TopkArgs {
   unsigned char* workspace = nullptr;
   int64_t workspace_per_thread = 0;  // bytes, a multiple of 64
   int threads = 1;
+  // Where not null, the single-query path writes whether it saw every searched item row
+  // hold finite values only: true only where it scored rows in the row layout (panels are
+  // made from checked items). The batch path leaves it untouched.
+  bool* items_finite = nullptr;
 };
 
 // Widest query block a kernel copy uses (queries side by side in SIMD lanes): the

@@ -7,8 +7,10 @@
 // best scores; only the rare score that passes leaves the registers, to be checked against
 // the exclusions and kept in the query's reservoir. No score matrix is ever stored.
 //
-// Single-query path: the item rows are split between threads and scored a SIMD vector of
-// items at a time; each thread keeps its own reservoir and the reservoirs are merged.
+// Single-query path: the item rows are split between threads, each thread keeps its own
+// reservoir and the reservoirs are merged. Item panels are scored a SIMD vector of items at
+// a time; rows in the row layout are ruled out by an approximate score and a bound on its
+// error, and only the rest scored exactly (see scan_items_for_one_query).
 //
 // Every score is the dot product summed in the order of the factors with one fused
 // multiply-add per factor (a multiply and an add where the target has no FMA), so both paths
@@ -204,6 +206,9 @@ struct QueryBlock {
   }
 };
 
+// Candidates beyond `keep` a reservoir takes before its first compaction (see push).
+constexpr int64_t kFirstCompactionMargin = 64;
+
 template <typename I, typename O>
 class Selector {
  public:
@@ -234,7 +239,11 @@ class Selector {
     int64_t& count = block_.counts[slot];
     if (args_.use_heap) return push_heap(slot, data, count, c);
     data[count++] = c;
-    if (count == args_.capacity && args_.capacity > args_.keep) compact(slot, data, count);
+    if (count == args_.capacity && args_.capacity > args_.keep) return compact(slot, data, count);
+    // The first compaction comes early: until it, every score passes the threshold, and
+    // a large reservoir (bfloat16's) would take a thousand offers before it rose.
+    if (count == args_.keep + kFirstCompactionMargin && block_.thresholds[slot] == kMinusInfinity)
+      compact(slot, data, count);
   }
 
   // Approximate scores (bfloat16 items): keep, besides the `keep` best, every candidate
@@ -456,7 +465,156 @@ void run_query_block(const TopkArgs<I, O>& args, QueryBlock& block, int64_t firs
 // Single-query path
 // ---------------------------------------------------------------------------------------
 
+
+// The row layout, one query: ordering every item's products in factor order would need its
+// row transposed into SIMD lanes (a shuffle per value, more than the memory reads cost).
+// Instead each row is summed in whatever order suits the hardware (lanes hold factors, the
+// lanes of 4 rows reduced together), with the row's squared norm beside it; that approximate
+// score rules out every row whose exact score cannot reach the threshold, and the few
+// others are scored exactly, in factor order, before they are offered. Every offered score
+// is thus the exact one and results are those of every other path.
+//
+// Bound: an ordered and an unordered float32 sum of the same f products each lie within
+// gamma(f + 8) sum_j |q_j x_j| <= gamma(f + 8) |q| |x| of the true dot product (gamma(n) =
+// n 2^-24 / (1 - n 2^-24); the 8 covers the reduction tree's extra roundings), plus at most
+// 2^-126 per rounding below the normal range (2^-149 with subnormals; 2^-126 where a
+// library set the CPU to flush them to zero). A row whose approximate score plus twice that
+// stays below the threshold cannot reach it exactly. |x| comes from the approximate squared
+// norm, which underflow can also shrink by up to 2^-126 per rounding: that much is added
+// back before the square root, and 1% covers the relative roundings of the bound itself.
+// (Rows of values below about 1e-18 thus all reach the exact scoring: slower, still exact.)
+struct RowBound {
+  float scale;         // times sqrt(approximate |x|^2 + squares_floor): the row's bound
+  float squares_floor;
+  float floor;         // the roundings below the normal range, in both sums
+};
+
+inline RowBound row_bound(const float* q, int64_t f) {
+  double norm = 0.0;
+  for (int64_t j = 0; j < f; ++j) norm += double(q[j]) * double(q[j]);
+  const double n = double(f + 8) * 0x1p-24;
+  const double gamma = n / (1.0 - n);
+  const float underflow = static_cast<float>(double(f + 8) * 0x1p-125);
+  // An overflowing |q| gives an infinite bound: every row is then scored exactly.
+  return RowBound{static_cast<float>(2.0 * gamma * __builtin_sqrt(norm) * 1.01), underflow, underflow};
+}
+
+// An item's exact score is finite only when every one of its values is (a NaN stays NaN; an
+// infinity times a non-zero factor stays infinite, times zero gives NaN; and infinities never
+// cancel to a finite sum), the query being finite; so a scan that met only finite scores
+// has checked the items it scored.
+inline bool finite(float score) { return score - score == 0.0f; }
+
 #if defined(__AVX2__) && defined(__FMA__)
+constexpr int64_t kRowGroup = 4;  // rows summed side by side (two accumulators each)
+
+// Lanes past f: zero in both the query and the rows.
+inline FloatVector load_first(const float* p, int64_t count) {
+#if defined(__AVX512F__)
+  return (FloatVector)_mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << count) - 1u), p);
+#else
+  alignas(32) static const int32_t kMasks[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+  return (FloatVector)_mm256_maskload_ps(p, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kMasks + 8 - count)));
+#endif
+}
+
+// Approximate scores and squared norms of rows[0, 4), each summed over lanes of factors: out
+// lanes are factor groups of a row, one row after the other, a quarter of the lanes each.
+inline void sum_row_group(const float* q, const float* const rows[kRowGroup], int64_t f, FloatVector& scores,
+                          FloatVector& squares) {
+  FloatVector s[kRowGroup], n[kRowGroup];
+#pragma GCC unroll 4
+  for (int r = 0; r < kRowGroup; ++r) s[r] = n[r] = FloatVector{};
+  int64_t j = 0;
+  for (; j + kLanes <= f; j += kLanes) {
+    const FloatVector qj = load(q + j);
+#pragma GCC unroll 4
+    for (int r = 0; r < kRowGroup; ++r) {
+      const FloatVector x = load(rows[r] + j);
+      s[r] = multiply_add(qj, x, s[r]);
+      n[r] = multiply_add(x, x, n[r]);
+    }
+  }
+  if (j < f) {
+    const FloatVector qj = load_first(q + j, f - j);
+#pragma GCC unroll 4
+    for (int r = 0; r < kRowGroup; ++r) {
+      const FloatVector x = load_first(rows[r] + j, f - j);
+      s[r] = multiply_add(qj, x, s[r]);
+      n[r] = multiply_add(x, x, n[r]);
+    }
+  }
+#if defined(__AVX512F__)
+  // Halves, then quarters, of rows (0, 1) and (2, 3), then the two pairs: 4 lanes a row.
+  const __m512 s01 = _mm512_add_ps(_mm512_shuffle_f32x4((__m512)s[0], (__m512)s[1], 0x44),
+                                   _mm512_shuffle_f32x4((__m512)s[0], (__m512)s[1], 0xEE));
+  const __m512 s23 = _mm512_add_ps(_mm512_shuffle_f32x4((__m512)s[2], (__m512)s[3], 0x44),
+                                   _mm512_shuffle_f32x4((__m512)s[2], (__m512)s[3], 0xEE));
+  const __m512 n01 = _mm512_add_ps(_mm512_shuffle_f32x4((__m512)n[0], (__m512)n[1], 0x44),
+                                   _mm512_shuffle_f32x4((__m512)n[0], (__m512)n[1], 0xEE));
+  const __m512 n23 = _mm512_add_ps(_mm512_shuffle_f32x4((__m512)n[2], (__m512)n[3], 0x44),
+                                   _mm512_shuffle_f32x4((__m512)n[2], (__m512)n[3], 0xEE));
+  scores = (FloatVector)_mm512_add_ps(_mm512_shuffle_f32x4(s01, s23, 0x88), _mm512_shuffle_f32x4(s01, s23, 0xDD));
+  squares = (FloatVector)_mm512_add_ps(_mm512_shuffle_f32x4(n01, n23, 0x88), _mm512_shuffle_f32x4(n01, n23, 0xDD));
+#else
+  // Pairs of lanes, then quarters of each 128-bit half: lanes (r, r + 4) hold halves of row r.
+  const __m256 s01 = _mm256_hadd_ps((__m256)s[0], (__m256)s[1]), s23 = _mm256_hadd_ps((__m256)s[2], (__m256)s[3]);
+  const __m256 n01 = _mm256_hadd_ps((__m256)n[0], (__m256)n[1]), n23 = _mm256_hadd_ps((__m256)n[2], (__m256)n[3]);
+  scores = (FloatVector)_mm256_hadd_ps(s01, s23);
+  squares = (FloatVector)_mm256_hadd_ps(n01, n23);
+#endif
+}
+
+// Approximate scores and squared norms of the kLanes rows from `first`, lane l for row
+// first + l: four groups of 4 rows, reduced into one vector.
+inline void sum_row_block(const float* q, MatrixView<const float> items, int64_t first, FloatVector& scores,
+                          FloatVector& squares) {
+  const int64_t f = items.cols;
+  const float* rows[kRowGroup];
+#if defined(__AVX512F__)
+  __m512 s[4], n[4];
+  // Unrolled, so that the group sums stay in registers (a store and a narrower reload would
+  // stall on store forwarding).
+#pragma GCC unroll 4
+  for (int g = 0; g < 4; ++g) {
+#pragma GCC unroll 4
+    for (int r = 0; r < kRowGroup; ++r) rows[r] = items.row(first + g * kRowGroup + r);
+    FloatVector gs, gn;
+    sum_row_group(q, rows, f, gs, gn);
+    s[g] = (__m512)gs;
+    n[g] = (__m512)gn;
+  }
+  // 4 lanes a row in each group vector: pairs of lanes, then single lanes, rows in order.
+  static const int32_t kPairs[2][16] = {{0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29},
+                                        {2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31}};
+  static const int32_t kSingles[2][16] = {{0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30},
+                                          {1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31}};
+  const __m512i pair_low = _mm512_loadu_si512(kPairs[0]), pair_high = _mm512_loadu_si512(kPairs[1]);
+  const __m512i single_low = _mm512_loadu_si512(kSingles[0]), single_high = _mm512_loadu_si512(kSingles[1]);
+  auto fold = [&](__m512 a, __m512 b, __m512i low, __m512i high) {
+    return _mm512_add_ps(_mm512_permutex2var_ps(a, low, b), _mm512_permutex2var_ps(a, high, b));
+  };
+  const __m512 s0 = fold(s[0], s[1], pair_low, pair_high), s1 = fold(s[2], s[3], pair_low, pair_high);
+  const __m512 n0 = fold(n[0], n[1], pair_low, pair_high), n1 = fold(n[2], n[3], pair_low, pair_high);
+  scores = (FloatVector)fold(s0, s1, single_low, single_high);
+  squares = (FloatVector)fold(n0, n1, single_low, single_high);
+#else
+  __m256 s[2], n[2];
+#pragma GCC unroll 2
+  for (int g = 0; g < 2; ++g) {
+#pragma GCC unroll 4
+    for (int r = 0; r < kRowGroup; ++r) rows[r] = items.row(first + g * kRowGroup + r);
+    FloatVector gs, gn;
+    sum_row_group(q, rows, f, gs, gn);
+    s[g] = (__m256)gs;
+    n[g] = (__m256)gn;
+  }
+  // Lanes (r, r + 4) of group g hold row 4g + r's halves.
+  scores = (FloatVector)_mm256_add_ps(_mm256_permute2f128_ps(s[0], s[1], 0x20), _mm256_permute2f128_ps(s[0], s[1], 0x31));
+  squares = (FloatVector)_mm256_add_ps(_mm256_permute2f128_ps(n[0], n[1], 0x20), _mm256_permute2f128_ps(n[0], n[1], 0x31));
+#endif
+}
+
 // Scores item rows [row0, row0 + 8) against `query`: each 8 x 8 block of factors is
 // transposed in registers so that every lane sums its item's products in factor order.
 inline __m256 score_eight_items(const float* query, MatrixView<const float> items, int64_t row0) {
@@ -498,33 +656,87 @@ inline __m256 score_eight_items(const float* query, MatrixView<const float> item
   }
   return acc;
 }
+
+inline FloatVector square_roots(FloatVector v) {
+#if defined(__AVX512F__)
+  return (FloatVector)_mm512_sqrt_ps((__m512)v);
+#else
+  return (FloatVector)_mm256_sqrt_ps((__m256)v);
+#endif
+}
+
+// Bit l set: lane l of `v` is NaN or infinite.
+inline unsigned not_finite(FloatVector v) {
+  const FloatVector zero = v - v;
+#if defined(__AVX512F__)
+  return _mm512_cmp_ps_mask((__m512)zero, (__m512)zero, _CMP_UNORD_Q);
+#else
+  return static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps((__m256)zero, (__m256)zero, _CMP_UNORD_Q)));
+#endif
+}
+
+// Bit l set: lane l of `a` is not below lane l of `b` (NaN included).
+inline unsigned not_below(FloatVector a, FloatVector b) {
+#if defined(__AVX512F__)
+  return _mm512_cmp_ps_mask((__m512)a, (__m512)b, _CMP_NLT_UQ);
+#else
+  return static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps((__m256)a, (__m256)b, _CMP_NLT_UQ)));
+#endif
+}
 #endif
 
-// Scores item rows [begin, end) against query `query` into slot `slot`.
+// Offers row `row`'s exact score; false when it is not finite (then never offered: NaN has no
+// place in the order, and an unchecked search gives what a batch gives).
 template <typename I, typename O>
-void scan_items_for_one_query(const TopkArgs<I, O>& args, Selector<I, O>& selector, QueryBlock& block,
+inline bool offer_exact(const TopkArgs<I, O>& args, Selector<I, O>& selector, int64_t slot, int64_t query,
+                        const float* q, int64_t row) {
+  const float score = exact_score(q, args.items.row(row), args.items.cols);
+  if (score != score) return false;
+  selector.offer(slot, query, row, score);
+  return finite(score);
+}
+
+// Scores item rows [begin, end) against query `query` into slot `slot`. Returns whether
+// every row was seen to hold finite values only (see `finite`).
+template <typename I, typename O>
+bool scan_items_for_one_query(const TopkArgs<I, O>& args, Selector<I, O>& selector, QueryBlock& block,
                               int64_t slot, int64_t query, int64_t begin, int64_t end) {
   const float* q = args.queries.row(query);
-  const int64_t f = args.queries.cols;
+  bool all_finite = true;
   int64_t i = begin;
 #if defined(__AVX2__) && defined(__FMA__)
-  for (; i + 8 <= end; i += 8) {
-    const __m256 scores = score_eight_items(q, args.items, i);
-    const __m256 threshold = _mm256_set1_ps(block.thresholds[slot]);
-    unsigned mask = static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(scores, threshold, _CMP_GE_OQ)));
+  const RowBound bound = row_bound(q, args.queries.cols);
+  const FloatVector scale = FloatVector{} + bound.scale, floor = FloatVector{} + bound.floor;
+  const FloatVector squares_floor = FloatVector{} + bound.squares_floor;
+  // Zero while every approximate score is finite, NaN from the first that is not.
+  FloatVector not_finite_scores = FloatVector{};
+  for (; i + kLanes <= end; i += kLanes) {
+    FloatVector scores, squares;
+    sum_row_block(q, args.items, i, scores, squares);
+    not_finite_scores += scores - scores;
+    const FloatVector reach = scores + (scale * square_roots(squares + squares_floor) + floor);
+    const unsigned mask = not_below(reach, FloatVector{} + block.thresholds[slot]);
     if (__builtin_expect(mask == 0, 1)) continue;
-    float lanes[8];
-    _mm256_storeu_ps(lanes, scores);
-    while (mask) {
-      const int lane = __builtin_ctz(mask);
-      mask &= mask - 1;
-      selector.offer(slot, query, i + lane, lanes[lane]);
+    for (int64_t half = 0; half < kLanes; half += 8) {
+      unsigned part = (mask >> half) & 0xFFu;
+      if (part & (part - 1)) {
+        // Several candidates (while the threshold is still low): 8 rows' exact scores side
+        // by side cost about what one row's chain of dependent multiply-adds does.
+        float exact[8];
+        _mm256_storeu_ps(exact, score_eight_items(q, args.items, i + half));
+        for (; part; part &= part - 1) {
+          const int lane = __builtin_ctz(part);
+          if (exact[lane] == exact[lane]) selector.offer(slot, query, i + half + lane, exact[lane]);
+        }
+      } else if (part) {
+        offer_exact(args, selector, slot, query, q, i + half + __builtin_ctz(part));
+      }
     }
   }
+  all_finite = not_finite(not_finite_scores) == 0;
 #endif
-  for (; i < end; ++i) {
-    selector.offer(slot, query, i, exact_score(q, args.items.row(i), f));
-  }
+  for (; i < end; ++i) all_finite &= offer_exact(args, selector, slot, query, q, i);
+  return all_finite;
 }
 
 // Panels of kPanelItems items stored factor-major (see topk.hpp): a panel row (one factor of
@@ -677,6 +889,8 @@ void topk_single(const TopkArgs<I, O>& args) {
   // Item ranges in whole panels, one per thread.
   const int64_t per_thread = ((n + args.threads - 1) / args.threads + kPanelItems - 1) / kPanelItems * kPanelItems;
   const int64_t parts = per_thread > 0 ? (n + per_thread - 1) / per_thread : 0;
+  // Whether the row scans met only finite scores (see `finite`); only they can tell.
+  bool rows_finite = !args.item_panels && !args.item_panels_bfloat16;
   for (int64_t q = 0; q < nq; ++q) {
     bool overflowed = false;
 #pragma omp parallel num_threads(args.threads)
@@ -712,8 +926,9 @@ void topk_single(const TopkArgs<I, O>& args) {
           selector.forget_threshold(0);
         } else if (args.item_panels) {
           scan_panels_for_one_query(args, selector, block, 0, q, Float32Panels{args.item_panels}, begin, end);
-        } else {
-          scan_items_for_one_query(args, selector, block, 0, q, begin, end);
+        } else if (!scan_items_for_one_query(args, selector, block, 0, q, begin, end)) {
+#pragma omp atomic write
+          rows_finite = false;
         }
       }
 #pragma omp barrier
@@ -739,6 +954,7 @@ void topk_single(const TopkArgs<I, O>& args) {
       }
     }
   }
+  if (args.items_finite) *args.items_finite = rows_finite;
 }
 
 #define RECORE_INSTANTIATE(I, O)                              \
