@@ -111,7 +111,10 @@ class SGD(Recommender, Estimator):
         partial fits (which train float32 rows) work as after a float32 fit. Each stored
         value is off by at most half a float16 step (2^-11 of its size); on small planted
         ratings, predictions stay within 0.03 of float32 training on the same schedule
-        (tests/test_sgd_storage.py). BPR and the CUDA engine train float32 rows only
+        (tests/test_sgd_storage.py); on MovieLens-20M-shaped ratings (10 epochs, 32 and 128
+        factors) the test RMSE ended 0.0006 - 0.0025 below float32's, and training was up to
+        17% slower on a machine whose caches hold the float32 rows (README, Speed). BPR and
+        the CUDA engine train float32 rows only
         (ValueError).
 
     epochs : int, optional
