@@ -41,6 +41,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -69,7 +70,7 @@ class Settings:
     test_fraction: float = 0.2
     peers: bool = True
     tuned: bool = True  # the "ALS, tuned" and "iALS, tuned" rows
-    tune_budget_seconds: float = 15.0  # of search per tuned row; a search also ends after tune_trials points
+    tune_budget_seconds: float = 12.0  # of search per tuned row; a search also ends after tune_trials points
     tune_trials: int = 16
 
 
@@ -125,10 +126,15 @@ class TunedSearch:
     space: str  # what was searched, for the report
 
 
-#: Regularization (plain) and a typical user's penalty (iALS) searched by the tuned rows.
-TUNED_PENALTIES = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
-TUNED_ALPHAS = (0.5, 1.0, 2.0, 4.0, 8.0)
-TUNED_UNOBSERVED_WEIGHTS = (0.01, 0.03, 0.1, 0.3, 1.0)
+#: The tuned rows' spaces. A search of a few seconds tries a handful of points, so both are
+#: centred on the regularization r that the study validated: the plain model draws r times a
+#: scale and alpha; iALS (observed entries weighing 1, unobserved ones alpha0) draws the same
+#: models rescaled, alpha0 = 1 / (1 + alpha) and a typical user's penalty of r * alpha0 times
+#: the scale (at nu = 0 the very models of the plain search: scaling every weight and the
+#: penalty together changes nothing), each also with nu = 0.5 and 1.
+TUNED_SCALES = (1 / 3, 1.0, 3.0)
+TUNED_ALPHAS = (1.0, 2.0, 4.0, 8.0)
+TUNED_UNOBSERVED_WEIGHTS = tuple(1 / (1 + alpha) for alpha in TUNED_ALPHAS)
 TUNED_EXPONENTS = (0.0, 0.5, 1.0)
 
 
@@ -142,8 +148,10 @@ def ials_regularization(typical_penalty: float, unobserved_weight: float, expone
 
 
 def _checkpoints(iterations: int) -> list[int]:
-    """Iteration checkpoints up to the study's ALS iterations: a tuned row fits no longer."""
-    return sorted({max(iterations // 4, 1), max(iterations // 2, 1), iterations})
+    """Iteration checkpoints up to the study's ALS iterations (a tuned row fits no longer):
+    half of them, then all. Two, so that early stopping costs a point little more than one
+    full fit and a small budget still tries several points."""
+    return sorted({max(iterations // 2, 1), iterations})
 
 
 def tune_models(train, settings: Settings, say=print) -> list[TunedSearch]:
@@ -151,29 +159,43 @@ def tune_models(train, settings: Settings, say=print) -> list[TunedSearch]:
     2022: unobserved weight alpha0, regularization exponent nu, penalty, iterations; observed
     entries weigh 1) searched by :func:`recore.evaluation.tune` with the study's seed, each
     for ``tune_budget_seconds`` or ``tune_trials`` points, on the validation split that
-    :func:`tune_regularization` uses (the test interactions are never looked at)."""
+    :func:`tune_regularization` uses (the test interactions are never looked at), around
+    ``settings.regularization`` (see ``TUNED_SCALES``)."""
     import recore
     from recore import evaluation
 
+    if settings.regularization is None:
+        raise ValueError("tune_models centres its spaces on settings.regularization: choose it first")
+    center = settings.regularization
     fit_part, validation = evaluation.random_split(_binary(train), 0.1, random_state=settings.seed + 1)
-    common = {"factors": settings.factors, "cg_steps": settings.cg_steps, "random_state": settings.seed}
 
-    def als(**params):
-        return recore.ALS(num_threads=settings.threads, **common, **params)
+    def als(**params) -> recore.ALS:
+        return recore.ALS(
+            factors=settings.factors,
+            cg_steps=settings.cg_steps,
+            num_threads=settings.threads,
+            random_state=settings.seed,
+            **params,
+        )
 
-    def ials(typical_penalty, unobserved_weight, regularization_exponent, **params):
+    def ials(penalty_scale, unobserved_weight, regularization_exponent, **params) -> recore.ALS:
+        typical_penalty = penalty_scale * center * unobserved_weight
         regularization = ials_regularization(typical_penalty, unobserved_weight, regularization_exponent, fit_part)
         return als(regularization=regularization, unobserved_weight=unobserved_weight,
                    regularization_exponent=regularization_exponent, **params)  # fmt: skip
 
     checkpoints = _checkpoints(settings.iterations)
     searches = [
-        ("ALS, tuned", als, {"regularization": list(TUNED_PENALTIES), "alpha": list(TUNED_ALPHAS)}),
+        (
+            "ALS, tuned",
+            als,
+            {"regularization": [scale * center for scale in TUNED_SCALES], "alpha": list(TUNED_ALPHAS)},
+        ),
         (
             "iALS, tuned",
             ials,
             {
-                "typical_penalty": list(TUNED_PENALTIES),
+                "penalty_scale": list(TUNED_SCALES),
                 "unobserved_weight": list(TUNED_UNOBSERVED_WEIGHTS),
                 "regularization_exponent": list(TUNED_EXPONENTS),
                 "alpha": [0.0],
@@ -190,9 +212,9 @@ def tune_models(train, settings: Settings, say=print) -> list[TunedSearch]:
         )  # fmt: skip
         seconds = time.perf_counter() - start
         params = dict(result.best_params)
-        if "typical_penalty" in params:  # the worker is given the model's own hyperparameters
-            params.pop("typical_penalty")
-            params["regularization"] = result.best_model.regularization
+        if "penalty_scale" in params:  # the worker is given the model's own hyperparameters
+            params.pop("penalty_scale")
+            params = {"regularization": cast(recore.ALS, result.best_model).regularization, **params}
         searched = ", ".join(f"{name} {_values(values)}" for name, values in space.items())
         found.append(
             TunedSearch(
@@ -212,13 +234,13 @@ def tune_models(train, settings: Settings, say=print) -> list[TunedSearch]:
     return found
 
 
-def _values(values) -> str:
-    return "{" + ", ".join(f"{value:g}" for value in values) + "}"
-
-
 def _shown(params: dict) -> str:
     names = {"unobserved_weight": "alpha0", "regularization_exponent": "nu"}
     return ", ".join(f"{names.get(name, name)}={value:.3g}" for name, value in params.items())
+
+
+def _values(values) -> str:
+    return "{" + ", ".join(f"{value:.3g}" for value in values) + "}"
 
 
 def candidates(
@@ -484,8 +506,10 @@ def _tuned_note(study: Study) -> str:
         f"along the iterations; the best model is then fitted on all training interactions like every row (its "
         f"fit time is that fit; the search's is not counted in any). ALS, tuned is Hu et al.'s model; iALS, "
         f"tuned adds the unobserved weight alpha0 and the regularization exponent nu of Rendle et al. 2022, with "
-        f"observed entries weighing 1 (alpha = 0) and the penalty of a user with the mean number of items "
-        f"searched in place of the regularization. {found}."
+        f"observed entries weighing 1 (alpha = 0). Both searches are centred on the validated regularization "
+        f"r = {settings.regularization:g}: the plain one draws r times a scale and alpha; iALS draws the same "
+        f"models rescaled (alpha0 = 1 / (1 + alpha), the penalty of a user with the mean number of items r * "
+        f"alpha0 times the scale), each also with nu = 0.5 and 1. {found}."
     )
 
 
