@@ -11,7 +11,10 @@ through its command-line tools on the same split written as text; its training t
 wall time of ``mf-train -t EPOCHS`` minus that of ``mf-train -t 1`` (reading the file,
 building its grid, one epoch), which is EPOCHS - 1 epochs, so both sides count epochs only;
 each of the two is the median of ``--repeats`` alternating runs, and recore's figure is
-that of the median of as many fits.
+that of the median of as many fits (one of each ``--storage`` per round, in turn). Beside wall
+time, both are also measured in CPU time (recore: the process's, summed over its threads,
+between the first and last epoch's callbacks; LIBMF: its child process's, the same difference
+of two runs), which leaves out the time a shared machine gave to other work.
 Both use the bias-free model LIBMF trains, its adaptive learning-rate schedule, the same factors, epochs, learning rate,
 regularization and threads. Updates per second = epochs x training ratings / training
 seconds.
@@ -26,6 +29,7 @@ import argparse
 import json
 import os
 import subprocess
+import resource
 import sys
 import tempfile
 import time
@@ -34,6 +38,9 @@ import numpy as np
 import recore
 import scipy.sparse as sp
 from peers_als import DEFAULT_SEED, MOVIELENS_20M_LIKE
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from one_query import context_line, machine_context  # noqa: E402
 
 DESCRIPTION = "Compare recore's SGD with LIBMF and Surprise on the same synthetic ratings."
 
@@ -58,6 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--surprise-epochs", type=int, default=5)
     parser.add_argument("--surprise-repeats", type=int, default=3, help="alternating runs of each library")
     parser.add_argument("--cpu-target", help="run recore's kernels for this instruction set (recore.set_cpu_target)")
+    parser.add_argument(
+        "--storage", nargs="+", default=["float32"], choices=["float32", "float16"], help="recore's factor storage"
+    )
+    parser.add_argument("--blocks", type=int, default=0, help="recore's grid side (0: its own choice)")
     parser.add_argument("--json", metavar="PATH", help="also write the results here")
 
 
@@ -78,14 +89,15 @@ def fit_recore(train, test, factors, arguments, *, threads, biases=False, schedu
     options = dict(
         factors=factors, iterations=arguments.epochs, learning_rate=arguments.learning_rate,
         regularization=arguments.regularization, bias_regularization=arguments.regularization, biases=biases,
-        schedule=schedule, init_scale=0.1, num_threads=threads, random_state=arguments.seed,
+        schedule=schedule, init_scale=0.1, num_threads=threads, random_state=arguments.seed, blocks=arguments.blocks,
     )  # fmt: skip
     options.update(overrides)
     epoch_seconds, cpu_clock = [], []
 
     def after_epoch(epoch, metrics):
         epoch_seconds.append(metrics["seconds"])
-        cpu_clock.append(time.thread_time())
+        # One thread trains on the calling thread; more on the engine's team besides it.
+        cpu_clock.append(time.thread_time() if threads == 1 else time.process_time())
 
     model = recore.SGD(**options)
     model.fit(train, callback=after_epoch)
@@ -95,9 +107,9 @@ def fit_recore(train, test, factors, arguments, *, threads, biases=False, schedu
         "updates_per_second": options["iterations"] * train.nnz / seconds,
         "rmse": rmse(model, test),
     }
-    if threads == 1 and len(cpu_clock) > 1:
-        # One thread trains on this (the calling) thread: its CPU time between callbacks is
-        # an epoch's, without the time the machine gave to others.
+    if len(cpu_clock) > 1:
+        # The CPU time between callbacks is an epoch's, without the time the machine gave to
+        # others.
         result["cpu_seconds"] = float(np.median(np.diff(cpu_clock))) * options["iterations"]
         result["cpu_updates_per_second"] = options["iterations"] * train.nnz / result["cpu_seconds"]
     return result
@@ -115,9 +127,9 @@ def fit_libmf(train_path, test_path, count, factors, arguments, directory):
             str(arguments.learning_rate), "-l2", str(arguments.regularization), "-s", str(arguments.threads),
             "--quiet", train_path, model_path,
         ]  # fmt: skip
-        began = time.perf_counter()
+        began, cpu_began = time.perf_counter(), children_cpu_seconds()
         subprocess.run(command, check=True, capture_output=True)
-        return time.perf_counter() - began
+        return time.perf_counter() - began, children_cpu_seconds() - cpu_began
 
     with tempfile.TemporaryDirectory() as work:
         model_path = os.path.join(work, "model")
@@ -127,16 +139,25 @@ def fit_libmf(train_path, test_path, count, factors, arguments, directory):
         for _ in range(arguments.repeats):
             overheads.append(train(1, model_path))
             totals.append(train(arguments.epochs, model_path))
-        overhead, total = float(np.median(overheads)), float(np.median(totals))
+        overhead, total = np.median(overheads, axis=0), np.median(totals, axis=0)
         output = os.path.join(work, "predictions")
         result = subprocess.run(
             [os.path.join(directory, "mf-predict"), "-e", "0", test_path, model_path, output],
             check=True, capture_output=True, text=True,
         )  # fmt: skip
-    seconds = (total - overhead) * arguments.epochs / (arguments.epochs - 1)  # as if for every epoch
+    # As if for every epoch: wall, then CPU seconds.
+    seconds, cpu_seconds = (float(v) for v in (total - overhead) * arguments.epochs / (arguments.epochs - 1))
     reported = [line for line in result.stdout.splitlines() if "RMSE" in line]
     test_rmse = float(reported[-1].split("=")[-1]) if reported else float("nan")
-    return {"seconds": seconds, "updates_per_second": arguments.epochs * count / seconds, "rmse": test_rmse}
+    return {
+        "seconds": seconds, "updates_per_second": arguments.epochs * count / seconds, "cpu_seconds": cpu_seconds,
+        "cpu_updates_per_second": arguments.epochs * count / cpu_seconds, "rmse": test_rmse,
+    }  # fmt: skip
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def fit_surprise(train, test, arguments):
@@ -177,7 +198,7 @@ def run(arguments: argparse.Namespace) -> int:
     )
     if arguments.cpu_target:
         recore.set_cpu_target(arguments.cpu_target)
-    print(f"machine: recore CPU target {recore.cpu_target()}")
+    print(f"machine: {context_line(machine_context(None))}")
     records = []
     libmf = None if arguments.skip_libmf else arguments.libmf
     paths = None
@@ -186,26 +207,41 @@ def run(arguments: argparse.Namespace) -> int:
         paths = (os.path.join(work, "train.txt"), os.path.join(work, "test.txt"))
         write_libmf(train, paths[0])
         write_libmf(test, paths[1])
-    print("| factors | library | training s | updates / s | test RMSE | recore updates/s over peer | RMSE difference |")
-    print("|---:|:---|---:|---:|---:|---:|---:|")
+    print(
+        "| factors | library | storage | training s | updates / s | updates / CPU s | test RMSE | recore over peer "
+        "(wall, CPU) | RMSE difference |"
+    )
+    print("|---:|:---|:---|---:|---:|---:|---:|---:|---:|")
     for factors in arguments.factors:
-        fits = sorted(
-            (fit_recore(train, test, factors, arguments, threads=arguments.threads) for _ in range(arguments.repeats)),
-            key=lambda fit: fit["updates_per_second"],
-        )
-        ours = fits[len(fits) // 2]
-        speed = f"{ours['updates_per_second']:.3g}"
-        print(f"| {factors} | recore | {ours['seconds']:.2f} | {speed} | {ours['rmse']:.4f} | | |")
-        records.append({"factors": factors, "library": "recore", **ours})
-        if libmf:
-            theirs = fit_libmf(*paths, train.nnz, factors, arguments, libmf)
-            ratio = ours["updates_per_second"] / theirs["updates_per_second"]
+        fits = {storage: [] for storage in arguments.storage}
+        for _ in range(arguments.repeats):
+            for storage in arguments.storage:
+                fits[storage].append(
+                    fit_recore(train, test, factors, arguments, threads=arguments.threads, storage=storage)
+                )
+        theirs = fit_libmf(*paths, train.nnz, factors, arguments, libmf) if libmf else None
+        for storage, runs in fits.items():
+            ours = sorted(runs, key=lambda fit: fit["updates_per_second"])[len(runs) // 2]
+            cpu = float(np.median([fit["cpu_updates_per_second"] for fit in runs]))
+            ratios = ""
+            if theirs:
+                ratios = (
+                    f"{ours['updates_per_second'] / theirs['updates_per_second']:.2f}, "
+                    f"{cpu / theirs['cpu_updates_per_second']:.2f} | {ours['rmse'] - theirs['rmse']:+.4f}"
+                )
             print(
-                f"| {factors} | LIBMF | {theirs['seconds']:.2f} | {theirs['updates_per_second']:.3g} | "
-                f"{theirs['rmse']:.4f} | {ratio:.2f} | {ours['rmse'] - theirs['rmse']:+.4f} |"
+                f"| {factors} | recore | {storage} | {ours['seconds']:.2f} | {ours['updates_per_second']:.3g} | "
+                f"{cpu:.3g} | {ours['rmse']:.4f} | {ratios} |"
             )
-            records.append({"factors": factors, "library": "LIBMF", **theirs, "ratio": ratio})
+            records.append({"factors": factors, "library": "recore", "storage": storage, **ours, "cpu_median": cpu})
+        if theirs:
+            print(
+                f"| {factors} | LIBMF | float32 | {theirs['seconds']:.2f} | {theirs['updates_per_second']:.3g} | "
+                f"{theirs['cpu_updates_per_second']:.3g} | {theirs['rmse']:.4f} | | |"
+            )
+            records.append({"factors": factors, "library": "LIBMF", **theirs})
         sys.stdout.flush()
+    print(f"load average at the end: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
     # Single thread against Surprise's SVD, biased model, constant rate, on a subset.
     subset = ratings[: max(1, int(ratings.shape[0] * arguments.surprise_ratings / max(ratings.nnz, 1)))]

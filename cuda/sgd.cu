@@ -224,6 +224,8 @@ void check_model(const SgdModel& m) {
     throw std::invalid_argument("factor matrices must be padded to a multiple of 16 columns, at least factors wide");
   if (m.slow_factors < 0 || (m.slow_factors > 0 && m.slow_factors >= m.factors))
     throw std::invalid_argument("slow_factors must be 0 or below factors");
+  if (m.user_factors_float16 || m.item_factors_float16)
+    throw std::invalid_argument("the CUDA engine trains float32 factors only, not float16");
 }
 
 unsigned grid_warps(int64_t work) {

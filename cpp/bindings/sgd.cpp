@@ -53,11 +53,33 @@ void check_ids(const int32_t* ids, int64_t count, int64_t bound, const std::stri
   if (bad) throw py::index_error(name + " has ids outside [0, " + std::to_string(bound) + ")");
 }
 
+// A factor matrix in float32 or float16 (numpy's IEEE half precision), viewed without copying.
+struct FactorRows {
+  void* data = nullptr;
+  int64_t rows = 0, cols = 0;
+  bool float16 = false;
+};
+
+FactorRows factor_rows(py::handle obj, const std::string& name) {
+  py::array a = require_array(obj, name);
+  FactorRows view;
+  view.float16 = a.dtype().equal(py::dtype("float16"));
+  if (!view.float16 && !has_dtype<float>(a))
+    throw py::type_error(name + " must have dtype float32 or float16, got " + dtype_name(a));
+  require_layout(a, name, 2, true);
+  view.data = const_cast<void*>(a.data());
+  view.rows = a.shape(0);
+  view.cols = a.shape(1);
+  return view;
+}
+
 SgdModel model_of(py::handle user_factors, py::handle item_factors, int64_t factors, py::handle user_biases,
                   py::handle item_biases, double global_mean, py::handle user_rate_sums, py::handle item_rate_sums,
                   int64_t slow_factors = 0) {
-  auto users = matrix<float>(user_factors, "user_factors", true);
-  auto items = matrix<float>(item_factors, "item_factors", true);
+  const FactorRows users = factor_rows(user_factors, "user_factors");
+  const FactorRows items = factor_rows(item_factors, "item_factors");
+  if (users.float16 != items.float16)
+    throw py::type_error("user_factors and item_factors must have the same dtype (float32 or float16)");
   if (users.cols != items.cols) throw py::value_error("user_factors and item_factors must have the same width");
   if (users.cols % kSgdRowFloats != 0 || factors < 1 || factors > users.cols)
     throw py::value_error("factor matrices must be padded to a multiple of 16 columns, at least factors wide");
@@ -65,8 +87,13 @@ SgdModel model_of(py::handle user_factors, py::handle item_factors, int64_t fact
     throw py::value_error("user_factors and item_factors must not share memory");
   if (!std::isfinite(global_mean)) throw py::value_error("global_mean must be finite");
   SgdModel m;
-  m.user_factors = users.data;
-  m.item_factors = items.data;
+  if (users.float16) {
+    m.user_factors_float16 = static_cast<uint16_t*>(users.data);
+    m.item_factors_float16 = static_cast<uint16_t*>(items.data);
+  } else {
+    m.user_factors = static_cast<float*>(users.data);
+    m.item_factors = static_cast<float*>(items.data);
+  }
   m.users = users.rows;
   m.items = items.rows;
   m.factors = factors;
@@ -85,6 +112,10 @@ SgdModel model_of(py::handle user_factors, py::handle item_factors, int64_t fact
   if ((m.user_rate_sums == nullptr) != (m.item_rate_sums == nullptr))
     throw py::value_error("user_rate_sums and item_rate_sums go together");
   return m;
+}
+
+void require_float32_rows(const SgdModel& m) {
+  if (m.user_factors_float16) throw py::type_error("BPR trains float32 factors only: user_factors is float16");
 }
 
 SgdRates rates_of(double learning_rate, double regularization, double bias_regularization) {
@@ -158,6 +189,7 @@ void init_sgd(py::module_& m) {
          py::handle item_rate_sums, double learning_rate, double regularization, double bias_regularization) {
         SgdModel model = model_of(user_factors, item_factors, factors, py::none(), item_biases, 0.0, user_rate_sums,
                                   item_rate_sums);
+        require_float32_rows(model);
         SgdRates rates = rates_of(learning_rate, regularization, bias_regularization);
         const int64_t count = require_array(users, "users").size();
         const int32_t* u = vector<int32_t>(users, "users", count, false);
@@ -182,6 +214,7 @@ void init_sgd(py::module_& m) {
          double bias_regularization, int num_threads, py::handle progress) {
         SgdModel model = model_of(user_factors, item_factors, factors, py::none(), item_biases, 0.0, user_rate_sums,
                                   item_rate_sums);
+        require_float32_rows(model);
         SgdRates rates = rates_of(learning_rate, regularization, bias_regularization);
         int64_t* epochs_done = progress.is_none() ? nullptr : vector<int64_t>(progress, "progress", 1, true);
         if (samples < 0) throw py::value_error("samples must be >= 0");

@@ -25,12 +25,22 @@ constexpr int64_t kNarrowRowFloats = 48;
 void check_model(const SgdModel& m) {
   if (m.users < 0 || m.items < 0 || m.factors < 1 || m.stride < m.factors || m.stride % kSgdRowFloats != 0)
     throw std::invalid_argument("SGD factors must be padded to a multiple of 16 values");
-  if ((m.users > 0 && !m.user_factors) || (m.items > 0 && !m.item_factors))
+  const bool halves = m.user_factors_float16 != nullptr || m.item_factors_float16 != nullptr;
+  if (halves && (m.user_factors || m.item_factors))
+    throw std::invalid_argument("SGD factors are stored either in float32 or in float16, not both");
+  if (halves ? (m.users > 0 && !m.user_factors_float16) || (m.items > 0 && !m.item_factors_float16)
+             : (m.users > 0 && !m.user_factors) || (m.items > 0 && !m.item_factors))
     throw std::invalid_argument("SGD factor matrices are missing");
   if ((m.user_rate_sums == nullptr) != (m.item_rate_sums == nullptr))
     throw std::invalid_argument("the adaptive schedule needs both user and item rate sums");
   if (m.slow_factors < 0 || (m.slow_factors > 0 && m.slow_factors >= m.factors))
     throw std::invalid_argument("slow_factors must be 0 or below factors");
+}
+
+// BPR's updates read and write float32 rows only.
+void check_float32_rows(const SgdModel& m) {
+  if (m.user_factors_float16 || m.item_factors_float16)
+    throw std::invalid_argument("BPR trains float32 factors only, not float16");
 }
 
 }  // namespace
@@ -64,6 +74,7 @@ double sgd_squared_epoch(const RatingGrid& grid, const int32_t* block_order, Sgd
 int64_t sgd_bpr_triples(const int32_t* users, const int32_t* positives, const int32_t* negatives, int64_t count,
                         SgdModel& model, const SgdRates& rates) {
   check_model(model);
+  check_float32_rows(model);
   SgdTripleArgs args;
   args.users = users;
   args.positives = positives;
@@ -80,6 +91,7 @@ int64_t sgd_bpr_triples(const int32_t* users, const int32_t* positives, const in
 double sgd_bpr_epoch(const int64_t* indptr, const int32_t* indices, int64_t samples, bool popularity_negatives,
                      uint64_t seed, SgdModel& model, const SgdRates& rates, int num_threads) {
   check_model(model);
+  check_float32_rows(model);
   if (samples < 0) throw std::invalid_argument("samples must be >= 0");
   if (model.users == 0 || indptr[model.users] == 0 || samples == 0) return 0.0;
   SgdBprEpochArgs args;

@@ -14,6 +14,8 @@
 // SgdModel::slow_factors).
 //
 // Factor matrices are padded to whole SIMD vectors (stride fp >= f, zeros beyond f stay zero).
+// Squared loss can keep them in IEEE half precision (float16): a row is read into float32
+// registers, updated in float32 and rounded to nearest on store, for half the bytes per row.
 #pragma once
 
 #include <cstdint>
@@ -32,6 +34,11 @@ constexpr int64_t kSgdSlowFactors = 8;
 struct SgdModel {
   float* user_factors = nullptr;  // users x fp
   float* item_factors = nullptr;  // items x fp
+  // float16 storage (the bits of IEEE half-precision values, users x fp and items x fp) in
+  // place of user_factors / item_factors, which are then nullptr. Squared loss only
+  // (sgd_squared_epoch, sgd_rmse): BPR refuses it.
+  uint16_t* user_factors_float16 = nullptr;
+  uint16_t* item_factors_float16 = nullptr;
   int64_t users = 0, items = 0;
   int64_t factors = 0;            // f
   int64_t stride = 0;             // fp

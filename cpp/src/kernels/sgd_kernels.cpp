@@ -37,6 +37,50 @@ inline FloatVector load(const float* p) {
   return v;
 }
 inline void store(float* p, FloatVector v) { __builtin_memcpy(p, &v, sizeof(v)); }
+
+// float16 rows (SgdModel::user_factors_float16): kLanes half-precision values widened to
+// float32, and rounded back to the nearest float16 (ties to even) on store. The baseline copy
+// converts one value at a time, as correctly rounded as F16C's conversions, so every copy
+// stores the same bits.
+inline FloatVector load(const uint16_t* p) {
+#if defined(__AVX512F__)
+  return (FloatVector)_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+#elif defined(__AVX__) && defined(__F16C__)
+  return (FloatVector)_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+#else
+  FloatVector v;
+  for (int64_t k = 0; k < kLanes; ++k) {
+    _Float16 half;
+    __builtin_memcpy(&half, p + k, sizeof(half));
+    v[k] = static_cast<float>(half);
+  }
+  return v;
+#endif
+}
+inline void store(uint16_t* p, FloatVector v) {
+#if defined(__AVX512F__)
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtps_ph((__m512)v, _MM_FROUND_TO_NEAREST_INT));
+#elif defined(__AVX__) && defined(__F16C__)
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph((__m256)v, _MM_FROUND_TO_NEAREST_INT));
+#else
+  for (int64_t k = 0; k < kLanes; ++k) {
+    const _Float16 half = static_cast<_Float16>(v[k]);
+    __builtin_memcpy(p + k, &half, sizeof(half));
+  }
+#endif
+}
+
+// The model's factor rows in their storage type (float, or uint16_t for float16 bits).
+template <typename Row>
+inline Row* user_rows(const SgdModel& m) {
+  if constexpr (sizeof(Row) == sizeof(float)) return m.user_factors;
+  else return m.user_factors_float16;
+}
+template <typename Row>
+inline Row* item_rows(const SgdModel& m) {
+  if constexpr (sizeof(Row) == sizeof(float)) return m.item_factors;
+  else return m.item_factors_float16;
+}
 // A broadcast (FloatVector{} + x would cost an addition of zero, which the compiler must keep
 // for x = -0, on the critical path of every update).
 inline FloatVector splat(float x) {
@@ -86,12 +130,15 @@ inline float four_chain_dot(int64_t vectors, Product product) {
 }
 
 // p . q over padded rows (stride a multiple of the vector width).
-inline float padded_dot(const float* p, const float* q, int64_t stride) {
+template <typename Row>
+inline float padded_dot(const Row* p, const Row* q, int64_t stride) {
   return four_chain_dot(stride / kLanes, [&](int64_t j) { return load(p + j * kLanes) * load(q + j * kLanes); });
 }
 
+template <typename Row>
 inline float prediction(const SgdModel& m, int64_t u, int64_t i) {
-  float value = m.global_mean + padded_dot(m.user_factors + u * m.stride, m.item_factors + i * m.stride, m.stride);
+  float value =
+      m.global_mean + padded_dot(user_rows<Row>(m) + u * m.stride, item_rows<Row>(m) + i * m.stride, m.stride);
   if (m.user_biases) value += m.user_biases[u];
   if (m.item_biases) value += m.item_biases[i];
   return value;
@@ -131,8 +178,8 @@ inline float lane(__m128 v, int k) {
 // What a block's updates read of the model, held in locals: the factor stores could alias
 // SgdModel's fields, and every field would be reloaded after every store.
 struct SquaredStep {
-  float* user_factors;
-  float* item_factors;
+  void* user_factors;  // float or float16 rows, as the update's Row says
+  void* item_factors;
   float* user_biases;
   float* item_biases;
   float* user_sums;
@@ -143,7 +190,9 @@ struct SquaredStep {
   // when slow_end falls inside a vector, that vector, [slow_vectors_end, fast_begin), holds both.
   int64_t slow_vectors_end, fast_begin;
   float global_mean, eta, lambda, bias_lambda;
-  __m128 dimensions;  // per lane of the packed sums: the dimensions each sum averages over
+  // Per lane of the packed sums: 1 / the dimensions each sum averages over (a multiplication
+  // ends every update's chain of dependent steps where a division took three times as long).
+  __m128 inverse_dimensions;
   // For the vector holding both: all bits set in its slow lanes (slow_bits) or in its fast
   // ones (fast_bits).
   IntVector slow_bits, fast_bits;
@@ -166,11 +215,13 @@ inline SquaredStep squared_step(const SgdModel& m, const SgdRates& rates, bool s
   }
   const __m128 all = _mm_castsi128_ps(_mm_set1_epi32(-1));
   const __m128 keep = slow_only ? _mm_castsi128_ps(_mm_setr_epi32(-1, 0, -1, 0)) : all;
-  return SquaredStep{m.user_factors, m.item_factors, m.user_biases, m.item_biases, m.user_rate_sums,
+  void* users = m.user_factors_float16 ? static_cast<void*>(m.user_factors_float16) : m.user_factors;
+  void* items = m.item_factors_float16 ? static_cast<void*>(m.item_factors_float16) : m.item_factors;
+  return SquaredStep{users, items, m.user_biases, m.item_biases, m.user_rate_sums,
                      m.item_rate_sums, m.stride, slow_end, slow_vectors_end,
                      slow_vectors_end < slow_end ? slow_vectors_end + kLanes : slow_vectors_end, m.global_mean,
                      rates.learning_rate, rates.regularization, rates.bias_regularization,
-                     _mm_setr_ps(slow, fast, slow, fast), slow_bits, fast_bits, keep};
+                     _mm_setr_ps(1.0f / slow, 1.0f / fast, 1.0f / slow, 1.0f / fast), slow_bits, fast_bits, keep};
 }
 
 // One vector of a row pair takes a step at the given rates (gq from the old p, gp from the
@@ -188,10 +239,26 @@ inline void step(FloatVector& pj, FloatVector& qj, FloatVector error, FloatVecto
   }
 }
 
+// eta / sqrt(sums) (sums >= 1), from the reciprocal square root estimate y (within 0.04%)
+// refined by one Newton step, y (1.5 - 0.5 sums y^2), to about 2e-7: the estimate and three
+// multiplications take half the latency of a square root and a division, and the rates start
+// every update's chain of dependent steps (through the row's next update, which reads the
+// sums this one writes). The estimate is the processor's, so the last bit can differ between
+// processor makers. (Other architectures divide: sse_fallback.hpp has no estimate.)
+inline __m128 rate_of_sums(__m128 sums, float eta) {
+#if defined(__x86_64__) || defined(_M_X64)
+  const __m128 estimate = _mm_rsqrt_ps(sums);
+  const __m128 half_sums = _mm_mul_ps(sums, _mm_set1_ps(0.5f));
+  const __m128 correction = _mm_sub_ps(_mm_set1_ps(1.5f), _mm_mul_ps(_mm_mul_ps(half_sums, estimate), estimate));
+  return _mm_mul_ps(_mm_mul_ps(_mm_set1_ps(eta), estimate), correction);
+#else
+  return _mm_div_ps(_mm_set1_ps(eta), _mm_sqrt_ps(sums));
+#endif
+}
+
 // The adaptive schedule's state of a row pair: the four rates eta / sqrt(G), packed
-// [user slow, user fast, item slow, item fast], from one square root and one division for
-// all of them (the divider is the bottleneck otherwise). Without split rates the fast lanes
-// are idle.
+// [user slow, user fast, item slow, item fast], computed for all of them at once. Without
+// split rates the fast lanes are idle.
 template <bool SPLIT>
 struct RowRates {
   float* user_sums;
@@ -204,14 +271,14 @@ struct RowRates {
     sums = SPLIT ? _mm_loadh_pi(_mm_loadl_pi(_mm_setzero_ps(), reinterpret_cast<const __m64*>(user_sums)),
                                 reinterpret_cast<const __m64*>(item_sums))
                  : _mm_setr_ps(user_sums[0], 1.0f, item_sums[0], 1.0f);
-    rates = _mm_div_ps(_mm_set1_ps(s.eta), _mm_sqrt_ps(sums));
+    rates = rate_of_sums(sums, s.eta);
     if (SPLIT) rates = _mm_and_ps(rates, s.keep);
   }
 
   // G += mean squared gradient, each sum over its own dimensions (an idle lane adds 0).
   void add(const SquaredStep& s, FloatVector user_slow, FloatVector user_fast, FloatVector item_slow,
            FloatVector item_fast) const {
-    __m128 increments = _mm_div_ps(four_sums(user_slow, user_fast, item_slow, item_fast), s.dimensions);
+    __m128 increments = _mm_mul_ps(four_sums(user_slow, user_fast, item_slow, item_fast), s.inverse_dimensions);
     if (SPLIT) increments = _mm_and_ps(increments, s.keep);
     const __m128 updated = _mm_add_ps(sums, increments);
     if (SPLIT) {
@@ -295,8 +362,8 @@ inline void step_shared_in_registers(FloatVector& pj, FloatVector& qj, FloatVect
 }
 
 // The rows' vectors [first, last) in place in memory (any stride).
-template <bool ADAPTIVE>
-inline void step_in_memory(float* p, float* q, int64_t first, int64_t last, FloatVector error, FloatVector lambda,
+template <bool ADAPTIVE, typename Row>
+inline void step_in_memory(Row* p, Row* q, int64_t first, int64_t last, FloatVector error, FloatVector lambda,
                            float eta_u, float eta_i, FloatVector& user_gradient, FloatVector& item_gradient) {
   const FloatVector rate_u = splat(eta_u), rate_i = splat(eta_i);
   for (int64_t j = first; j < last; j += kLanes) {
@@ -308,8 +375,8 @@ inline void step_in_memory(float* p, float* q, int64_t first, int64_t last, Floa
 }
 
 // The rows' vectors [FIRST, LAST) held in registers, then stored.
-template <bool ADAPTIVE, int FIRST, int LAST>
-inline void step_in_registers(float* p, float* q, FloatVector* pv, FloatVector* qv, FloatVector error,
+template <bool ADAPTIVE, int FIRST, int LAST, typename Row>
+inline void step_in_registers(Row* p, Row* q, FloatVector* pv, FloatVector* qv, FloatVector error,
                               FloatVector lambda, float eta_u, float eta_i, FloatVector& user_gradient,
                               FloatVector& item_gradient) {
   const FloatVector rate_u = splat(eta_u), rate_i = splat(eta_i);
@@ -333,11 +400,11 @@ constexpr int kFastVectorsBegin = kSlowVectors + (kSplitVector ? 1 : 0);
 // twice. Both compute the same operations in the same order.
 // Always inlined into the loop over ratings: as a call, the step's fields and constants would be
 // reloaded for every update (GCC stops inlining it once the split vector is added).
-template <bool ADAPTIVE, bool BIASES, bool SPLIT, int NV>
+template <bool ADAPTIVE, bool BIASES, bool SPLIT, int NV, typename Row>
 __attribute__((always_inline)) inline float squared_update(const SquaredStep& s, int64_t u, int64_t i, float r,
                                                            bool slow_only) {
-  float* p = s.user_factors + u * s.stride;
-  float* q = s.item_factors + i * s.stride;
+  Row* p = static_cast<Row*>(s.user_factors) + u * s.stride;
+  Row* q = static_cast<Row*>(s.item_factors) + i * s.stride;
   FloatVector pv[NV > 0 ? NV : 1], qv[NV > 0 ? NV : 1];
   float predicted = s.global_mean;
   if constexpr (NV > 0) {
@@ -391,7 +458,7 @@ __attribute__((always_inline)) inline float squared_update(const SquaredStep& s,
   if (!ADAPTIVE) return e;
   if (SPLIT && !slow_only) {
     if constexpr (NV > 0)
-      step_in_registers<true, kFastVectorsBegin, NV>(p, q, pv, qv, error, lambda, eta_u_fast, eta_i_fast,
+      step_in_registers<true, kFastVectorsBegin, NV, Row>(p, q, pv, qv, error, lambda, eta_u_fast, eta_i_fast,
                                                       user_fast, item_fast);
     else
       step_in_memory<true>(p, q, s.fast_begin, s.stride, error, lambda, eta_u_fast, eta_i_fast, user_fast,
@@ -402,7 +469,7 @@ __attribute__((always_inline)) inline float squared_update(const SquaredStep& s,
 }
 
 // Squared-loss updates of ratings [first, last) of the grid; returns their squared errors.
-template <bool ADAPTIVE, bool BIASES, bool SPLIT, int NV>
+template <bool ADAPTIVE, bool BIASES, bool SPLIT, int NV, typename Row>
 double squared_updates(const SquaredStep& s, const RatingGrid& grid, int64_t first, int64_t last, bool slow_only) {
   const int32_t* users = grid.users;
   const int32_t* items = grid.items;
@@ -413,14 +480,14 @@ double squared_updates(const SquaredStep& s, const RatingGrid& grid, int64_t fir
   double sum = 0.0;
   for (int64_t k = first; k < last; ++k) {
     if (k + ahead < last) {
-      const float* next_item = s.item_factors + items[k + ahead] * s.stride;
-      const float* next_user = s.user_factors + users[k + ahead] * s.stride;
-      for (int64_t j = 0; j < s.stride; j += 16) {
+      const Row* next_item = static_cast<const Row*>(s.item_factors) + items[k + ahead] * s.stride;
+      const Row* next_user = static_cast<const Row*>(s.user_factors) + users[k + ahead] * s.stride;
+      for (int64_t j = 0; j < s.stride; j += 64 / sizeof(Row)) {  // a 64-byte line at a time
         __builtin_prefetch(next_item + j, 1);
         __builtin_prefetch(next_user + j, 1);
       }
     }
-    const float e = squared_update<ADAPTIVE, BIASES, SPLIT, NV>(s, users[k], items[k], values[k], slow_only);
+    const float e = squared_update<ADAPTIVE, BIASES, SPLIT, NV, Row>(s, users[k], items[k], values[k], slow_only);
     sum += double(e) * double(e);
   }
   return sum;
@@ -437,34 +504,41 @@ constexpr bool register_rows() {
   return NV <= kRegisterVectors && (!SPLIT || NV >= kFastVectorsBegin);
 }
 
-template <bool ADAPTIVE, bool BIASES, bool SPLIT>
+template <bool ADAPTIVE, bool BIASES, bool SPLIT, typename Row>
 double squared_updates_of_width(const SquaredStep& s, const RatingGrid& grid, int64_t first, int64_t last,
                                 bool slow_only) {
   const int64_t vectors = s.stride / kLanes;
   // The register path has SPLIT's slow dimensions fixed at kSgdSlowFactors, as recore.SGD sets them.
   const bool registers = !SPLIT || s.slow_end == kSgdSlowFactors;
   if constexpr (register_rows<SPLIT, 1>())
-    if (registers && vectors == 1) return squared_updates<ADAPTIVE, BIASES, SPLIT, 1>(s, grid, first, last, slow_only);
+    if (registers && vectors == 1) return squared_updates<ADAPTIVE, BIASES, SPLIT, 1, Row>(s, grid, first, last, slow_only);
   if constexpr (register_rows<SPLIT, 2>())
-    if (registers && vectors == 2) return squared_updates<ADAPTIVE, BIASES, SPLIT, 2>(s, grid, first, last, slow_only);
+    if (registers && vectors == 2) return squared_updates<ADAPTIVE, BIASES, SPLIT, 2, Row>(s, grid, first, last, slow_only);
   if constexpr (register_rows<SPLIT, 4>())
-    if (registers && vectors == 4) return squared_updates<ADAPTIVE, BIASES, SPLIT, 4>(s, grid, first, last, slow_only);
+    if (registers && vectors == 4) return squared_updates<ADAPTIVE, BIASES, SPLIT, 4, Row>(s, grid, first, last, slow_only);
   if constexpr (register_rows<SPLIT, 8>())
-    if (registers && vectors == 8) return squared_updates<ADAPTIVE, BIASES, SPLIT, 8>(s, grid, first, last, slow_only);
-  return squared_updates<ADAPTIVE, BIASES, SPLIT, 0>(s, grid, first, last, slow_only);
+    if (registers && vectors == 8) return squared_updates<ADAPTIVE, BIASES, SPLIT, 8, Row>(s, grid, first, last, slow_only);
+  return squared_updates<ADAPTIVE, BIASES, SPLIT, 0, Row>(s, grid, first, last, slow_only);
+}
+
+template <typename Row>
+double squared_block_of(const SquaredStep& s, const SgdModel& m, const RatingGrid& grid, int64_t first, int64_t last,
+                        bool slow_only) {
+  const bool adaptive = m.user_rate_sums != nullptr, biases = m.user_biases != nullptr;
+  if (adaptive && m.slow_factors > 0)
+    return biases ? squared_updates_of_width<true, true, true, Row>(s, grid, first, last, slow_only)
+                  : squared_updates_of_width<true, false, true, Row>(s, grid, first, last, slow_only);
+  if (adaptive) return biases ? squared_updates_of_width<true, true, false, Row>(s, grid, first, last, slow_only)
+                              : squared_updates_of_width<true, false, false, Row>(s, grid, first, last, slow_only);
+  return biases ? squared_updates_of_width<false, true, false, Row>(s, grid, first, last, slow_only)
+                : squared_updates_of_width<false, false, false, Row>(s, grid, first, last, slow_only);
 }
 
 inline double squared_block(const RatingGrid& grid, const SgdModel& m, const SgdRates& rates, int64_t first,
                             int64_t last, bool slow_only) {
   const SquaredStep s = squared_step(m, rates, slow_only);
-  const bool adaptive = m.user_rate_sums != nullptr, biases = m.user_biases != nullptr;
-  if (adaptive && m.slow_factors > 0)
-    return biases ? squared_updates_of_width<true, true, true>(s, grid, first, last, slow_only)
-                  : squared_updates_of_width<true, false, true>(s, grid, first, last, slow_only);
-  if (adaptive) return biases ? squared_updates_of_width<true, true, false>(s, grid, first, last, slow_only)
-                              : squared_updates_of_width<true, false, false>(s, grid, first, last, slow_only);
-  return biases ? squared_updates_of_width<false, true, false>(s, grid, first, last, slow_only)
-                : squared_updates_of_width<false, false, false>(s, grid, first, last, slow_only);
+  return m.user_factors_float16 ? squared_block_of<uint16_t>(s, m, grid, first, last, slow_only)
+                                : squared_block_of<float>(s, m, grid, first, last, slow_only);
 }
 
 // One BPR update for (u, i, j); returns whether x > 0 before it.
@@ -649,7 +723,10 @@ void sgd_rmse_kernel(const SgdRmseArgs& args) {
     const int64_t first = args.count * c / args.chunks, last = args.count * (c + 1) / args.chunks;
     double sum = 0.0;
     for (int64_t k = first; k < last; ++k) {
-      const double e = double(args.values[k]) - double(prediction(args.model, args.users[k], args.items[k]));
+      const float predicted = args.model.user_factors_float16
+                                  ? prediction<uint16_t>(args.model, args.users[k], args.items[k])
+                                  : prediction<float>(args.model, args.users[k], args.items[k]);
+      const double e = double(args.values[k]) - double(predicted);
       sum += e * e;
     }
     args.partials[c] = sum;

@@ -400,7 +400,8 @@ def sgd_squared_epoch(
     ``[block_starts[b], block_starts[b + 1])`` of ``users`` / ``items`` (int32) and ``values``
     (float32); every rating of a block must have its user in the block's user band and its
     item in its item band (the caller's grid), which is what lets threads update without
-    locks. Threads take blocks in ``block_order``. Factor matrices are float32, padded to a
+    locks. Threads take blocks in ``block_order``. Factor matrices are float32 (or both float16:
+    rows widened to float32 for each update and rounded to nearest on store), padded to a
     multiple of ``SGD_ROW_FLOATS`` (16) columns with zeros beyond ``factors``; biases and the adaptive schedule's
     rate sums are optional float32 vectors, updated in place. Returns the sum of squared
     errors of the predictions made just before each update. With ``slow_factors`` (below
@@ -417,7 +418,7 @@ def sgd_squared_epoch(
     block_order : int32 ndarray (blocks * blocks,)
         A permutation of the blocks.
     blocks : int >= 1
-    user_factors, item_factors : float32 ndarrays (rows, padded width), updated in place
+    user_factors, item_factors : float32 or float16 ndarrays (rows, padded width), updated in place
     factors : int
         Columns in use (the rest are padding and stay zero).
     user_biases, item_biases : float32 ndarrays, optional
@@ -512,7 +513,7 @@ def sgd_rmse(
     ----------
     users, items : int32 ndarrays (n,)
     values : float32 ndarray (n,)
-    user_factors, item_factors : float32 ndarrays (rows, padded width)
+    user_factors, item_factors : float32 or float16 ndarrays (rows, padded width)
     factors : int
         Columns in use.
     user_biases, item_biases : float32 ndarrays, optional
