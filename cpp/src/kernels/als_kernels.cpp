@@ -730,18 +730,21 @@ inline void interleave(const V& a, const V& b, V& lo, V& hi) {
   }
 }
 
-// Transposes a square tile of `lanes` vectors in registers: log2(lanes) rounds of pairing
-// vector i with vector i + lanes / 2 by interleaving (a perfect shuffle of the rows' lanes
-// each round; after all rounds vector l holds lane l of every input).
+// Transposes a square tile of LANES vectors in registers, in place: rounds of interleaving
+// vector p with vector p + stride, the stride halving from LANES / 2 to 1 (each round a perfect
+// shuffle of the lanes; after the last, vector l holds lane l of every input, in order).
 template <typename V, int LANES>
 inline void transpose_tile(V r[LANES]) {
 #pragma GCC unroll 4
-  for (int round = 1; round < LANES; round *= 2) {
-    V next[LANES];
+  for (int stride = LANES / 2; stride >= 1; stride /= 2) {
 #pragma GCC unroll 16
-    for (int i = 0; i < LANES / 2; ++i) interleave(r[i], r[i + LANES / 2], next[2 * i], next[2 * i + 1]);
-#pragma GCC unroll 16
-    for (int i = 0; i < LANES; ++i) r[i] = next[i];
+    for (int p = 0; p < LANES; ++p) {
+      if (p & stride) continue;
+      V lo, hi;
+      interleave(r[p], r[p + stride], lo, hi);
+      r[p] = lo;
+      r[p + stride] = hi;
+    }
   }
 }
 
@@ -759,13 +762,15 @@ void gather_transposed(const AlsSolveArgs<T, I>& a, int64_t begin, int64_t n, in
     const T* source[lanes];
     for (int l = 0; l < lanes; ++l)
       source[l] = a.fixed.row(static_cast<int64_t>(a.rows.indices[begin + smaller(k0 + l, n - 1)]));
-    // The next tile's rows, into L2 only: in L1 they would push out this tile's.
-    for (int64_t k = k0 + lanes; k < smaller(k0 + 2 * lanes, n); ++k) {
-      const char* row = reinterpret_cast<const char*>(a.fixed.row(static_cast<int64_t>(a.rows.indices[begin + k])));
-      for (int64_t line = 0; line < f * static_cast<int64_t>(sizeof(T)); line += 64) __builtin_prefetch(row + line, 0, 2);
-    }
+    // The next tile's rows are fetched while this one is transposed, a line of each row per
+    // column step (spread out, so that the fetches do not queue up behind each other).
+    const T* upcoming[lanes];
+    for (int l = 0; l < lanes; ++l)
+      upcoming[l] = a.fixed.row(static_cast<int64_t>(a.rows.indices[begin + smaller(k0 + lanes + l, n - 1)]));
     V prediction = V{};
     for (int64_t c = 0; c < f; c += lanes) {
+      for (int64_t line = c; line < c + lanes; line += 64 / static_cast<int64_t>(sizeof(T)))
+        for (int l = 0; l < lanes; ++l) __builtin_prefetch(upcoming[l] + line, 0, 3);
       V r[lanes];
       if (c + lanes <= f) {
         for (int l = 0; l < lanes; ++l) __builtin_memcpy(&r[l], source[l] + c, sizeof(V));
@@ -973,9 +978,90 @@ void step_and_gradient_lines(const T* previous, const T* step, int64_t previous_
   for (int64_t i = 0; i < bb; ++i) entries[i] = dot_vectors(s.coefficients, next + i * np, np);
 }
 
-// Factors block b's matrix into its slot of s.block_matrices; a singular block (possible only
-// with zero regularization) gets the Cholesky solver's ridge, growing from 1e-6 of the mean
-// diagonal. Returns false if none factors (the block is then left as it is).
+// Blocks of up to this many factors are inverted once (Gauss-Jordan) and each step is then one
+// matrix-vector product; a triangular solve per step would be a chain of dependent horizontal
+// sums, several times the product's time at these sizes. Larger blocks keep their Cholesky
+// factor (a third of the inversion's work, and few steps to repay it).
+constexpr int64_t kInvertedBlockFactors = 16;
+
+// Inverts the symmetric positive definite bb x bb matrix H (stride bp, both triangles, zero
+// beyond bb) in place by Gauss-Jordan elimination without pivoting (its pivots are those of a
+// Cholesky factorization, positive for such a matrix); false if a pivot is not positive. Each
+// pivot updates every row as whole vectors.
+template <typename T>
+bool block_invert(T* H, int64_t bb, int64_t bp) {
+  typedef typename Simd<T>::type V;
+  constexpr int64_t width = kVectorBytes / sizeof(T);
+  for (int64_t k = 0; k < bb; ++k) {
+    T* pivot_row = H + k * bp;
+    const T pivot = pivot_row[k];
+    if (!(pivot > T(0))) return false;  // also rejects NaN
+    const T inverse = T(1) / pivot;
+    pivot_row[k] = T(1);
+    for (int64_t j = 0; j < bp; j += width) {
+      V r;
+      __builtin_memcpy(&r, pivot_row + j, sizeof(V));
+      r *= inverse;
+      __builtin_memcpy(pivot_row + j, &r, sizeof(V));
+    }
+    // Row i -= H[i][k] * pivot row, with H[i][k] zeroed first so that column k becomes
+    // -H[i][k] / pivot (the inverse's entry) rather than 0.
+    for (int64_t i = 0; i < bb; ++i) {
+      if (i == k) continue;
+      T* row = H + i * bp;
+      const T factor = row[k];
+      row[k] = T(0);
+      for (int64_t j = 0; j < bp; j += width) {
+        V r, o;
+        __builtin_memcpy(&r, pivot_row + j, sizeof(V));
+        __builtin_memcpy(&o, row + j, sizeof(V));
+        o -= factor * r;
+        __builtin_memcpy(row + j, &o, sizeof(V));
+      }
+    }
+  }
+  return true;
+}
+
+// d = H^-1 gradient from the inverse (symmetric): a combination of its rows.
+template <typename T>
+void block_inverse_apply(const T* H_inverse, int64_t bb, int64_t bp, const T* gradient, T* d) {
+  typedef typename Simd<T>::type V;
+  constexpr int64_t width = kVectorBytes / sizeof(T);
+  for (int64_t j = 0; j < bp; j += width) {
+    V even = V{}, odd = V{};
+    int64_t i = 0;
+    for (; i + 2 <= bb; i += 2) {
+      V r0, r1;
+      __builtin_memcpy(&r0, H_inverse + i * bp + j, sizeof(V));
+      __builtin_memcpy(&r1, H_inverse + (i + 1) * bp + j, sizeof(V));
+      even += gradient[i] * r0;
+      odd += gradient[i + 1] * r1;
+    }
+    if (i < bb) {
+      V r0;
+      __builtin_memcpy(&r0, H_inverse + i * bp + j, sizeof(V));
+      even += gradient[i] * r0;
+    }
+    const V total = even + odd;
+    __builtin_memcpy(d + j, &total, sizeof(V));
+  }
+}
+
+// A formed block matrix made ready for its steps: inverted or factored (see
+// kInvertedBlockFactors); false if it is not numerically positive definite.
+template <typename T, typename I>
+bool prepare_block(const AlsSolveArgs<T, I>& a, int64_t bb, T* H) {
+  const int64_t bp = a.padded_block;
+  if (a.block_factors > kInvertedBlockFactors) return block_cholesky_factor(H, bb, bp);
+  for (int64_t i = 0; i < bb; ++i)
+    for (int64_t j = 0; j < i; ++j) H[i * bp + j] = H[j * bp + i];
+  return block_invert(H, bb, bp);
+}
+
+// Forms and prepares block b's matrix in its slot of s.block_matrices; a singular block
+// (possible only with zero regularization) gets the Cholesky solver's ridge, growing from 1e-6
+// of the mean diagonal. Returns false if none works (the block is then left as it is).
 template <typename T, typename I, typename Rows>
 bool factor_block(const AlsSolveArgs<T, I>& a, const Rows& Y, bool in_place, int64_t n, int64_t b, T lambda,
                   const Scratch<T>& s) {
@@ -985,11 +1071,11 @@ bool factor_block(const AlsSolveArgs<T, I>& a, const Rows& Y, bool in_place, int
   form_block_matrix(a, Y, in_place, n, j0, bb, lambda, T(0), s, H);
   T trace = 0;
   for (int64_t i = 0; i < bb; ++i) trace += H[i * bp + i];
-  if (block_cholesky_factor(H, bb, bp)) return true;
+  if (prepare_block(a, bb, H)) return true;
   T ridge = (trace > T(0) ? trace / T(bb) : T(1)) * T(1e-6);
   for (int attempt = 0; attempt < 4; ++attempt, ridge *= T(100)) {
     form_block_matrix(a, Y, in_place, n, j0, bb, lambda, ridge, s, H);
-    if (block_cholesky_factor(H, bb, bp)) return true;
+    if (prepare_block(a, bb, H)) return true;
   }
   return false;
 }
@@ -998,7 +1084,12 @@ bool factor_block(const AlsSolveArgs<T, I>& a, const Rows& Y, bool in_place, int
 template <typename T, typename I>
 void take_block_step(const AlsSolveArgs<T, I>& a, int64_t b, int64_t j0, int64_t bb, const Scratch<T>& s) {
   const int64_t bp = a.padded_block;
-  block_cholesky_solve(s.block_matrices + b * bp * bp, bb, bp, s.residual, s.direction);
+  const T* H = s.block_matrices + b * bp * bp;
+  if (a.block_factors > kInvertedBlockFactors) {
+    block_cholesky_solve(H, bb, bp, s.residual, s.direction);
+  } else {
+    block_inverse_apply(H, bb, bp, s.residual, s.direction);
+  }
   for (int64_t i = 0; i < bb; ++i) s.x[j0 + i] -= s.direction[i];
 }
 
