@@ -817,12 +817,46 @@ inline void transposed_tile(const T* Yt, int64_t np, const T* w, int64_t i0, int
     for (int c = 0; c < 4; ++c) H[(i0 + r) * bp + j0 + c] += sum_lanes<T, kVectorBytes>(&acc[r][c]);
 }
 
-// H += Y_B^T diag(w) Y_B on and above the diagonal (tiles on the diagonal also write below
-// it, and tiles past bb write rows and columns past it, which nobody reads).
+// Rows FIRST .. LAST - 1 of a B-factor block's matrix on and above the diagonal, H[i][j] +=
+// sum_k w_k Yt[i][k] Yt[j][k] for j >= i: exactly the upper triangle's products, with a sum in
+// a register for each (a few such bands cover a block of 4 or 8 factors).
+template <typename T, int B, int FIRST, int LAST>
+inline void triangle_band(const T* Yt, int64_t np, const T* w, T* H, int64_t bp) {
+  typedef typename Simd<T>::type V;
+  constexpr int64_t lanes = kVectorBytes / sizeof(T);
+  V acc[LAST - FIRST][B];
+  for (int i = FIRST; i < LAST; ++i)
+    for (int j = i; j < B; ++j) acc[i - FIRST][j] = V{};
+  for (int64_t k = 0; k < np; k += lanes) {
+    V weight, y[B];
+    __builtin_memcpy(&weight, w + k, sizeof(V));
+    for (int j = FIRST; j < B; ++j) __builtin_memcpy(&y[j], Yt + j * np + k, sizeof(V));
+    for (int i = FIRST; i < LAST; ++i) {
+      const V scaled = weight * y[i];
+      for (int j = i; j < B; ++j) acc[i - FIRST][j] += scaled * y[j];
+    }
+  }
+  for (int i = FIRST; i < LAST; ++i)
+    for (int j = i; j < B; ++j) H[i * bp + j] += sum_lanes<T, kVectorBytes>(&acc[i - FIRST][j]);
+}
+
+// H += Y_B^T diag(w) Y_B on and above the diagonal, for a block of bs factors (bb of them in
+// this block; lines past bb are zero or the next block's, and land in rows and columns of H
+// past bb, which nobody reads). Blocks of 4 and 8 factors go by bands of rows with a register
+// sum per product (36 for 8 factors); others by 4 x 4 tiles (tiles on the diagonal also write
+// below it).
 template <typename T>
-void add_transposed_block(const T* Yt, int64_t np, const T* w, int64_t bb, int64_t bp, T* H) {
-  for (int64_t i0 = 0; i0 < bb; i0 += 4)
-    for (int64_t j0 = i0; j0 < bb; j0 += 4) transposed_tile(Yt, np, w, i0, j0, H, bp);
+void add_transposed_block(const T* Yt, int64_t np, const T* w, int64_t bs, int64_t bb, int64_t bp, T* H) {
+  if (bs == 8) {
+    triangle_band<T, 8, 0, 2>(Yt, np, w, H, bp);
+    triangle_band<T, 8, 2, 5>(Yt, np, w, H, bp);
+    triangle_band<T, 8, 5, 8>(Yt, np, w, H, bp);
+  } else if (bs == 4) {
+    triangle_band<T, 4, 0, 4>(Yt, np, w, H, bp);
+  } else {
+    for (int64_t i0 = 0; i0 < bb; i0 += 4)
+      for (int64_t j0 = i0; j0 < bb; j0 += 4) transposed_tile(Yt, np, w, i0, j0, H, bp);
+  }
 }
 
 // The block's matrix A_BB (with `ridge` on its diagonal) into H, for rows gathered transposed
@@ -845,7 +879,7 @@ void form_block_matrix(const AlsSolveArgs<T, I>& a, const Rows& Y, bool in_place
   } else {
     constexpr int64_t lanes = kVectorBytes / sizeof(T);
     const int64_t np = (n + lanes - 1) / lanes * lanes;
-    add_transposed_block(s.gathered + j0 * np, np, s.weight, bb, bp, H);
+    add_transposed_block(s.gathered + j0 * np, np, s.weight, a.block_factors, bb, bp, H);
   }
   for (int64_t i = 0; i < bb; ++i) fill_zero(H + i * bp + bb, bp - bb);
 }
@@ -984,43 +1018,79 @@ void step_and_gradient_lines(const T* previous, const T* step, int64_t previous_
 // factor (a third of the inversion's work, and few steps to repay it).
 constexpr int64_t kInvertedBlockFactors = 16;
 
-// Inverts the symmetric positive definite bb x bb matrix H (stride bp, both triangles, zero
-// beyond bb) in place by Gauss-Jordan elimination without pivoting (its pivots are those of a
-// Cholesky factorization, positive for such a matrix); false if a pivot is not positive. Each
-// pivot updates every row as whole vectors.
+// Inverts `count` symmetric positive definite matrices in place (matrix m: sizes[m] square,
+// stride bp, both triangles, zero beyond its size) by Gauss-Jordan elimination without pivoting
+// (its pivots are those of a Cholesky factorization, positive for such a matrix), each pivot
+// updating every row as whole vectors. The eliminations are interleaved pivot by pivot: each is
+// a chain of dependent steps (a division, then the rows that wait on it), and independent
+// chains side by side keep the processor busy while one waits. inverted[m] says whether matrix
+// m's pivots were all positive (a matrix stops at its first that is not).
 template <typename T>
-bool block_invert(T* H, int64_t bb, int64_t bp) {
+void block_invert_group(T* const* H, const int64_t* sizes, int count, int64_t bp, bool* inverted) {
   typedef typename Simd<T>::type V;
   constexpr int64_t width = kVectorBytes / sizeof(T);
-  for (int64_t k = 0; k < bb; ++k) {
-    T* pivot_row = H + k * bp;
-    const T pivot = pivot_row[k];
-    if (!(pivot > T(0))) return false;  // also rejects NaN
-    const T inverse = T(1) / pivot;
-    pivot_row[k] = T(1);
-    for (int64_t j = 0; j < bp; j += width) {
-      V r;
-      __builtin_memcpy(&r, pivot_row + j, sizeof(V));
-      r *= inverse;
-      __builtin_memcpy(pivot_row + j, &r, sizeof(V));
-    }
-    // Row i -= H[i][k] * pivot row, with H[i][k] zeroed first so that column k becomes
-    // -H[i][k] / pivot (the inverse's entry) rather than 0.
-    for (int64_t i = 0; i < bb; ++i) {
-      if (i == k) continue;
-      T* row = H + i * bp;
-      const T factor = row[k];
-      row[k] = T(0);
+  int64_t largest = 0;
+  for (int m = 0; m < count; ++m) {
+    inverted[m] = true;
+    largest = sizes[m] > largest ? sizes[m] : largest;
+  }
+  // unit + 16 - l, read as a vector, is 1 in lane l and 0 elsewhere: lane k of a row is set
+  // through it in registers (a scalar store into a row that is then read as a vector would
+  // stall the load until the store completes).
+  alignas(64) static const T unit[32] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+  constexpr int64_t most_vectors = 16 * sizeof(T) / kVectorBytes > 0 ? 16 * sizeof(T) / kVectorBytes : 1;
+  for (int64_t k = 0; k < largest; ++k) {
+    const int64_t k_vector = k / width * width;
+    V lane_k;
+    __builtin_memcpy(&lane_k, unit + 16 - (k - k_vector), sizeof(V));
+    for (int m = 0; m < count; ++m) {
+      const int64_t bb = sizes[m];
+      if (!inverted[m] || k >= bb) continue;
+      T* pivot_row = H[m] + k * bp;
+      const T pivot = pivot_row[k];
+      if (!(pivot > T(0))) {  // also rejects NaN
+        inverted[m] = false;
+        continue;
+      }
+      const T inverse = T(1) / pivot;
+      // The pivot row becomes row / pivot with lane k = 1 / pivot; the other rows take
+      // row[k] times it, with lane k = 1 + 1 / pivot, so that their column k becomes
+      // -row[k] / pivot (the inverse's entry).
+      V update[most_vectors];
       for (int64_t j = 0; j < bp; j += width) {
-        V r, o;
+        V r;
         __builtin_memcpy(&r, pivot_row + j, sizeof(V));
-        __builtin_memcpy(&o, row + j, sizeof(V));
-        o -= factor * r;
-        __builtin_memcpy(row + j, &o, sizeof(V));
+        r *= inverse;
+        update[j / width] = r;
+        if (j == k_vector) {
+          r += (inverse - T(1)) * lane_k;
+          update[j / width] += inverse * lane_k;
+        }
+        __builtin_memcpy(pivot_row + j, &r, sizeof(V));
+      }
+      for (int64_t i = 0; i < bb; ++i) {
+        if (i == k) continue;
+        T* row = H[m] + i * bp;
+        const T factor = row[k];
+        for (int64_t j = 0; j < bp; j += width) {
+          V o;
+          __builtin_memcpy(&o, row + j, sizeof(V));
+          o -= factor * update[j / width];
+          __builtin_memcpy(row + j, &o, sizeof(V));
+        }
       }
     }
   }
-  return true;
+}
+
+// One matrix of block_invert_group; false if a pivot is not positive.
+template <typename T>
+bool block_invert(T* H, int64_t bb, int64_t bp) {
+  T* group[1] = {H};
+  const int64_t sizes[1] = {bb};
+  bool inverted[1];
+  block_invert_group(group, sizes, 1, bp, inverted);
+  return inverted[0];
 }
 
 // d = H^-1 gradient from the inverse (symmetric): a combination of its rows.
@@ -1080,6 +1150,38 @@ bool factor_block(const AlsSolveArgs<T, I>& a, const Rows& Y, bool in_place, int
   return false;
 }
 
+// Every block's matrix formed and prepared (block_usable[b] = 0 where none works): matrices
+// to invert are inverted four at a time (block_invert_group), and only a block that fails is
+// formed again, with a ridge (factor_block).
+template <typename T, typename I, typename Rows>
+void prepare_blocks(const AlsSolveArgs<T, I>& a, const Rows& Y, bool in_place, int64_t n, T lambda,
+                    const Scratch<T>& s) {
+  const int64_t f = a.fixed.cols, bs = a.block_factors, bp = a.padded_block;
+  if (bs > kInvertedBlockFactors) {
+    for (int64_t b = 0; b < a.blocks; ++b)
+      s.block_usable[b] = factor_block(a, Y, in_place, n, b, lambda, s) ? T(1) : T(0);
+    return;
+  }
+  constexpr int group = 4;
+  for (int64_t b0 = 0; b0 < a.blocks; b0 += group) {
+    const int count = static_cast<int>(smaller(group, a.blocks - b0));
+    T* matrices[group];
+    int64_t sizes[group];
+    bool inverted[group];
+    for (int m = 0; m < count; ++m) {
+      const int64_t b = b0 + m, j0 = b * bs;
+      sizes[m] = smaller(bs, f - j0);
+      matrices[m] = s.block_matrices + b * bp * bp;
+      form_block_matrix(a, Y, in_place, n, j0, sizes[m], lambda, T(0), s, matrices[m]);
+      for (int64_t i = 0; i < sizes[m]; ++i)
+        for (int64_t j = 0; j < i; ++j) matrices[m][i * bp + j] = matrices[m][j * bp + i];
+    }
+    block_invert_group(matrices, sizes, count, bp, inverted);
+    for (int m = 0; m < count; ++m)
+      s.block_usable[b0 + m] = inverted[m] || factor_block(a, Y, in_place, n, b0 + m, lambda, s) ? T(1) : T(0);
+  }
+}
+
 // The block's step from its gradient: s.x[block] -= step (in s.direction, zero beyond bb).
 template <typename T, typename I>
 void take_block_step(const AlsSolveArgs<T, I>& a, int64_t b, int64_t j0, int64_t bb, const Scratch<T>& s) {
@@ -1100,8 +1202,7 @@ template <typename T, typename I, typename Rows>
 void solve_row_subspace_in_place(const AlsSolveArgs<T, I>& a, const Rows& Y, int64_t n, T lambda,
                                  const Scratch<T>& s) {
   const int64_t f = a.fixed.cols, bs = a.block_factors;
-  for (int64_t b = 0; b < a.blocks; ++b)
-    s.block_usable[b] = factor_block(a, Y, true, n, b, lambda, s) ? T(1) : T(0);
+  prepare_blocks(a, Y, true, n, lambda, s);
   for (int64_t k = 0; k < n; ++k) s.prediction[k] = dot(Y(k), s.x, f);
   for (int sweep = 0; sweep < a.options.subspace_sweeps; ++sweep) {
     for (int64_t b = 0; b < a.blocks; ++b) {
@@ -1124,8 +1225,7 @@ void solve_row_subspace_gathered(const AlsSolveArgs<T, I>& a, int64_t begin, int
   const int64_t f = a.fixed.cols, bs = a.block_factors, np = (n + lanes - 1) / lanes * lanes;
   gather_transposed(a, begin, n, np, s);
   const GatheredRows<T> unused{s.gathered, np};
-  for (int64_t b = 0; b < a.blocks; ++b)
-    s.block_usable[b] = factor_block(a, unused, false, n, b, lambda, s) ? T(1) : T(0);
+  prepare_blocks(a, unused, false, n, lambda, s);
   const T* Yt = s.gathered;
   int64_t pending = -1;  // the block whose step the predictions have yet to take
   for (int sweep = 0; sweep < a.options.subspace_sweeps; ++sweep) {
