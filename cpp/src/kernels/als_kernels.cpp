@@ -543,6 +543,60 @@ inline T dot_vectors(const T* a, const T* b, int64_t n) {
   return sum_lanes<T, kVectorBytes>(&acc);
 }
 
+// lo, hi = the lanes of a and b's first (lo) and last (hi) halves interleaved: a0 b0 a1 b1 ...
+template <typename V>
+inline void interleave(const V& a, const V& b, V& lo, V& hi) {
+  constexpr int lanes = static_cast<int>(sizeof(V) / sizeof(a[0]));
+  if constexpr (lanes == 16) {
+    lo = __builtin_shufflevector(a, b, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    hi = __builtin_shufflevector(a, b, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  } else if constexpr (lanes == 8) {
+    lo = __builtin_shufflevector(a, b, 0, 8, 1, 9, 2, 10, 3, 11);
+    hi = __builtin_shufflevector(a, b, 4, 12, 5, 13, 6, 14, 7, 15);
+  } else if constexpr (lanes == 4) {
+    lo = __builtin_shufflevector(a, b, 0, 4, 1, 5);
+    hi = __builtin_shufflevector(a, b, 2, 6, 3, 7);
+  } else {
+    lo = __builtin_shufflevector(a, b, 0, 2);
+    hi = __builtin_shufflevector(a, b, 1, 3);
+  }
+}
+
+// The lane sums of N vectors, out[i] = the sum of acc[i]'s lanes (N a power of two; acc is
+// overwritten). Vectors j and j + h are folded into one by interleaving them and adding the
+// halves (each lane then holds partial sums of one of the two, alternately), h halving until
+// one vector is left, whose lanes hold the N sums in order, repeated; a sum_lanes per vector
+// would be N separate chains of shuffles.
+template <typename T, int N>
+inline void sum_lanes_of(typename Simd<T>::type* acc, T* out) {
+  typedef typename Simd<T>::type V;
+  constexpr int lanes = kVectorBytes / sizeof(T);
+  if constexpr (N > lanes) {
+    sum_lanes_of<T, lanes>(acc, out);
+    sum_lanes_of<T, N - lanes>(acc + lanes, out + lanes);
+  } else {
+#pragma GCC unroll 16
+    for (int h = N / 2; h >= 1; h /= 2) {
+#pragma GCC unroll 16
+      for (int j = 0; j < h; ++j) {
+        V lo, hi;
+        interleave(acc[j], acc[j + h], lo, hi);
+        acc[j] = lo + hi;
+      }
+    }
+    T folded[lanes];
+    __builtin_memcpy(folded, &acc[0], sizeof(V));
+    for (int i = 0; i < N; ++i) {
+      T sum = folded[i];
+      for (int r = 1; r < lanes / N; ++r) sum += folded[i + r * N];
+      out[i] = sum;
+    }
+  }
+}
+
+// The smallest power of two >= n (n >= 1).
+constexpr int power_of_two_at_least(int n) { return n <= 1 ? 1 : 2 * power_of_two_at_least((n + 1) / 2); }
+
 // out[0 .. VECTORS * width) = sum_k c_k M[k][0 ..] over n rows of M (stride `stride`), in
 // registers. Four rows at a time into separate sums, so that the adds do not wait on each other.
 template <typename T, int VECTORS>
@@ -588,13 +642,13 @@ void combine_rows(const T* c, const T* M, int64_t n, int64_t stride, int64_t bp,
   for (; j < bp; j += width) combine_rows<T, 1>(c, M + j, n, stride, out + j);
 }
 
-// A_BB = G_BB + (lambda + ridge) I on and above the diagonal of H (bp x bp, zero elsewhere):
-// the block's matrix before the row's entries are added.
+// A_BB = G_BB + (lambda + ridge) I on and above the diagonal of H's first bb rows (bp wide,
+// zero elsewhere): the block's matrix before the row's entries are added.
 template <typename T, typename I>
 void start_block_matrix(const AlsSolveArgs<T, I>& a, int64_t j0, int64_t bb, T diagonal, T* H) {
   const int64_t fp = a.padded_factors, bp = a.padded_block;
   const T* G = a.padded_gram;
-  fill_zero(H, bp * bp);
+  fill_zero(H, bb * bp);  // rows past bb are only ever written (by tiles that overhang), never read
   for (int64_t i = 0; i < bb; ++i) {
     if (G) copy(G + (j0 + i) * fp + j0 + i, H + i * bp + i, bb - i);
     H[i * bp + i] += diagonal;
@@ -631,10 +685,9 @@ inline void gram_rows_times_x(const T* G, const T* x, int64_t fp, T* out) {
       acc[r][0] += g0 * x0;
     }
   }
-  for (int r = 0; r < ROWS; ++r) {
-    const V total = acc[r][0] + acc[r][1];
-    out[r] = sum_lanes<T, kVectorBytes>(&total);
-  }
+  V totals[ROWS];
+  for (int r = 0; r < ROWS; ++r) totals[r] = acc[r][0] + acc[r][1];
+  sum_lanes_of<T, ROWS>(totals, out);
 }
 
 // gradient = (G x)_B + lambda x_B + entries_B (bp values, zero beyond bb), entries the row's
@@ -710,25 +763,6 @@ void add_block_upper(const T* Y, const T* w, int64_t n, int64_t stride, int64_t 
 // plain vector arithmetic over entries, whatever the block size: no lane of a vector is spent
 // on another block. Lanes past the row's end repeat its last entry with weight and offset 0,
 // so they add nothing anywhere.
-
-// out[i] = interleave of a and b's first (lo) or last (hi) halves: a0 b0 a1 b1 ...
-template <typename V>
-inline void interleave(const V& a, const V& b, V& lo, V& hi) {
-  constexpr int lanes = static_cast<int>(sizeof(V) / sizeof(a[0]));
-  if constexpr (lanes == 16) {
-    lo = __builtin_shufflevector(a, b, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-    hi = __builtin_shufflevector(a, b, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-  } else if constexpr (lanes == 8) {
-    lo = __builtin_shufflevector(a, b, 0, 8, 1, 9, 2, 10, 3, 11);
-    hi = __builtin_shufflevector(a, b, 4, 12, 5, 13, 6, 14, 7, 15);
-  } else if constexpr (lanes == 4) {
-    lo = __builtin_shufflevector(a, b, 0, 4, 1, 5);
-    hi = __builtin_shufflevector(a, b, 2, 6, 3, 7);
-  } else {
-    lo = __builtin_shufflevector(a, b, 0, 2);
-    hi = __builtin_shufflevector(a, b, 1, 3);
-  }
-}
 
 // Transposes a square tile of LANES vectors in registers, in place: rounds of interleaving
 // vector p with vector p + stride, the stride halving from LANES / 2 to 1 (each round a perfect
@@ -813,8 +847,10 @@ inline void transposed_tile(const T* Yt, int64_t np, const T* w, int64_t i0, int
     for (int r = 0; r < 4; ++r)
       for (int c = 0; c < 4; ++c) acc[r][c] += left[r] * right[c];
   }
+  T sums[16];
+  sum_lanes_of<T, 16>(&acc[0][0], sums);
   for (int r = 0; r < 4; ++r)
-    for (int c = 0; c < 4; ++c) H[(i0 + r) * bp + j0 + c] += sum_lanes<T, kVectorBytes>(&acc[r][c]);
+    for (int c = 0; c < 4; ++c) H[(i0 + r) * bp + j0 + c] += sums[r * 4 + c];
 }
 
 // Rows FIRST .. LAST - 1 of a B-factor block's matrix on and above the diagonal, H[i][j] +=
@@ -836,8 +872,18 @@ inline void triangle_band(const T* Yt, int64_t np, const T* w, T* H, int64_t bp)
       for (int j = i; j < B; ++j) acc[i - FIRST][j] += scaled * y[j];
     }
   }
+  constexpr int count = (LAST - FIRST) * B - (LAST * (LAST - 1) - FIRST * (FIRST - 1)) / 2;
+  constexpr int padded_count = power_of_two_at_least(count);
+  V flat[padded_count];
+  T sums[padded_count];
+  int next = 0;
   for (int i = FIRST; i < LAST; ++i)
-    for (int j = i; j < B; ++j) H[i * bp + j] += sum_lanes<T, kVectorBytes>(&acc[i - FIRST][j]);
+    for (int j = i; j < B; ++j) flat[next++] = acc[i - FIRST][j];
+  for (int m = count; m < padded_count; ++m) flat[m] = V{};
+  sum_lanes_of<T, padded_count>(flat, sums);
+  next = 0;
+  for (int i = FIRST; i < LAST; ++i)
+    for (int j = i; j < B; ++j) H[i * bp + j] += sums[next++];
 }
 
 // H += Y_B^T diag(w) Y_B on and above the diagonal, for a block of bs factors (bb of them in
@@ -998,7 +1044,7 @@ void step_and_gradient(const T* previous, const T* step, const T* next, int64_t 
       acc[i] += coefficient * y;
     }
   }
-  for (int i = 0; i < B; ++i) entries[i] = sum_lanes<T, kVectorBytes>(&acc[i]);
+  sum_lanes_of<T, B>(acc, entries);
 }
 
 // The same for blocks of more than 16 factors, in two passes over the lines (registers would
@@ -1219,11 +1265,19 @@ void solve_row_subspace_in_place(const AlsSolveArgs<T, I>& a, const Rows& Y, int
 // Each pass over the entries between two steps does the previous block's prediction update
 // and the next block's gradient together.
 template <typename T, typename I>
-void solve_row_subspace_gathered(const AlsSolveArgs<T, I>& a, int64_t begin, int64_t n, T lambda,
+void solve_row_subspace_gathered(const AlsSolveArgs<T, I>& a, int64_t u, int64_t begin, int64_t n, T lambda,
                                  const Scratch<T>& s) {
   constexpr int64_t lanes = kVectorBytes / sizeof(T);
   const int64_t f = a.fixed.cols, bs = a.block_factors, np = (n + lanes - 1) / lanes * lanes;
   gather_transposed(a, begin, n, np, s);
+  // The next row's first tile of rows arrives in L2 while this row is solved.
+  if (u + 1 < a.rows.rows) {
+    const int64_t next = a.rows.row_begin(u + 1), end = smaller(a.rows.row_end(u + 1), next + lanes);
+    for (int64_t k = next; k < end; ++k) {
+      const char* row = reinterpret_cast<const char*>(a.fixed.row(static_cast<int64_t>(a.rows.indices[k])));
+      for (int64_t line = 0; line < f * static_cast<int64_t>(sizeof(T)); line += 64) __builtin_prefetch(row + line, 0, 2);
+    }
+  }
   const GatheredRows<T> unused{s.gathered, np};
   prepare_blocks(a, unused, false, n, lambda, s);
   const T* Yt = s.gathered;
@@ -1370,7 +1424,7 @@ void als_solve(const AlsSolveArgs<T, I>& a) {
           solve_row_subspace_in_place(a, IndexedRows<T, I>{a.fixed.data, a.fixed.stride, f, a.rows.indices + begin},
                                       n, lambda, s);
         } else {
-          solve_row_subspace_gathered(a, begin, n, lambda, s);
+          solve_row_subspace_gathered(a, u, begin, n, lambda, s);
         }
       } else if (n > a.gather_limit) {
         // A block this long would not stay in cache between the CG passes: read the rows
