@@ -66,6 +66,16 @@ class Carver {
 // Multiprocessors of the current device (sizes grids).
 int multiprocessors();
 
+#ifdef RECORE_HAVE_CUBLAS
+}  // namespace recore::cuda
+#include <cublas_v2.h>
+namespace recore::cuda {
+// This thread's cuBLAS handle for the current device, bound to `stream`.
+cublasHandle_t cublas_on(cudaStream_t stream);
+// Throws CudaError naming `what` unless `status` is success.
+void check_cublas(cublasStatus_t status, const char* what);
+#endif
+
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Sum over the block, returned to every thread. `scratch` holds 32 values of T; the block

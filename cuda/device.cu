@@ -106,6 +106,26 @@ WorkspaceLease::WorkspaceLease() {
 
 WorkspaceLease::~WorkspaceLease() { slot_->mutex.unlock(); }
 
+#ifdef RECORE_HAVE_CUBLAS
+cublasHandle_t cublas_on(cudaStream_t stream) {
+  static thread_local cublasHandle_t handle = nullptr;
+  static thread_local int handle_device = -1;
+  int device = 0;
+  RECORE_CUDA_CHECK(cudaGetDevice(&device));
+  if (handle == nullptr || handle_device != device) {
+    if (cublasCreate(&handle) != CUBLAS_STATUS_SUCCESS) throw CudaError("cublasCreate failed");
+    handle_device = device;
+  }
+  check_cublas(cublasSetStream(handle, stream), "cublasSetStream");
+  return handle;
+}
+
+void check_cublas(cublasStatus_t status, const char* what) {
+  if (status != CUBLAS_STATUS_SUCCESS)
+    throw CudaError(std::string("cuBLAS error in ") + what + ": " + cublasGetStatusString(status));
+}
+#endif
+
 void* WorkspaceLease::reserve(std::size_t bytes) {
   if (bytes <= slot_->bytes) return slot_->memory;
   if (slot_->memory) {

@@ -9,6 +9,13 @@
 // then computes the exact float32 score of every candidate whose approximate score plus
 // the error bound reaches the query's current k-th best exact score, and drops the rest
 // (they cannot enter the top k), so the results equal the float32 search.
+//
+// k <= 32 (the usual case) takes a lighter merge: one warp per query keeps the running list
+// in its registers (lane j holds the j-th best), reads the chunk's scores once, coalesced,
+// and inserts the few that beat its k-th best with warp votes and shuffles. In bfloat16 the
+// approximate scores then come from a tensor-core product (cuBLAS, where the build has it),
+// and the warp refines and checks exclusions for its candidates only. Batches are sized so
+// that a chunk's scores stay in L2 between the product and the merge.
 #include <cuda_runtime.h>
 #include <cuda_bf16.h>
 
@@ -27,6 +34,9 @@ constexpr int kMergeThreads = 512;
 constexpr int kTile = 64;              // tile kernel: 64 queries x 64 items per block
 constexpr int kTileDepth = 16;         // factors staged per step
 constexpr int64_t kBatchBytes = int64_t(256) << 20;
+constexpr int kWarpMergeMaxK = 32;      // lists of up to one entry per lane
+constexpr int64_t kWarpBatchBytes = int64_t(40) << 20;  // a chunk's scores stay in L2
+constexpr int kWarpMergeThreads = 256;
 
 // A better candidate: higher score, or equal score and lower id.
 __device__ inline bool better(float score_a, int64_t id_a, float score_b, int64_t id_b) {
@@ -223,6 +233,83 @@ __global__ void merge_chunk(const float* scores, int64_t nq, int64_t i0, int64_t
   }
 }
 
+// One warp per query of the batch, keep <= 32: merges chunk [i0, i0 + ni) into the running
+// list (buffer 0, which write_results reads while current[q] stays 0). With kApprox the scores
+// are approximate (bfloat16): a candidate whose score plus the query's bound reaches the k-th
+// best exact score is checked against the exclusions (when given: the product did not apply
+// them) and then scored exactly, in factor order, as the float32 search does.
+template <bool kApprox, typename I>
+__global__ void warp_merge(const float* scores, int64_t nq, int64_t q0, int64_t i0, int64_t ni, int64_t keep,
+                           float* run_scores, int64_t* run_ids, int* run_count, const float* queries,
+                           const float* items, int64_t f, const float* bounds, const I* exclude_indptr,
+                           const I* exclude_indices, const uint64_t* denied, const int64_t* item_ids) {
+  constexpr unsigned kAll = 0xffffffffu;
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = (int64_t(gridDim.x) * blockDim.x) >> 5;
+  for (int64_t q = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; q < nq; q += warps) {
+    float* list_scores = run_scores + q * keep;
+    int64_t* list_ids = run_ids + q * keep;
+    int count = run_count[q];
+    float mine = lane < count ? list_scores[lane] : -INFINITY;
+    long long mine_id = lane < count ? list_ids[lane] : 0;
+    float worst = 0.0f;
+    long long worst_id = 0;
+    if (count == keep) {
+      worst = __shfl_sync(kAll, mine, static_cast<int>(keep - 1));
+      worst_id = __shfl_sync(kAll, mine_id, static_cast<int>(keep - 1));
+    }
+    const float bound = kApprox ? bounds[q0 + q] : 0.0f;
+    const float* row = scores + q * kChunkItems;
+    for (int64_t base = 0; base < ni; base += 32) {
+      const int64_t c = base + lane;
+      float s = c < ni ? row[c] : __int_as_float(0x7fc00000);
+      const long long id = i0 + c;
+      bool pass = s == s && (count < keep || (kApprox ? s + bound >= worst : better(s, id, worst, worst_id)));
+      if (kApprox && pass) {
+        const int64_t catalog = item_ids ? item_ids[id] : id;
+        if (denied && ((denied[catalog >> 6] >> (catalog & 63)) & 1u)) pass = false;
+        if (pass && exclude_indptr && excluded(exclude_indptr, exclude_indices, q0 + q, catalog)) pass = false;
+        if (pass) {
+          const float* x = queries + (q0 + q) * f;
+          const float* y = items + id * f;
+          float acc = 0.0f;
+          for (int64_t j = 0; j < f; ++j) acc = fmaf(x[j], y[j], acc);
+          s = acc;
+          pass = count < keep || better(s, id, worst, worst_id);
+        }
+      }
+      unsigned pending = __ballot_sync(kAll, pass);
+      while (pending) {  // in lane order; the same path for the whole warp
+        const int source = __ffs(pending) - 1;
+        pending &= pending - 1;
+        const float cs = __shfl_sync(kAll, s, source);
+        const long long cid = __shfl_sync(kAll, id, source);
+        if (count == keep && !better(cs, cid, worst, worst_id)) continue;
+        const int position = __popc(__ballot_sync(kAll, lane < count && better(mine, mine_id, cs, cid)));
+        const float up = __shfl_up_sync(kAll, mine, 1);
+        const long long up_id = __shfl_up_sync(kAll, mine_id, 1);
+        if (lane > position) {
+          mine = up;
+          mine_id = up_id;
+        } else if (lane == position) {
+          mine = cs;
+          mine_id = cid;
+        }
+        if (count < keep) ++count;
+        if (count == keep) {
+          worst = __shfl_sync(kAll, mine, static_cast<int>(keep - 1));
+          worst_id = __shfl_sync(kAll, mine_id, static_cast<int>(keep - 1));
+        }
+      }
+    }
+    if (lane < count) {
+      list_scores[lane] = mine;
+      list_ids[lane] = mine_id;
+    }
+    if (lane == 0) run_count[q] = count;
+  }
+}
+
 template <typename O>
 __global__ void write_results(int64_t q0, int64_t nq, int64_t k, int64_t keep, const float* run_scores,
                               const int64_t* run_ids, const int* run_count, const unsigned char* current,
@@ -259,7 +346,8 @@ __global__ void max_row_norm(const float* rows, int64_t n, int64_t f, unsigned i
 
 // Per query: the bound on |approximate - exact| score against any item. Rounding both
 // operands to bfloat16 changes each product by at most (2u + u^2)|x_j||y_j| (u = 2^-8),
-// and the two float32 sums differ from exact by at most f * 2^-24 * sum|x_j||y_j| each;
+// and the two float32 sums differ from exact by at most f * 2^-24 * sum|x_j||y_j| each
+// (twice that for a product that truncates);
 // sum |x_j||y_j| <= |x| |y| <= |x| max_norm. Rounded up by a wide margin.
 __global__ void score_bounds(const float* queries, int64_t n, int64_t f, const unsigned int* max_norm_bits,
                              float* bounds) {
@@ -267,7 +355,9 @@ __global__ void score_bounds(const float* queries, int64_t n, int64_t f, const u
   for (int64_t q = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; q < n; q += int64_t(gridDim.x) * blockDim.x) {
     double sum = 0;
     for (int64_t j = 0; j < f; ++j) sum += double(queries[q * f + j]) * queries[q * f + j];
-    const double relative = 2.0 / 256 + 1.0 / 65536 + 2.0 * double(f) / 16777216.0;
+    // 4 f 2^-24: each float32 sum's rounding, counted twice for a tensor-core product (whose
+    // accumulation may truncate rather than round).
+    const double relative = 2.0 / 256 + 1.0 / 65536 + 4.0 * double(f) / 16777216.0;
     bounds[q] = static_cast<float>(1.25 * relative * sqrt(sum) * max_norm * (1.0 + 1e-6)) + 1e-30f;
   }
 }
@@ -275,6 +365,57 @@ __global__ void score_bounds(const float* queries, int64_t n, int64_t f, const u
 int grid_for(int64_t work, int threads) {
   const int64_t blocks = ceil_div(work, threads);
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(blocks, int64_t(multiprocessors()) * 32)));
+}
+
+// One chunk for a batch on the warp-merge path: scores (exact, approximate by the tile
+// kernel, or approximate by a tensor-core product) then warp_merge.
+template <typename I>
+void score_and_merge_warp(const float* queries, const float* items, const __nv_bfloat16* queries_bf16,
+                          const __nv_bfloat16* items_bf16, int64_t f, int64_t q0, int64_t bq, int64_t i0, int64_t bi,
+                          int64_t keep, const Exclusions<I>& exclusions, const TopkDeviceOptions& options,
+                          const float* bounds, bool tensor_product, float* chunk_scores, float* run_scores,
+                          int64_t* run_ids, int* run_count, cudaStream_t stream) {
+  const unsigned merge_blocks = static_cast<unsigned>(ceil_div(bq, kWarpMergeThreads / 32));
+  if (tensor_product) {
+#ifdef RECORE_HAVE_CUBLAS
+    // Row-major scores[q][i] (leading dimension kChunkItems) are the column-major product of
+    // the chunk's items (f x bi column-major, transposed) and the batch's queries (f x bq).
+    const float one = 1.0f, zero = 0.0f;
+    check_cublas(cublasGemmEx(cublas_on(stream), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(bi),
+                              static_cast<int>(bq), static_cast<int>(f), &one, items_bf16 + i0 * f, CUDA_R_16BF,
+                              static_cast<int>(f), queries_bf16 + q0 * f, CUDA_R_16BF, static_cast<int>(f), &zero,
+                              chunk_scores, CUDA_R_32F, kChunkItems, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                 "cublasGemmEx");
+    // Exclusions are checked by the merge, for the candidates only.
+    warp_merge<true, I><<<merge_blocks, kWarpMergeThreads, 0, stream>>>(
+        chunk_scores, bq, q0, i0, bi, keep, run_scores, run_ids, run_count, queries, items, f, bounds,
+        exclusions.indptr, exclusions.indices, options.denied, options.item_ids);
+    RECORE_CUDA_LAUNCHED("warp_merge<bfloat16>");
+#endif
+    return;
+  }
+  const dim3 grid(static_cast<unsigned>(ceil_div(bi, kTile)), static_cast<unsigned>(ceil_div(bq, kTile)));
+  if (grid.y > 65535) throw std::invalid_argument("query batch too large for the tile grid");
+  const dim3 threads(16, 16);
+  if (options.bfloat16) {
+    score_tile<__nv_bfloat16, I><<<grid, threads, 0, stream>>>(queries_bf16, items_bf16, f, q0, bq, i0, bi,
+                                                                exclusions.indptr, exclusions.indices,
+                                                                options.denied, options.item_ids, chunk_scores);
+    RECORE_CUDA_LAUNCHED("score_tile<bfloat16>");
+    warp_merge<true, I><<<merge_blocks, kWarpMergeThreads, 0, stream>>>(
+        chunk_scores, bq, q0, i0, bi, keep, run_scores, run_ids, run_count, queries, items, f, bounds, nullptr,
+        nullptr, nullptr, options.item_ids);
+    RECORE_CUDA_LAUNCHED("warp_merge<bfloat16>");
+  } else {
+    score_tile<float, I><<<grid, threads, 0, stream>>>(queries, items, f, q0, bq, i0, bi, exclusions.indptr,
+                                                       exclusions.indices, options.denied, options.item_ids,
+                                                       chunk_scores);
+    RECORE_CUDA_LAUNCHED("score_tile<float>");
+    warp_merge<false, I><<<merge_blocks, kWarpMergeThreads, 0, stream>>>(
+        chunk_scores, bq, q0, i0, bi, keep, run_scores, run_ids, run_count, nullptr, nullptr, f, nullptr, nullptr,
+        nullptr, nullptr, nullptr);
+    RECORE_CUDA_LAUNCHED("warp_merge<float>");
+  }
 }
 
 }  // namespace
@@ -297,8 +438,15 @@ void topk(MatrixView<const float> queries, MatrixView<const float> items, int64_
     return;
   }
   // Queries per batch: chunk scores (kChunkItems floats) and two running lists per query.
+  const bool warp_lists = keep <= kWarpMergeMaxK;
+#ifdef RECORE_HAVE_CUBLAS
+  const bool tensor_product = warp_lists && options.bfloat16;
+#else
+  const bool tensor_product = false;
+#endif
   const int64_t per_query = int64_t(kChunkItems) * 4 + 2 * keep * (4 + 8) + 8;
-  const int64_t batch = std::max<int64_t>(1, std::min<int64_t>(nq, kBatchBytes / per_query));
+  const int64_t batch_bytes = warp_lists ? kWarpBatchBytes : kBatchBytes;
+  const int64_t batch = std::max<int64_t>(1, std::min<int64_t>(nq, batch_bytes / per_query));
   if (batch > INT32_MAX) throw std::invalid_argument("query batch too large");
 
   WorkspaceLease lease;
@@ -349,6 +497,11 @@ void topk(MatrixView<const float> queries, MatrixView<const float> items, int64_
       const dim3 grid(static_cast<unsigned>(ceil_div(bi, kTile)), static_cast<unsigned>(ceil_div(bq, kTile)));
       if (grid.y > 65535) throw std::invalid_argument("query batch too large for the tile grid");
       const dim3 threads(16, 16);
+      if (warp_lists) {
+        score_and_merge_warp(queries.data, items.data, queries_bf16, items_bf16, f, q0, bq, i0, bi, keep, exclusions,
+                             options, bounds, tensor_product, chunk_scores, run_scores, run_ids, run_count, stream);
+        continue;
+      }
       if (options.bfloat16) {
         score_tile<__nv_bfloat16, I><<<grid, threads, 0, stream>>>(
             queries_bf16, items_bf16, f, q0, bq, i0, bi, exclusions.indptr, exclusions.indices, options.denied,

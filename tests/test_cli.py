@@ -244,6 +244,8 @@ def test_bench_runs_the_study_and_writes_report_and_chart(tmp_path):
     rows = [line for line in report.splitlines() if line.startswith("| ") and not line.startswith("| model")]
     labels = [row.split(" | ")[0][2:] for row in rows]
     assert labels[:4] == ["most popular", "ALS, CG", "ALS, Cholesky", "BPR (SGD)"]
+    assert labels[4:6] == ["ALS, tuned", "iALS, tuned"]  # searched by evaluation.tune, fitted like the others
+    assert "Tuned rows: `recore.evaluation.tune`" in report and "iALS, tuned: regularization=" in report
     assert labels[-1] == "planted preferences"
     assert "| most popular | baseline |" in report and "| planted preferences | reference |" in report
     assert "/proc/self/clear_refs" in report or "cannot reset the peak" in report

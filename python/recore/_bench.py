@@ -16,8 +16,11 @@ The rows: the most popular items (by training interactions; the baseline every m
 beat), recore's ALS (conjugate gradient and Cholesky), recore's BPR, recore's biased matrix
 factorization when the data has ratings, and, when they are installed, the same models from
 the ``implicit`` library and faiss's exact inner-product search over recore's ALS factors (the
-peers). On the built-in data the generator's own preferences are a last row: the best that
-a model can hope for.
+peers). Two more rows are recore's ALS with hyperparameters searched by
+:func:`recore.evaluation.tune` under a small budget (:func:`tune_models`): Hu et al.'s model
+("ALS, tuned") and the iALS objective of Rendle et al. 2022 ("iALS, tuned": unobserved weight
+and frequency-scaled regularization too). On the built-in data the generator's own
+preferences are a last row: the best that a model can hope for.
 
 Ranking models see which items each user interacted with (each pair counts 1); biased MF is
 fitted to the ratings. The built-in data come from :func:`recore.datasets.synthetic_preferences`.
@@ -38,6 +41,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -65,6 +69,9 @@ class Settings:
     seed: int = 0
     test_fraction: float = 0.2
     peers: bool = True
+    tuned: bool = True  # the "ALS, tuned" and "iALS, tuned" rows
+    tune_budget_seconds: float = 12.0  # of search per tuned row; a search also ends after tune_trials points
+    tune_trials: int = 16
 
 
 @dataclass
@@ -106,8 +113,141 @@ def tune_regularization(train, settings: Settings, say=print) -> tuple[float, di
     return best, scores
 
 
-def candidates(settings: Settings, *, ratings: bool, planted: bool) -> list[Candidate]:
-    """The rows, in report order; peers only where their library imports."""
+@dataclass
+class TunedSearch:
+    """What :func:`tune_models` found for one tuned row."""
+
+    label: str
+    params: dict  # recore.ALS's hyperparameters, ready for the worker
+    score: float  # validation NDCG@k
+    fits: int
+    points: int
+    seconds: float
+    space: str  # what was searched, for the report
+
+
+#: The tuned rows' spaces. A search of a few seconds tries a handful of points, so both are
+#: centred on the regularization r that the study validated: the plain model draws r times a
+#: scale and alpha; iALS (observed entries weighing 1, unobserved ones alpha0) draws the same
+#: models rescaled, alpha0 = 1 / (1 + alpha) and a typical user's penalty of r * alpha0 times
+#: the scale (at nu = 0 the very models of the plain search: scaling every weight and the
+#: penalty together changes nothing), each also with nu = 0.5 and 1.
+TUNED_SCALES = (1 / 3, 1.0, 3.0)
+TUNED_ALPHAS = (1.0, 2.0, 4.0, 8.0)
+TUNED_UNOBSERVED_WEIGHTS = tuple(1 / (1 + alpha) for alpha in TUNED_ALPHAS)
+TUNED_EXPONENTS = (0.0, 0.5, 1.0)
+
+
+def ials_regularization(typical_penalty: float, unobserved_weight: float, exponent: float, train) -> float:
+    """The ``regularization`` that gives a user with the mean number of training items the
+    penalty ``typical_penalty`` (lambda_u = regularization * (n_u + alpha0 * n_items) ** nu):
+    at nu = 1 the factor is in the hundreds, so iALS's search draws the penalty on the plain
+    model's scale rather than the regularization itself."""
+    mean_items = train.nnz / max(train.shape[0], 1)
+    return typical_penalty / (mean_items + unobserved_weight * train.shape[1]) ** exponent
+
+
+def _checkpoints(iterations: int) -> list[int]:
+    """Iteration checkpoints up to the study's ALS iterations (a tuned row fits no longer):
+    half of them, then all. Two, so that early stopping costs a point little more than one
+    full fit and a small budget still tries several points."""
+    return sorted({max(iterations // 2, 1), iterations})
+
+
+def tune_models(train, settings: Settings, say=print) -> list[TunedSearch]:
+    """ALS (Hu et al.'s model: regularization, alpha, iterations) and iALS (Rendle et al.
+    2022: unobserved weight alpha0, regularization exponent nu, penalty, iterations; observed
+    entries weigh 1) searched by :func:`recore.evaluation.tune` with the study's seed, each
+    for ``tune_budget_seconds`` or ``tune_trials`` points, on the validation split that
+    :func:`tune_regularization` uses (the test interactions are never looked at), around
+    ``settings.regularization`` (see ``TUNED_SCALES``)."""
+    import recore
+    from recore import evaluation
+
+    if settings.regularization is None:
+        raise ValueError("tune_models centres its spaces on settings.regularization: choose it first")
+    center = settings.regularization
+    fit_part, validation = evaluation.random_split(_binary(train), 0.1, random_state=settings.seed + 1)
+
+    def als(**params) -> recore.ALS:
+        return recore.ALS(
+            factors=settings.factors,
+            cg_steps=settings.cg_steps,
+            num_threads=settings.threads,
+            random_state=settings.seed,
+            **params,
+        )
+
+    def ials(penalty_scale, unobserved_weight, regularization_exponent, **params) -> recore.ALS:
+        typical_penalty = penalty_scale * center * unobserved_weight
+        regularization = ials_regularization(typical_penalty, unobserved_weight, regularization_exponent, fit_part)
+        return als(regularization=regularization, unobserved_weight=unobserved_weight,
+                   regularization_exponent=regularization_exponent, **params)  # fmt: skip
+
+    checkpoints = _checkpoints(settings.iterations)
+    searches = [
+        (
+            "ALS, tuned",
+            als,
+            {"regularization": [scale * center for scale in TUNED_SCALES], "alpha": list(TUNED_ALPHAS)},
+        ),
+        (
+            "iALS, tuned",
+            ials,
+            {
+                "penalty_scale": list(TUNED_SCALES),
+                "unobserved_weight": list(TUNED_UNOBSERVED_WEIGHTS),
+                "regularization_exponent": list(TUNED_EXPONENTS),
+                "alpha": [0.0],
+            },
+        ),
+    ]
+    found = []
+    for label, make_model, space in searches:
+        start = time.perf_counter()
+        result = evaluation.tune(
+            make_model, fit_part, validation, {**space, "iterations": checkpoints},
+            n_trials=settings.tune_trials, budget_seconds=settings.tune_budget_seconds,
+            random_state=settings.seed, metric="ndcg", k=settings.k, num_threads=settings.threads,
+        )  # fmt: skip
+        seconds = time.perf_counter() - start
+        params = dict(result.best_params)
+        if "penalty_scale" in params:  # the worker is given the model's own hyperparameters
+            params.pop("penalty_scale")
+            params = {"regularization": cast(recore.ALS, result.best_model).regularization, **params}
+        searched = ", ".join(f"{name} {_values(values)}" for name, values in space.items())
+        found.append(
+            TunedSearch(
+                label,
+                {**params, "cg_steps": settings.cg_steps, "factors": settings.factors},
+                result.best_score,
+                len(result.table),
+                len({row["trial"] for row in result.table}),
+                seconds,
+                f"{searched}, iterations {_values(checkpoints)} (early stopping)",
+            )
+        )
+        say(
+            f"{label}: {_shown(params)} by validation NDCG@{settings.k} {result.best_score:.4f} "
+            f"({len(result.table)} fits, {seconds:.1f} s)"
+        )
+    return found
+
+
+def _shown(params: dict) -> str:
+    names = {"unobserved_weight": "alpha0", "regularization_exponent": "nu"}
+    return ", ".join(f"{names.get(name, name)}={value:.3g}" for name, value in params.items())
+
+
+def _values(values) -> str:
+    return "{" + ", ".join(f"{value:.3g}" for value in values) + "}"
+
+
+def candidates(
+    settings: Settings, *, ratings: bool, planted: bool, tuned: list[TunedSearch] | None = None
+) -> list[Candidate]:
+    """The rows, in report order; peers only where their library imports; the tuned rows
+    when ``tuned`` (from :func:`tune_models`) is given."""
     als = {
         "factors": settings.factors,
         "iterations": settings.iterations,
@@ -136,6 +276,8 @@ def candidates(settings: Settings, *, ratings: bool, planted: bool) -> list[Cand
                 {"factors": settings.factors, "iterations": settings.mf_iterations},
             )
         )
+    for search in tuned or []:
+        rows.append(Candidate(search.label, "recore", "als", {**search.params, "solver": "cg"}))
     if settings.peers:
         available = {name for name, module in PEER_MODULES.items() if _importable(module)}
         if "implicit-als" in available:
@@ -167,6 +309,7 @@ class Study:
     settings: Settings
     tuning: dict | None = None
     tuning_seconds: float = 0.0
+    tuned: list = field(default_factory=list)  # TunedSearch per tuned row
 
 
 def run_study(train, test, settings: Settings, *, ratings=None, planted=None, say=print, progress=False) -> Study:
@@ -205,7 +348,8 @@ def run_study(train, test, settings: Settings, *, ratings=None, planted=None, sa
         scores = ", ".join(f"{value:g}: {score:.4f}" for value, score in tuning.items())
         say(f"ALS regularization by validation NDCG@{settings.k} ({scores}): {best:g} ({tuning_seconds:.1f} s)")
         settings = dataclasses.replace(settings, regularization=best)
-    rows = candidates(settings, ratings=ratings is not None, planted=planted is not None)
+    tuned = tune_models(binary, settings, say) if settings.tuned else []
+    rows = candidates(settings, ratings=ratings is not None, planted=planted is not None, tuned=tuned)
     results = []
     with tempfile.TemporaryDirectory(prefix="recore-bench-") as directory:
         sp.save_npz(os.path.join(directory, "train.npz"), binary, compressed=False)
@@ -234,7 +378,7 @@ def run_study(train, test, settings: Settings, *, ratings=None, planted=None, sa
                 results.append(result)
                 bar.update(1)
                 say(_progress_line(result, settings.k))
-    return Study(results, settings, tuning, tuning_seconds)
+    return Study(results, settings, tuning, tuning_seconds, tuned)
 
 
 def _binary(matrix) -> sp.csr_matrix:
@@ -347,6 +491,28 @@ def markdown(study: Study, *, title: str, description: str, memory_method: str) 
     return "\n".join(lines) + "\n"
 
 
+def _tuned_note(study: Study) -> str:
+    """How the tuned rows were searched and what each search found."""
+    settings, k = study.settings, study.settings.k
+    found = "; ".join(
+        f"{search.label}: {_shown({n: v for n, v in search.params.items() if n not in ('factors', 'cg_steps')})} "
+        f"(validation NDCG@{k} {search.score:.4f}; {search.points} points, {search.fits} fits, "
+        f"{search.seconds:.1f} s; searched {search.space})"
+        for search in study.tuned
+    )
+    return (
+        f"Tuned rows: `recore.evaluation.tune` (seed {settings.seed}) on the same validation split, each search "
+        f"ending after {settings.tune_budget_seconds:g} s or {settings.tune_trials} points, with early stopping "
+        f"along the iterations; the best model is then fitted on all training interactions like every row (its "
+        f"fit time is that fit; the search's is not counted in any). ALS, tuned is Hu et al.'s model; iALS, "
+        f"tuned adds the unobserved weight alpha0 and the regularization exponent nu of Rendle et al. 2022, with "
+        f"observed entries weighing 1 (alpha = 0). Both searches are centred on the validated regularization "
+        f"r = {settings.regularization:g}: the plain one draws r times a scale and alpha; iALS draws the same "
+        f"models rescaled (alpha0 = 1 / (1 + alpha), the penalty of a user with the mean number of items r * "
+        f"alpha0 times the scale), each also with nu = 0.5 and 1. {found}."
+    )
+
+
 def _seconds(value) -> str:
     return "—" if value is None else f"{value:.2f}" if value >= 0.1 else f"{value:.3f}"
 
@@ -379,6 +545,8 @@ def _reading(study: Study, baseline, memory_method: str) -> str:
             f"interactions (a tenth of them; the held-out interactions are not looked at), "
             f"{scores}; {study.tuning_seconds:.1f} s, not counted in any fit time.",
         )
+    if study.tuned:
+        notes.insert(3 if study.tuning else 2, _tuned_note(study))
     if baseline is not None:
         better = [r for r in results if r["source"] in ("recore", "peer") and r["ndcg"] > baseline["ndcg"]]
         if better:
@@ -417,6 +585,8 @@ _COLOURS = [
     "#d62728",
     "#8c564b",
     "#e377c2",
+    "#7f7f7f",
+    "#aec7e8",
 ]
 _PANELS = (
     ("fit_seconds", "fit time, s"),

@@ -25,10 +25,11 @@ import warnings
 import numpy as np
 import scipy.sparse as sp
 
+from recore import backends
 from recore._filters import INT32_MAX, as_exclusions, denied_bits, item_ids
 from recore._threads import engine_threads
 from recore._validation import as_user_items, check_bool, check_choice, check_ids, check_int, check_taken_row_pointers
-from recore.backends import cpu
+from recore.backends import _device, cpu
 from recore.topk import ItemIndex, grown_capacity, normalized_rows, update_ids
 
 LAYOUTS = ("full", "per_query")
@@ -66,15 +67,21 @@ class Recommender:
 
     # -- the model's vectors, as float32 C-contiguous arrays --------------------------------
 
+    def _xp(self):
+        """numpy, or cupy for factors on the GPU: the vectors below are made where the factors are."""
+        return backends.holding(self.user_factors_).xp
+
     def _user_vectors(self, users: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(self.user_factors_[users], dtype=np.float32)
+        xp = self._xp()
+        return xp.ascontiguousarray(self.user_factors_[xp.asarray(users)], dtype=xp.float32)
 
     def _queries_from_user_vectors(self, vectors: np.ndarray) -> np.ndarray:
         """Search queries for user factors given directly (a model with biases extends them)."""
         return vectors
 
     def _item_vectors(self) -> np.ndarray:
-        return self._cached("items", lambda: np.ascontiguousarray(self.item_factors_, dtype=np.float32))
+        xp = self._xp()
+        return self._cached("items", lambda: xp.ascontiguousarray(self.item_factors_, dtype=xp.float32))
 
     def _item_vector_rows(self, ids: np.ndarray, arrays: dict) -> np.ndarray:
         """Rows ``ids`` of :meth:`_item_vectors` computed from ``arrays`` (the item-side
@@ -205,7 +212,8 @@ class Recommender:
         """
         deny = _renamed_list(deny, filter_items, "deny", "filter_items")
         allow = _renamed_list(allow, items, "allow", "items")
-        self._check_fitted()
+        self._check_fitted(on_host=False)
+        gpu = self._gpu_backend() if self.fitted_device_ == "cuda" else None
         users, single = _ids_argument(users, self.user_factors_.shape[0], "users")
         k = check_int(k, "k", minimum=1)
         exclude_seen = check_bool(exclude_seen, "exclude_seen")
@@ -213,6 +221,10 @@ class Recommender:
             check_choice(user_items_layout, "user_items_layout", LAYOUTS)
         num_threads = self._serving_threads(num_threads)
         precision = check_choice(precision, "precision", ("float32", "bfloat16"))
+        if gpu is not None:
+            seen = user_items if exclude_seen else None
+            ids, scores = self._recommend_on_gpu(gpu, users, seen, k, allow, deny, user_items_layout, precision)
+            return (ids[0], scores[0]) if single else (ids, scores)
         exclude = None
         if user_items is not None and exclude_seen:
             exclude = self._seen_rows(user_items, users, user_items_layout)
@@ -242,6 +254,42 @@ class Recommender:
             with contextlib.nullcontext() if few else engine_threads():
                 return index._search_checked(version, queries, k, exclude, allowed, denied, precision, num_threads)
 
+    def _recommend_on_gpu(self, gpu, users, user_items, k, allow, deny, layout, precision):
+        """:meth:`recommend` for factors on the GPU: searched there by the CUDA engine. The
+        results come back as numpy arrays, as on the CPU (k ids per user are small); the
+        factors and the prepared items stay on the GPU."""
+        exclude = None if user_items is None else self._seen_rows_for_gpu(user_items, users, layout)
+        with self._serving_lock():
+            queries = self._user_vectors(users)
+        if not gpu.all_finite(queries):
+            raise ValueError("the users' factors contain NaN or infinity")
+        ids, scores = gpu.topk(queries, self._item_vectors(), k, exclude=exclude, allow=allow, deny=deny,
+                               precision=precision)  # fmt: skip
+        return gpu.to_host(ids), gpu.to_host(scores)
+
+    def _gpu_backend(self):
+        """The CUDA backend, for serving factors that live on the GPU (RuntimeError where it
+        cannot run, as after loading such a model's pickle on a machine without one)."""
+        from recore import cuda
+
+        reason = cuda.unavailable_reason()
+        if reason is not None:
+            raise RuntimeError(
+                f"this {type(self).__name__}'s factors live on the GPU, but the CUDA engine is unavailable: {reason}"
+            )
+        return backends.get("cuda")
+
+    def _seen_rows_for_gpu(self, user_items, users: np.ndarray, layout: str | None):
+        """The queried users' rows of ``user_items`` for a search on the GPU: a cupyx sparse
+        matrix is sliced there; scipy is checked and sliced here (only those rows travel)."""
+        if not _device.is_gpu_sparse(user_items):
+            return self._seen_rows(user_items, users, layout)
+        layout = self._seen_layout(user_items, users, layout)
+        if layout == "per_query":
+            return user_items
+        xp = self._xp()
+        return user_items.tocsr()[xp.asarray(users)]
+
     def recommend_all(self, user_items=None, k: int = 10, **options) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`recommend` for every user, in user order.
 
@@ -258,7 +306,9 @@ class Recommender:
         ids : int32 ndarray (n_users, k)
         scores : float32 ndarray (n_users, k)
         """
-        self._check_fitted()
+        self._check_fitted(on_host=False)
+        if self.fitted_device_ == "cuda":
+            self._gpu_backend()  # where it cannot run, the same error as recommend's
         return self.recommend(np.arange(self.user_factors_.shape[0]), user_items, k, **options)
 
     def _seen_rows(self, user_items, users: np.ndarray, layout: str | None):
@@ -266,15 +316,7 @@ class Recommender:
         n_users, n_items = self.user_factors_.shape[0], self.item_factors_.shape[0]
         if not sp.issparse(user_items):
             raise TypeError(f"user_items must be a scipy.sparse matrix, got {type(user_items).__name__}")
-        if user_items.ndim != 2 or user_items.shape[1] != n_items:
-            raise ValueError(f"user_items must have {n_items} columns (one per item), got shape {user_items.shape}")
-        layout = layout or _layout_of(user_items.shape[0], users, n_users)
-        expected = n_users if layout == "full" else len(users)
-        if user_items.shape[0] != expected:
-            what = "every user" if layout == "full" else "one per queried user"
-            raise ValueError(
-                f"user_items_layout={layout!r}: user_items must have {expected} rows ({what}), got {user_items.shape[0]}"
-            )
+        layout = self._seen_layout(user_items, users, layout)
         if layout == "per_query":
             rows = user_items
         elif user_items.format == "csr" and len(users) < n_users // 64:
@@ -285,6 +327,21 @@ class Recommender:
         else:
             rows = as_exclusions(user_items, n_users, n_items)[users]
         return as_exclusions(rows, len(users), n_items)
+
+    def _seen_layout(self, user_items, users: np.ndarray, layout: str | None) -> str:
+        """Which rows ``user_items`` (a sparse matrix on either device) holds, its shape checked."""
+        n_users, n_items = self.user_factors_.shape[0], self.item_factors_.shape[0]
+        if user_items.ndim != 2 or user_items.shape[1] != n_items:
+            raise ValueError(f"user_items must have {n_items} columns (one per item), got shape {user_items.shape}")
+        layout = layout or _layout_of(user_items.shape[0], users, n_users)
+        expected = n_users if layout == "full" else len(users)
+        if user_items.shape[0] != expected:
+            what = "every user" if layout == "full" else "one per queried user"
+            raise ValueError(
+                f"user_items_layout={layout!r}: user_items must have {expected} rows ({what}), "
+                f"got {user_items.shape[0]}"
+            )
+        return layout
 
     def _serving_threads(self, num_threads) -> int:
         if num_threads is None:
@@ -314,7 +371,9 @@ class Recommender:
         ids : int32 ndarray (n, k) or (k,)
         scores : float32 ndarray, the same shape
         """
-        self._check_fitted()
+        self._check_fitted(on_host=False)
+        if self.fitted_device_ == "cuda":
+            return self._similar_on_gpu(self._gpu_backend(), self.item_factors_, items, k, exclude_self, "items")
         index = self._cached(
             "unit items",
             lambda: _checked_index(np.ascontiguousarray(self.item_factors_, dtype=np.float32), "cosine", "item"),
@@ -341,7 +400,9 @@ class Recommender:
         ids : int32 ndarray (n, k) or (k,)
         scores : float32 ndarray, the same shape
         """
-        self._check_fitted()
+        self._check_fitted(on_host=False)
+        if self.fitted_device_ == "cuda":
+            return self._similar_on_gpu(self._gpu_backend(), self.user_factors_, users, k, exclude_self, "users")
         index = self._cached(
             "unit users",
             lambda: _checked_index(np.ascontiguousarray(self.user_factors_, dtype=np.float32), "cosine", "user"),
@@ -355,18 +416,26 @@ class Recommender:
         with index._reading() as version:  # queries and catalog from one version
             n = version.n
             ids, single = _ids_argument(ids, n, name)
-            exclude = None
-            if exclude_self:
-                index_dtype = np.int64 if n > INT32_MAX else np.int32
-                pointers = np.arange(len(ids) + 1, dtype=index_dtype)
-                exclude = sp.csr_matrix(
-                    (np.ones(len(ids), np.float32), ids.astype(index_dtype), pointers), shape=(len(ids), n)
-                )
-                exclude = as_exclusions(exclude, len(ids), n)
+            exclude = _self_exclusions(ids, n) if exclude_self else None
             # The queries are rows of the index itself: already unit length and checked.
             queries = np.ascontiguousarray(version.items[ids])
             with engine_threads():
                 found, scores = index._search_checked(version, queries, k, exclude, None, None, "float32", num_threads)
+        return (found[0], scores[0]) if single else (found, scores)
+
+    def _similar_on_gpu(self, gpu, factors, ids, k, exclude_self, name):
+        """:meth:`similar_items` / :meth:`similar_users` for factors on the GPU: the same
+        normalization and search as the CPU's (recore.topk with metric="cosine"), numpy out."""
+        k = check_int(k, "k", minimum=1)
+        exclude_self = check_bool(exclude_self, "exclude_self")
+        n = factors.shape[0]
+        ids, single = _ids_argument(ids, n, name)
+        exclude = _self_exclusions(ids, n) if exclude_self else None
+        vectors = self._xp().ascontiguousarray(factors, dtype=np.float32)
+        queries = vectors[self._xp().asarray(ids)]
+        found, scores = gpu.search(queries, vectors, k, metric="cosine", exclude=exclude, allow=None, deny=None,
+                                   precision="float32", check_finite=True)  # fmt: skip
+        found, scores = gpu.to_host(found), gpu.to_host(scores)
         return (found[0], scores[0]) if single else (found, scores)
 
     # -- new users --------------------------------------------------------------------------
@@ -578,6 +647,14 @@ class Recommender:
         storage[:n] = current
         storages[name] = storage
         return storage[: max(n, n_rows)]
+
+
+def _self_exclusions(ids: np.ndarray, n: int):
+    """One exclusion row per id, holding that id: leaves each query out of its own results."""
+    index_dtype = np.int64 if n > INT32_MAX else np.int32
+    pointers = np.arange(len(ids) + 1, dtype=index_dtype)
+    exclude = sp.csr_matrix((np.ones(len(ids), np.float32), ids.astype(index_dtype), pointers), shape=(len(ids), n))
+    return as_exclusions(exclude, len(ids), n)
 
 
 def _layout_of(rows: int, users: np.ndarray, n_users: int) -> str:

@@ -434,9 +434,11 @@ class SGD(Recommender, Estimator):
 
     # Serving: queries [p_u, 1, mu + b_u] against items [q_i, b_i, 1] score exactly predict().
     def _user_vectors(self, users: np.ndarray) -> np.ndarray:
-        ones = np.ones((len(users), 1), np.float32)
-        offsets = (self.global_bias_ + self.user_biases_[users]).astype(np.float32)[:, None]
-        return np.ascontiguousarray(np.hstack([self.user_factors_[users], ones, offsets]), dtype=np.float32)
+        xp = self._xp()  # numpy, or cupy for factors on the GPU
+        users = xp.asarray(users)
+        ones = xp.ones((len(users), 1), xp.float32)
+        offsets = (self.global_bias_ + self.user_biases_[users]).astype(xp.float32)[:, None]
+        return xp.ascontiguousarray(xp.hstack([self.user_factors_[users], ones, offsets]), dtype=xp.float32)
 
     def _queries_from_user_vectors(self, vectors: np.ndarray) -> np.ndarray:
         # Users given by their factors alone (fold_in): user bias 0.
@@ -446,11 +448,13 @@ class SGD(Recommender, Estimator):
         )
 
     def _item_vectors(self) -> np.ndarray:
+        xp = self._xp()
+
         def build():
             n = self.item_factors_.shape[0]
-            return np.ascontiguousarray(
-                np.hstack([self.item_factors_, self.item_biases_[:, None], np.ones((n, 1), np.float32)]),
-                dtype=np.float32,
+            return xp.ascontiguousarray(
+                xp.hstack([self.item_factors_, self.item_biases_[:, None], xp.ones((n, 1), xp.float32)]),
+                dtype=xp.float32,
             )
 
         return self._cached("items", build)

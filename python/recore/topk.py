@@ -130,8 +130,8 @@ def topk(
     GPU arrays (cupy, torch.cuda, anything with ``__cuda_array_interface__`` or a CUDA
     ``__dlpack__``) for ``queries`` and ``items`` search on the GPU and return cupy arrays,
     with the same ids and scores as the CPU engine; ``exclude`` may then be a
-    ``cupyx.scipy.sparse`` or scipy matrix, ``allow`` is not supported, and ``num_threads``
-    is ignored.
+    ``cupyx.scipy.sparse`` or scipy matrix, ``allow`` and ``deny`` numpy or cupy id lists,
+    and ``num_threads`` is ignored.
     """
     if _device.on_gpu(queries) or _device.on_gpu(items):
         from recore.backends import cuda

@@ -211,8 +211,12 @@ def als_loss(rows: DeviceCsr, user_factors, item_factors, *, regularization, alp
     )
 
 
-def topk(queries, items, k: int, *, exclude=None, deny=None, precision: str = "float32"):
-    """Exact top-k on the GPU: (ids, scores) as cupy arrays of shape (n_queries, k)."""
+def topk(queries, items, k: int, *, exclude=None, deny=None, allow=None, precision: str = "float32"):
+    """Exact top-k on the GPU: (ids, scores) as cupy arrays of shape (n_queries, k).
+
+    ``allow`` and ``deny`` are lists of item ids (numpy, cupy or any sequence); the engine
+    takes one bitmap of the items never returned, so an allow list reaches it as the bitmap
+    of every other item (joined with the denied ones)."""
     cp = _cupy()
     query_array = _device.require_array(queries, "queries", np.float32, 2)
     n_queries, f = query_array.shape
@@ -229,12 +233,9 @@ def topk(queries, items, k: int, *, exclude=None, deny=None, precision: str = "f
     device = _device.check_same_device({"queries": query_array, "items": item_array})
     denied = None
     with cp.cuda.Device(device):
-        if deny is not None:
-            from recore._filters import denied_bits
-            from recore._filters import item_ids as _item_ids
-
-            ids = deny.get() if _device.is_gpu_array(deny) else deny
-            denied = cp.asarray(denied_bits(_item_ids(ids, n_items, "deny"), n_items))
+        bits = _filter_bits(allow, deny, n_items)
+        if bits is not None:
+            denied = cp.asarray(bits)
         wide_ids = n_items > _INT32_MAX
         ids = cp.empty((n_queries, k), dtype=np.int64 if wide_ids else np.int32)
         scores = cp.empty((n_queries, k), dtype=np.float32)
@@ -245,6 +246,20 @@ def topk(queries, items, k: int, *, exclude=None, deny=None, precision: str = "f
             wide_ids, _pointer(scores),
         )  # fmt: skip
     return ids, scores
+
+
+def _filter_bits(allow, deny, n_items: int):
+    """The host bitmap of items never returned (see recore._filters.denied_bits), or None."""
+    from recore._filters import denied_bits, item_ids
+
+    bits = None
+    if deny is not None:
+        bits = denied_bits(item_ids(to_host(deny), n_items, "deny"), n_items)
+    if allow is not None:
+        # Every item but the allowed ones; bits past the last item are never read.
+        others = ~denied_bits(item_ids(to_host(allow), n_items, "allow"), n_items)
+        bits = others if bits is None else bits | others
+    return bits
 
 
 def to_host(value):
@@ -394,14 +409,16 @@ def search(queries, items, k, *, metric, exclude, allow, deny, precision, check_
     check_choice(metric, "metric", ("dot", "cosine"))
     precision = check_choice(precision, "precision", ("float32", "bfloat16"))
     check_finite = check_bool(check_finite, "check_finite")
-    if allow is not None:
-        raise ValueError("allow is not supported for GPU arrays: gather the allowed item rows instead")
     single = len(_device.describe(queries, "queries").shape) == 1
     queries, items = _device.as_cupy(queries), _device.as_cupy(items)
     if single:
         queries = queries[None, :]
     _device.require_array(queries, "queries", np.float32, 2)
     _device.require_array(items, "items", np.float32, 2)
+    if queries.shape[1] != items.shape[1]:  # in the CPU engine's words
+        raise ValueError(
+            f"queries and items must have the same number of factors, got {queries.shape[1]} and {items.shape[1]}"
+        )
     if check_finite:
         for argument, value in (("queries", queries), ("items", items)):
             if not bool(cp.isfinite(value).all()):
@@ -409,5 +426,5 @@ def search(queries, items, k, *, metric, exclude, allow, deny, precision, check_
     if metric == "cosine":
         # The CPU's normalization, operation for operation: equal cosine scores on both devices.
         queries, items = unit_rows(cp, queries), unit_rows(cp, items)
-    ids, scores = topk(queries, items, k, exclude=exclude, deny=deny, precision=precision)
+    ids, scores = topk(queries, items, k, exclude=exclude, deny=deny, allow=allow, precision=precision)
     return (ids[0], scores[0]) if single else (ids, scores)
