@@ -377,6 +377,48 @@ def test_training_loss_never_increases_with_subspace(matrix, factors, block_size
     assert model.history_["loss"][-1] == pytest.approx(expected, rel=1e-9, abs=1e-12)
 
 
+@given(
+    matrix=sparse_matrices(max_rows=12, max_cols=40),
+    factors=st.integers(9, 40),
+    block_size=st.integers(1, 24),
+    regularization=st.floats(1.0, 5.0),
+    kind=objectives,
+    path=st.sampled_from(["gathered", "in place"]),
+    seed=seeds,
+)
+def test_subspace_block_kernels_converge_to_cholesky(matrix, factors, block_size, regularization, kind, path, seed):
+    # More factors than a vector's lanes and blocks of every kernel's size (bands for 4 and 8,
+    # tiles for others up to 16, two passes over the lines beyond), a last block cut short, and
+    # rows of up to 40 entries (several vectors of entries, the last one part padding): enough
+    # sweeps reach the exact solve.
+    rng = np.random.default_rng(seed)
+    matrix = with_dtype(matrix, np.float64)
+    fixed = random_factors(rng, matrix.shape[1], factors, np.float64)
+    start = random_factors(rng, matrix.shape[0], factors, np.float64)
+    objective = objective_options(kind, regularization, 1.0)
+    exact = half_step(matrix, fixed, start.copy(), solver="cholesky", **objective)
+    with cg_path(path):
+        swept = half_step(
+            matrix, fixed, start.copy(), solver="subspace", block_size=block_size, subspace_sweeps=300, **objective
+        )
+    scale = np.linalg.norm(exact, axis=1) + np.linalg.norm(start, axis=1)
+    assert np.all(np.linalg.norm(swept - exact, axis=1) <= 1e-7 * scale)
+
+
+@pytest.mark.parametrize("block_size", [3, 4, 8, 11, 16, 20])
+def test_subspace_float32_kernels_follow_float64(cpu_target, block_size):
+    # float32 runs on twice the lanes of float64 (other tile transposes, other padding): one
+    # sweep from the same start makes the same steps, on every instruction set.
+    matrix = recore.datasets.synthetic(60, 80, 1500, random_state=3)
+    rng = np.random.default_rng(4)
+    fixed = random_factors(rng, matrix.shape[1], 37, np.float64)
+    start = random_factors(rng, matrix.shape[0], 37, np.float64)
+    options = dict(solver="subspace", block_size=block_size, regularization=0.5, unobserved_weight=0.3)
+    double = half_step(with_dtype(matrix, np.float64), fixed, start.copy(), **options)
+    single = half_step(matrix, fixed.astype(np.float32), start.astype(np.float32), **options)
+    assert np.abs(single - double).max() <= 1e-3 * np.abs(double).max()
+
+
 def test_subspace_float32_follows_float64():
     # The float32 kernels (other SIMD widths and padding) make the same steps as float64.
     matrix = recore.datasets.synthetic(200, 150, 3000, random_state=5)

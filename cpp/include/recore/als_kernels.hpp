@@ -81,18 +81,25 @@ constexpr int64_t kSubspaceChunkRows = 256;
 // every later piece of the workspace stays aligned.
 inline int64_t coefficient_capacity(int64_t max_row_length) { return (max_row_length + 16) / 16 * 16; }
 
+// The subspace solver's gathered rows, transposed: a row of all entries' values per factor,
+// each rounded up to whole vectors of entries (16 values covers every target), and 16 rows of
+// zeros past fp, which the block kernels may read past the last block.
+inline int64_t subspace_gathered_size(int64_t gathered_rows, int64_t fp) {
+  return (fp + 16) * ((gathered_rows + 15) / 16 * 16);
+}
+
 inline int64_t als_workspace_per_thread(int64_t max_row_length, int64_t gathered_rows, int64_t fp, Solver solver,
                                         int64_t padded_block, int64_t blocks) {
-  // gathered rows, weights, right-hand-side coefficients, 4 vectors; for Cholesky the scaled
-  // rows and A; for the subspace solver the predictions and the gradient's coefficients, a
-  // chunk of the block's columns (for rows read in place), every block's matrix and a flag
-  // per block. The
-  // subspace solver reads a block's columns as whole padded blocks, up to padded_block values
-  // past the last gathered row: room for that too.
-  int64_t size = gathered_rows * fp + 2 * coefficient_capacity(max_row_length) + 4 * fp;
+  // gathered rows (transposed for the subspace solver), weights, right-hand-side
+  // coefficients, 4 vectors; for Cholesky the scaled rows and A; for the subspace solver the
+  // predictions and the gradient's coefficients, a chunk of the block's columns (for rows read
+  // in place), every block's matrix and a flag per block.
+  const int64_t gathered =
+      solver == Solver::subspace ? subspace_gathered_size(gathered_rows, fp) : gathered_rows * fp;
+  int64_t size = gathered + 2 * coefficient_capacity(max_row_length) + 4 * fp;
   if (solver == Solver::cholesky) size += gathered_rows * fp + fp * fp;
   if (solver == Solver::subspace)
-    size += padded_block + 2 * coefficient_capacity(max_row_length) + kSubspaceChunkRows * padded_block +
+    size += 2 * coefficient_capacity(max_row_length) + kSubspaceChunkRows * padded_block +
             blocks * padded_block * padded_block + coefficient_capacity(blocks);
   return (size + 15) / 16 * 16;
 }

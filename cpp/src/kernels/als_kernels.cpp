@@ -257,7 +257,7 @@ void cholesky_solve(const T* U, int64_t f, int64_t fp, T* b, T* x) {
 // als_workspace_per_thread sizes it).
 template <typename T>
 struct Scratch {
-  T* gathered;  // row length x fp
+  T* gathered;  // row length x fp; subspace: fp + 16 factor rows x row length rounded up to 16
   T* weight;    // row length + 16
   T* offset;    // row length + 16
   T* x;
@@ -274,10 +274,10 @@ struct Scratch {
 
   Scratch(T* base, int64_t max_row_length, int64_t gathered_rows, int64_t fp, Solver solver, int64_t padded_block,
           int64_t blocks) {
-    // The subspace solver reads up to a padded block past the last gathered row.
-    const int64_t overrun = solver == Solver::subspace ? padded_block : 0;
+    // The subspace solver holds its rows transposed, with rows of zeros past f (see
+    // subspace_gathered_size).
     gathered = base;
-    base += gathered_rows * fp + overrun;
+    base += solver == Solver::subspace ? subspace_gathered_size(gathered_rows, fp) : gathered_rows * fp;
     weight = base;
     base += coefficient_capacity(max_row_length);
     offset = base;
@@ -543,6 +543,60 @@ inline T dot_vectors(const T* a, const T* b, int64_t n) {
   return sum_lanes<T, kVectorBytes>(&acc);
 }
 
+// lo, hi = the lanes of a and b's first (lo) and last (hi) halves interleaved: a0 b0 a1 b1 ...
+template <typename V>
+inline void interleave(const V& a, const V& b, V& lo, V& hi) {
+  constexpr int lanes = static_cast<int>(sizeof(V) / sizeof(a[0]));
+  if constexpr (lanes == 16) {
+    lo = __builtin_shufflevector(a, b, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    hi = __builtin_shufflevector(a, b, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  } else if constexpr (lanes == 8) {
+    lo = __builtin_shufflevector(a, b, 0, 8, 1, 9, 2, 10, 3, 11);
+    hi = __builtin_shufflevector(a, b, 4, 12, 5, 13, 6, 14, 7, 15);
+  } else if constexpr (lanes == 4) {
+    lo = __builtin_shufflevector(a, b, 0, 4, 1, 5);
+    hi = __builtin_shufflevector(a, b, 2, 6, 3, 7);
+  } else {
+    lo = __builtin_shufflevector(a, b, 0, 2);
+    hi = __builtin_shufflevector(a, b, 1, 3);
+  }
+}
+
+// The lane sums of N vectors, out[i] = the sum of acc[i]'s lanes (N a power of two; acc is
+// overwritten). Vectors j and j + h are folded into one by interleaving them and adding the
+// halves (each lane then holds partial sums of one of the two, alternately), h halving until
+// one vector is left, whose lanes hold the N sums in order, repeated; a sum_lanes per vector
+// would be N separate chains of shuffles.
+template <typename T, int N>
+inline void sum_lanes_of(typename Simd<T>::type* acc, T* out) {
+  typedef typename Simd<T>::type V;
+  constexpr int lanes = kVectorBytes / sizeof(T);
+  if constexpr (N > lanes) {
+    sum_lanes_of<T, lanes>(acc, out);
+    sum_lanes_of<T, N - lanes>(acc + lanes, out + lanes);
+  } else {
+#pragma GCC unroll 16
+    for (int h = N / 2; h >= 1; h /= 2) {
+#pragma GCC unroll 16
+      for (int j = 0; j < h; ++j) {
+        V lo, hi;
+        interleave(acc[j], acc[j + h], lo, hi);
+        acc[j] = lo + hi;
+      }
+    }
+    T folded[lanes];
+    __builtin_memcpy(folded, &acc[0], sizeof(V));
+    for (int i = 0; i < N; ++i) {
+      T sum = folded[i];
+      for (int r = 1; r < lanes / N; ++r) sum += folded[i + r * N];
+      out[i] = sum;
+    }
+  }
+}
+
+// The smallest power of two >= n (n >= 1).
+constexpr int power_of_two_at_least(int n) { return n <= 1 ? 1 : 2 * power_of_two_at_least((n + 1) / 2); }
+
 // out[0 .. VECTORS * width) = sum_k c_k M[k][0 ..] over n rows of M (stride `stride`), in
 // registers. Four rows at a time into separate sums, so that the adds do not wait on each other.
 template <typename T, int VECTORS>
@@ -588,17 +642,52 @@ void combine_rows(const T* c, const T* M, int64_t n, int64_t stride, int64_t bp,
   for (; j < bp; j += width) combine_rows<T, 1>(c, M + j, n, stride, out + j);
 }
 
-// A_BB = G_BB + (lambda + ridge) I on and above the diagonal of H (bp x bp, zero elsewhere):
-// the block's matrix before the row's entries are added.
+// A_BB = G_BB + (lambda + ridge) I on and above the diagonal of H's first bb rows (bp wide,
+// zero elsewhere): the block's matrix before the row's entries are added.
 template <typename T, typename I>
 void start_block_matrix(const AlsSolveArgs<T, I>& a, int64_t j0, int64_t bb, T diagonal, T* H) {
   const int64_t fp = a.padded_factors, bp = a.padded_block;
   const T* G = a.padded_gram;
-  fill_zero(H, bp * bp);
+  fill_zero(H, bb * bp);  // rows past bb are only ever written (by tiles that overhang), never read
   for (int64_t i = 0; i < bb; ++i) {
     if (G) copy(G + (j0 + i) * fp + j0 + i, H + i * bp + i, bb - i);
     H[i * bp + i] += diagonal;
   }
+}
+
+// out[r] = G[r] . x for ROWS rows of G (stride fp; x zero beyond f), two sums a row so that
+// the adds overlap.
+template <typename T, int ROWS>
+inline void gram_rows_times_x(const T* G, const T* x, int64_t fp, T* out) {
+  typedef typename Simd<T>::type V;
+  constexpr int64_t width = kVectorBytes / sizeof(T);
+  V acc[ROWS][2];
+  for (int r = 0; r < ROWS; ++r) acc[r][0] = acc[r][1] = V{};
+  int64_t j = 0;
+  for (; j + 2 * width <= fp; j += 2 * width) {
+    V x0, x1;
+    __builtin_memcpy(&x0, x + j, sizeof(V));
+    __builtin_memcpy(&x1, x + j + width, sizeof(V));
+    for (int r = 0; r < ROWS; ++r) {
+      V g0, g1;
+      __builtin_memcpy(&g0, G + r * fp + j, sizeof(V));
+      __builtin_memcpy(&g1, G + r * fp + j + width, sizeof(V));
+      acc[r][0] += g0 * x0;
+      acc[r][1] += g1 * x1;
+    }
+  }
+  for (; j < fp; j += width) {
+    V x0;
+    __builtin_memcpy(&x0, x + j, sizeof(V));
+    for (int r = 0; r < ROWS; ++r) {
+      V g0;
+      __builtin_memcpy(&g0, G + r * fp + j, sizeof(V));
+      acc[r][0] += g0 * x0;
+    }
+  }
+  V totals[ROWS];
+  for (int r = 0; r < ROWS; ++r) totals[r] = acc[r][0] + acc[r][1];
+  sum_lanes_of<T, ROWS>(totals, out);
 }
 
 // gradient = (G x)_B + lambda x_B + entries_B (bp values, zero beyond bb), entries the row's
@@ -606,10 +695,11 @@ void start_block_matrix(const AlsSolveArgs<T, I>& a, int64_t j0, int64_t bb, T d
 template <typename T, typename I>
 void finish_block_gradient(const AlsSolveArgs<T, I>& a, int64_t j0, int64_t bb, T lambda, const T* entries,
                            const Scratch<T>& s, T* gradient) {
-  const int64_t f = a.fixed.cols, fp = a.padded_factors, bp = a.padded_block;
+  const int64_t fp = a.padded_factors, bp = a.padded_block;
   if (a.padded_gram) {
-    // (G x)_B as a combination of G's rows (G is symmetric): whole vectors, no horizontal sums.
-    combine_rows(s.x, a.padded_gram + j0, f, fp, bp, gradient);
+    // (G x)_B from the block's rows of G, read whole and in order (the block's columns of
+    // every row would be one scattered line per row).
+    for (int64_t i = 0; i < bb; i += 4) gram_rows_times_x<T, 4>(a.padded_gram + (j0 + i) * fp, s.x, fp, gradient + i);
   } else {
     fill_zero(gradient, bp);
   }
@@ -665,14 +755,163 @@ void add_block_upper(const T* Y, const T* w, int64_t n, int64_t stride, int64_t 
   }
 }
 
-// The block's matrix A_BB (with `ridge` on its diagonal) into H, for rows gathered into
-// s.gathered (read there at the block's columns) or, with `in_place`, read through Y (rows
-// longer than the gather limit), whose block columns are copied kSubspaceChunkRows entries at a
-// time into a padded buffer.
+// -- the gathered row, transposed ------------------------------------------------------------
+// A row short enough to gather is copied transposed: one line of entries per factor (Yt[j][k],
+// stride np, the row length rounded up to whole vectors), so that every kernel of a block runs
+// down its factors' lines with one entry in each lane. A block's matrix is then its factors'
+// pairwise dot products, its upper triangle alone, and the predictions and the gradient are
+// plain vector arithmetic over entries, whatever the block size: no lane of a vector is spent
+// on another block. Lanes past the row's end repeat its last entry with weight and offset 0,
+// so they add nothing anywhere.
+
+// Transposes a square tile of LANES vectors in registers, in place: rounds of interleaving
+// vector p with vector p + stride, the stride halving from LANES / 2 to 1 (each round a perfect
+// shuffle of the lanes; after the last, vector l holds lane l of every input, in order).
+template <typename V, int LANES>
+inline void transpose_tile(V r[LANES]) {
+#pragma GCC unroll 4
+  for (int stride = LANES / 2; stride >= 1; stride /= 2) {
+#pragma GCC unroll 16
+    for (int p = 0; p < LANES; ++p) {
+      if (p & stride) continue;
+      V lo, hi;
+      interleave(r[p], r[p + stride], lo, hi);
+      r[p] = lo;
+      r[p + stride] = hi;
+    }
+  }
+}
+
+// Gathers the row's n fixed rows transposed into Yt (fp + 16 lines of np values; lines past f
+// zero) and their predictions y_k . x into s.prediction, from the transposed tiles while they
+// are in registers. Weights and offsets past n are set to 0.
+template <typename T, typename I>
+void gather_transposed(const AlsSolveArgs<T, I>& a, int64_t begin, int64_t n, int64_t np, const Scratch<T>& s) {
+  typedef typename Simd<T>::type V;
+  constexpr int lanes = kVectorBytes / sizeof(T);
+  const int64_t f = a.fixed.cols, fp = a.padded_factors;
+  T* Yt = s.gathered;
+  for (int64_t k = n; k < np; ++k) s.weight[k] = s.offset[k] = s.prediction[k] = T(0);
+  for (int64_t k0 = 0; k0 < n; k0 += lanes) {
+    const T* source[lanes];
+    for (int l = 0; l < lanes; ++l)
+      source[l] = a.fixed.row(static_cast<int64_t>(a.rows.indices[begin + smaller(k0 + l, n - 1)]));
+    // The next tile's rows are fetched while this one is transposed, a line of each row per
+    // column step (spread out, so that the fetches do not queue up behind each other).
+    const T* upcoming[lanes];
+    for (int l = 0; l < lanes; ++l)
+      upcoming[l] = a.fixed.row(static_cast<int64_t>(a.rows.indices[begin + smaller(k0 + lanes + l, n - 1)]));
+    V prediction = V{};
+    for (int64_t c = 0; c < f; c += lanes) {
+      for (int64_t line = c; line < c + lanes; line += 64 / static_cast<int64_t>(sizeof(T)))
+        for (int l = 0; l < lanes; ++l) __builtin_prefetch(upcoming[l] + line, 0, 3);
+      V r[lanes];
+      if (c + lanes <= f) {
+        for (int l = 0; l < lanes; ++l) __builtin_memcpy(&r[l], source[l] + c, sizeof(V));
+      } else {
+        for (int l = 0; l < lanes; ++l) {
+          T values[lanes] = {};
+          copy(source[l] + c, values, f - c);
+          __builtin_memcpy(&r[l], values, sizeof(V));
+        }
+      }
+      transpose_tile<V, lanes>(r);
+      for (int l = 0; l < lanes; ++l) {
+        __builtin_memcpy(Yt + (c + l) * np + k0, &r[l], sizeof(V));
+        prediction += s.x[c + l] * r[l];
+      }
+    }
+    __builtin_memcpy(s.prediction + k0, &prediction, sizeof(V));
+  }
+  const int64_t written = (f + lanes - 1) / lanes * lanes;
+  fill_zero(Yt + written * np, (fp + 16 - written) * np);
+}
+
+// One 4 x 4 tile of a block's matrix from the transposed lines: H[i0 + r][j0 + c] +=
+// sum_k w_k Yt[i0 + r][k] Yt[j0 + c][k] (Yt at the block's first line; H has stride bp).
+template <typename T>
+inline void transposed_tile(const T* Yt, int64_t np, const T* w, int64_t i0, int64_t j0, T* H, int64_t bp) {
+  typedef typename Simd<T>::type V;
+  constexpr int64_t lanes = kVectorBytes / sizeof(T);
+  V acc[4][4];
+  for (int r = 0; r < 4; ++r)
+    for (int c = 0; c < 4; ++c) acc[r][c] = V{};
+  for (int64_t k = 0; k < np; k += lanes) {
+    V weight, left[4], right[4];
+    __builtin_memcpy(&weight, w + k, sizeof(V));
+    for (int r = 0; r < 4; ++r) {
+      __builtin_memcpy(&left[r], Yt + (i0 + r) * np + k, sizeof(V));
+      left[r] *= weight;
+      __builtin_memcpy(&right[r], Yt + (j0 + r) * np + k, sizeof(V));
+    }
+    for (int r = 0; r < 4; ++r)
+      for (int c = 0; c < 4; ++c) acc[r][c] += left[r] * right[c];
+  }
+  T sums[16];
+  sum_lanes_of<T, 16>(&acc[0][0], sums);
+  for (int r = 0; r < 4; ++r)
+    for (int c = 0; c < 4; ++c) H[(i0 + r) * bp + j0 + c] += sums[r * 4 + c];
+}
+
+// Rows FIRST .. LAST - 1 of a B-factor block's matrix on and above the diagonal, H[i][j] +=
+// sum_k w_k Yt[i][k] Yt[j][k] for j >= i: exactly the upper triangle's products, with a sum in
+// a register for each (a few such bands cover a block of 4 or 8 factors).
+template <typename T, int B, int FIRST, int LAST>
+inline void triangle_band(const T* Yt, int64_t np, const T* w, T* H, int64_t bp) {
+  typedef typename Simd<T>::type V;
+  constexpr int64_t lanes = kVectorBytes / sizeof(T);
+  V acc[LAST - FIRST][B];
+  for (int i = FIRST; i < LAST; ++i)
+    for (int j = i; j < B; ++j) acc[i - FIRST][j] = V{};
+  for (int64_t k = 0; k < np; k += lanes) {
+    V weight, y[B];
+    __builtin_memcpy(&weight, w + k, sizeof(V));
+    for (int j = FIRST; j < B; ++j) __builtin_memcpy(&y[j], Yt + j * np + k, sizeof(V));
+    for (int i = FIRST; i < LAST; ++i) {
+      const V scaled = weight * y[i];
+      for (int j = i; j < B; ++j) acc[i - FIRST][j] += scaled * y[j];
+    }
+  }
+  constexpr int count = (LAST - FIRST) * B - (LAST * (LAST - 1) - FIRST * (FIRST - 1)) / 2;
+  constexpr int padded_count = power_of_two_at_least(count);
+  V flat[padded_count];
+  T sums[padded_count];
+  int next = 0;
+  for (int i = FIRST; i < LAST; ++i)
+    for (int j = i; j < B; ++j) flat[next++] = acc[i - FIRST][j];
+  for (int m = count; m < padded_count; ++m) flat[m] = V{};
+  sum_lanes_of<T, padded_count>(flat, sums);
+  next = 0;
+  for (int i = FIRST; i < LAST; ++i)
+    for (int j = i; j < B; ++j) H[i * bp + j] += sums[next++];
+}
+
+// H += Y_B^T diag(w) Y_B on and above the diagonal, for a block of bs factors (bb of them in
+// this block; lines past bb are zero or the next block's, and land in rows and columns of H
+// past bb, which nobody reads). Blocks of 4 and 8 factors go by bands of rows with a register
+// sum per product (36 for 8 factors); others by 4 x 4 tiles (tiles on the diagonal also write
+// below it).
+template <typename T>
+void add_transposed_block(const T* Yt, int64_t np, const T* w, int64_t bs, int64_t bb, int64_t bp, T* H) {
+  if (bs == 8) {
+    triangle_band<T, 8, 0, 2>(Yt, np, w, H, bp);
+    triangle_band<T, 8, 2, 5>(Yt, np, w, H, bp);
+    triangle_band<T, 8, 5, 8>(Yt, np, w, H, bp);
+  } else if (bs == 4) {
+    triangle_band<T, 4, 0, 4>(Yt, np, w, H, bp);
+  } else {
+    for (int64_t i0 = 0; i0 < bb; i0 += 4)
+      for (int64_t j0 = i0; j0 < bb; j0 += 4) transposed_tile(Yt, np, w, i0, j0, H, bp);
+  }
+}
+
+// The block's matrix A_BB (with `ridge` on its diagonal) into H, for rows gathered transposed
+// into s.gathered or, with `in_place`, read through Y (rows longer than the gather limit),
+// whose block columns are copied kSubspaceChunkRows entries at a time into a padded buffer.
 template <typename T, typename I, typename Rows>
 void form_block_matrix(const AlsSolveArgs<T, I>& a, const Rows& Y, bool in_place, int64_t n, int64_t j0, int64_t bb,
                        T lambda, T ridge, const Scratch<T>& s, T* H) {
-  const int64_t fp = a.padded_factors, bp = a.padded_block;
+  const int64_t bp = a.padded_block;
   start_block_matrix(a, j0, bb, lambda + ridge, H);
   if (in_place) {
     for (int64_t c0 = 0; c0 < n; c0 += kSubspaceChunkRows) {
@@ -684,24 +923,22 @@ void form_block_matrix(const AlsSolveArgs<T, I>& a, const Rows& Y, bool in_place
       add_block_upper(s.chunk, s.weight + c0, m, bp, bb, bp, H);
     }
   } else {
-    add_block_upper(s.gathered + j0, s.weight, n, fp, bb, bp, H);
+    constexpr int64_t lanes = kVectorBytes / sizeof(T);
+    const int64_t np = (n + lanes - 1) / lanes * lanes;
+    add_transposed_block(s.gathered + j0 * np, np, s.weight, a.block_factors, bb, bp, H);
   }
   for (int64_t i = 0; i < bb; ++i) fill_zero(H + i * bp + bb, bp - bb);
 }
 
-// The block's gradient (A x - b)_B into s.residual, from the predictions as they are.
+// The block's gradient (A x - b)_B into s.residual, from the predictions as they are, for a
+// row read in place through Y.
 template <typename T, typename I, typename Rows>
-void form_block_gradient(const AlsSolveArgs<T, I>& a, const Rows& Y, bool in_place, int64_t n, int64_t j0, int64_t bb,
-                         T lambda, const Scratch<T>& s) {
-  const int64_t fp = a.padded_factors, bp = a.padded_block;
+void form_block_gradient(const AlsSolveArgs<T, I>& a, const Rows& Y, int64_t n, int64_t j0, int64_t bb, T lambda,
+                         const Scratch<T>& s) {
   for (int64_t k = 0; k < n; ++k) s.coefficients[k] = s.weight[k] * s.prediction[k] - s.offset[k];
   T* entries = s.product;
-  if (in_place) {
-    fill_zero(entries, bp);
-    for (int64_t k = 0; k < n; ++k) axpy(s.coefficients[k], Y(k) + j0, entries, bb);
-  } else {
-    combine_rows(s.coefficients, s.gathered + j0, n, fp, bp, entries);
-  }
+  fill_zero(entries, a.padded_block);
+  for (int64_t k = 0; k < n; ++k) axpy(s.coefficients[k], Y(k) + j0, entries, bb);
   finish_block_gradient(a, j0, bb, lambda, entries, s, s.residual);
 }
 
@@ -775,50 +1012,172 @@ void block_cholesky_solve(const T* U, int64_t bb, int64_t bp, T* gradient, T* d)
   }
 }
 
-// One pass over a gathered row's entries between two block steps: the predictions take the
-// last step (p_k -= y_k[previous block] . step, when there was one), then the next block's
-// gradient part entries = sum_k (w_k p_k - c_k) y_k[block] (VECTORS vectors from j0), in
-// registers: one pass over the entries' rows instead of two.
-template <typename T, int VECTORS>
-void step_and_combine(const Scratch<T>& s, int64_t n, int64_t fp, int64_t previous_j0, const T* step, int64_t j0,
-                      T* entries) {
+// One pass over the entries between two block steps, B lines a block (B >= the block's
+// factors; lines past it are read, and their sums dropped, since the step is zero there): the
+// predictions take the previous block's step (p_k -= Yt[previous + i][k] step_i), then the
+// next block's part of the gradient entries_i = sum_k (w_k p_k - c_k) Yt[next + i][k], in
+// registers.
+template <typename T, int B>
+void step_and_gradient(const T* previous, const T* step, const T* next, int64_t np, const Scratch<T>& s,
+                       T* entries) {
+  typedef typename Simd<T>::type V;
+  constexpr int64_t lanes = kVectorBytes / sizeof(T);
+  V acc[B];
+  for (int i = 0; i < B; ++i) acc[i] = V{};
+  for (int64_t k = 0; k < np; k += lanes) {
+    V p, w, c;
+    __builtin_memcpy(&p, s.prediction + k, sizeof(V));
+    if (previous) {
+      for (int i = 0; i < B; ++i) {
+        V y;
+        __builtin_memcpy(&y, previous + i * np + k, sizeof(V));
+        p -= step[i] * y;
+      }
+      __builtin_memcpy(s.prediction + k, &p, sizeof(V));
+    }
+    __builtin_memcpy(&w, s.weight + k, sizeof(V));
+    __builtin_memcpy(&c, s.offset + k, sizeof(V));
+    const V coefficient = w * p - c;
+    for (int i = 0; i < B; ++i) {
+      V y;
+      __builtin_memcpy(&y, next + i * np + k, sizeof(V));
+      acc[i] += coefficient * y;
+    }
+  }
+  sum_lanes_of<T, B>(acc, entries);
+}
+
+// The same for blocks of more than 16 factors, in two passes over the lines (registers would
+// not hold a sum per factor).
+template <typename T>
+void step_and_gradient_lines(const T* previous, const T* step, int64_t previous_bb, const T* next, int64_t bb,
+                             int64_t np, const Scratch<T>& s, T* entries) {
+  if (previous)
+    for (int64_t i = 0; i < previous_bb; ++i) axpy(-step[i], previous + i * np, s.prediction, np);
+  for (int64_t k = 0; k < np; ++k) s.coefficients[k] = s.weight[k] * s.prediction[k] - s.offset[k];
+  for (int64_t i = 0; i < bb; ++i) entries[i] = dot_vectors(s.coefficients, next + i * np, np);
+}
+
+// Blocks of up to this many factors are inverted once (Gauss-Jordan) and each step is then one
+// matrix-vector product; a triangular solve per step would be a chain of dependent horizontal
+// sums, several times the product's time at these sizes. Larger blocks keep their Cholesky
+// factor (a third of the inversion's work, and few steps to repay it).
+constexpr int64_t kInvertedBlockFactors = 16;
+
+// Inverts `count` symmetric positive definite matrices in place (matrix m: sizes[m] square,
+// stride bp, both triangles, zero beyond its size) by Gauss-Jordan elimination without pivoting
+// (its pivots are those of a Cholesky factorization, positive for such a matrix), each pivot
+// updating every row as whole vectors. The eliminations are interleaved pivot by pivot: each is
+// a chain of dependent steps (a division, then the rows that wait on it), and independent
+// chains side by side keep the processor busy while one waits. inverted[m] says whether matrix
+// m's pivots were all positive (a matrix stops at its first that is not).
+template <typename T>
+void block_invert_group(T* const* H, const int64_t* sizes, int count, int64_t bp, bool* inverted) {
   typedef typename Simd<T>::type V;
   constexpr int64_t width = kVectorBytes / sizeof(T);
-  V acc[2][VECTORS];
-  for (int p = 0; p < 2; ++p)
-    for (int v = 0; v < VECTORS; ++v) acc[p][v] = V{};
-  V d[VECTORS];
-  for (int v = 0; v < VECTORS; ++v) {
-    d[v] = V{};
-    if (step) __builtin_memcpy(&d[v], step + v * width, sizeof(V));
+  int64_t largest = 0;
+  for (int m = 0; m < count; ++m) {
+    inverted[m] = true;
+    largest = sizes[m] > largest ? sizes[m] : largest;
   }
-  for (int64_t k = 0; k < n; ++k) {
-    const T* row = s.gathered + k * fp;
-    if (step) {
-      V product = V{};
-      for (int v = 0; v < VECTORS; ++v) {
-        V y;
-        __builtin_memcpy(&y, row + previous_j0 + v * width, sizeof(V));
-        product += y * d[v];
+  // unit + 16 - l, read as a vector, is 1 in lane l and 0 elsewhere: lane k of a row is set
+  // through it in registers (a scalar store into a row that is then read as a vector would
+  // stall the load until the store completes).
+  alignas(64) static const T unit[32] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+  constexpr int64_t most_vectors = 16 * sizeof(T) / kVectorBytes > 0 ? 16 * sizeof(T) / kVectorBytes : 1;
+  for (int64_t k = 0; k < largest; ++k) {
+    const int64_t k_vector = k / width * width;
+    V lane_k;
+    __builtin_memcpy(&lane_k, unit + 16 - (k - k_vector), sizeof(V));
+    for (int m = 0; m < count; ++m) {
+      const int64_t bb = sizes[m];
+      if (!inverted[m] || k >= bb) continue;
+      T* pivot_row = H[m] + k * bp;
+      const T pivot = pivot_row[k];
+      if (!(pivot > T(0))) {  // also rejects NaN
+        inverted[m] = false;
+        continue;
       }
-      s.prediction[k] -= sum_lanes<T, kVectorBytes>(&product);
+      const T inverse = T(1) / pivot;
+      // The pivot row becomes row / pivot with lane k = 1 / pivot; the other rows take
+      // row[k] times it, with lane k = 1 + 1 / pivot, so that their column k becomes
+      // -row[k] / pivot (the inverse's entry).
+      V update[most_vectors];
+      for (int64_t j = 0; j < bp; j += width) {
+        V r;
+        __builtin_memcpy(&r, pivot_row + j, sizeof(V));
+        r *= inverse;
+        update[j / width] = r;
+        if (j == k_vector) {
+          r += (inverse - T(1)) * lane_k;
+          update[j / width] += inverse * lane_k;
+        }
+        __builtin_memcpy(pivot_row + j, &r, sizeof(V));
+      }
+      for (int64_t i = 0; i < bb; ++i) {
+        if (i == k) continue;
+        T* row = H[m] + i * bp;
+        const T factor = row[k];
+        for (int64_t j = 0; j < bp; j += width) {
+          V o;
+          __builtin_memcpy(&o, row + j, sizeof(V));
+          o -= factor * update[j / width];
+          __builtin_memcpy(row + j, &o, sizeof(V));
+        }
+      }
     }
-    const T coefficient = s.weight[k] * s.prediction[k] - s.offset[k];
-    for (int v = 0; v < VECTORS; ++v) {
-      V y;
-      __builtin_memcpy(&y, row + j0 + v * width, sizeof(V));
-      acc[k & 1][v] += coefficient * y;
-    }
-  }
-  for (int v = 0; v < VECTORS; ++v) {
-    const V total = acc[0][v] + acc[1][v];
-    __builtin_memcpy(entries + v * width, &total, sizeof(V));
   }
 }
 
-// Factors block b's matrix into its slot of s.block_matrices; a singular block (possible only
-// with zero regularization) gets the Cholesky solver's ridge, growing from 1e-6 of the mean
-// diagonal. Returns false if none factors (the block is then left as it is).
+// One matrix of block_invert_group; false if a pivot is not positive.
+template <typename T>
+bool block_invert(T* H, int64_t bb, int64_t bp) {
+  T* group[1] = {H};
+  const int64_t sizes[1] = {bb};
+  bool inverted[1];
+  block_invert_group(group, sizes, 1, bp, inverted);
+  return inverted[0];
+}
+
+// d = H^-1 gradient from the inverse (symmetric): a combination of its rows.
+template <typename T>
+void block_inverse_apply(const T* H_inverse, int64_t bb, int64_t bp, const T* gradient, T* d) {
+  typedef typename Simd<T>::type V;
+  constexpr int64_t width = kVectorBytes / sizeof(T);
+  for (int64_t j = 0; j < bp; j += width) {
+    V even = V{}, odd = V{};
+    int64_t i = 0;
+    for (; i + 2 <= bb; i += 2) {
+      V r0, r1;
+      __builtin_memcpy(&r0, H_inverse + i * bp + j, sizeof(V));
+      __builtin_memcpy(&r1, H_inverse + (i + 1) * bp + j, sizeof(V));
+      even += gradient[i] * r0;
+      odd += gradient[i + 1] * r1;
+    }
+    if (i < bb) {
+      V r0;
+      __builtin_memcpy(&r0, H_inverse + i * bp + j, sizeof(V));
+      even += gradient[i] * r0;
+    }
+    const V total = even + odd;
+    __builtin_memcpy(d + j, &total, sizeof(V));
+  }
+}
+
+// A formed block matrix made ready for its steps: inverted or factored (see
+// kInvertedBlockFactors); false if it is not numerically positive definite.
+template <typename T, typename I>
+bool prepare_block(const AlsSolveArgs<T, I>& a, int64_t bb, T* H) {
+  const int64_t bp = a.padded_block;
+  if (a.block_factors > kInvertedBlockFactors) return block_cholesky_factor(H, bb, bp);
+  for (int64_t i = 0; i < bb; ++i)
+    for (int64_t j = 0; j < i; ++j) H[i * bp + j] = H[j * bp + i];
+  return block_invert(H, bb, bp);
+}
+
+// Forms and prepares block b's matrix in its slot of s.block_matrices; a singular block
+// (possible only with zero regularization) gets the Cholesky solver's ridge, growing from 1e-6
+// of the mean diagonal. Returns false if none works (the block is then left as it is).
 template <typename T, typename I, typename Rows>
 bool factor_block(const AlsSolveArgs<T, I>& a, const Rows& Y, bool in_place, int64_t n, int64_t b, T lambda,
                   const Scratch<T>& s) {
@@ -828,56 +1187,121 @@ bool factor_block(const AlsSolveArgs<T, I>& a, const Rows& Y, bool in_place, int
   form_block_matrix(a, Y, in_place, n, j0, bb, lambda, T(0), s, H);
   T trace = 0;
   for (int64_t i = 0; i < bb; ++i) trace += H[i * bp + i];
-  if (block_cholesky_factor(H, bb, bp)) return true;
+  if (prepare_block(a, bb, H)) return true;
   T ridge = (trace > T(0) ? trace / T(bb) : T(1)) * T(1e-6);
   for (int attempt = 0; attempt < 4; ++attempt, ridge *= T(100)) {
     form_block_matrix(a, Y, in_place, n, j0, bb, lambda, ridge, s, H);
-    if (block_cholesky_factor(H, bb, bp)) return true;
+    if (prepare_block(a, bb, H)) return true;
   }
   return false;
 }
 
-// subspace_sweeps passes over the blocks of row x (in s.x, zero beyond f), whose entries'
-// coefficients are in s.weight / s.offset: gathered into s.gathered, or (in_place) read
-// through Y, `width` (f) long. A block's matrix does not depend on x: every block is factored
-// once, first (independent work the processor can overlap), and reused by every sweep.
+// Every block's matrix formed and prepared (block_usable[b] = 0 where none works): matrices
+// to invert are inverted four at a time (block_invert_group), and only a block that fails is
+// formed again, with a ridge (factor_block).
 template <typename T, typename I, typename Rows>
-void solve_row_subspace(const AlsSolveArgs<T, I>& a, const Rows& Y, int64_t width, bool in_place, int64_t n, T lambda,
-                        const Scratch<T>& s) {
-  const int64_t f = a.fixed.cols, fp = a.padded_factors, bs = a.block_factors, bp = a.padded_block;
-  for (int64_t b = 0; b < a.blocks; ++b)
-    s.block_usable[b] = factor_block(a, Y, in_place, n, b, lambda, s) ? T(1) : T(0);
-  for (int64_t k = 0; k < n; ++k)
-    s.prediction[k] = in_place ? dot(Y(k), s.x, width) : dot_vectors(s.gathered + k * fp, s.x, fp);
-  T* step = s.direction;
-  constexpr int64_t width_of_vector = kVectorBytes / sizeof(T);
-  const int64_t vectors = bp / width_of_vector;
-  const bool fused = !in_place && (vectors == 1 || vectors == 2 || vectors == 4);
-  int64_t pending = -1;  // the block whose step the predictions have yet to take (fused pass)
+void prepare_blocks(const AlsSolveArgs<T, I>& a, const Rows& Y, bool in_place, int64_t n, T lambda,
+                    const Scratch<T>& s) {
+  const int64_t f = a.fixed.cols, bs = a.block_factors, bp = a.padded_block;
+  if (bs > kInvertedBlockFactors) {
+    for (int64_t b = 0; b < a.blocks; ++b)
+      s.block_usable[b] = factor_block(a, Y, in_place, n, b, lambda, s) ? T(1) : T(0);
+    return;
+  }
+  constexpr int group = 4;
+  for (int64_t b0 = 0; b0 < a.blocks; b0 += group) {
+    const int count = static_cast<int>(smaller(group, a.blocks - b0));
+    T* matrices[group];
+    int64_t sizes[group];
+    bool inverted[group];
+    for (int m = 0; m < count; ++m) {
+      const int64_t b = b0 + m, j0 = b * bs;
+      sizes[m] = smaller(bs, f - j0);
+      matrices[m] = s.block_matrices + b * bp * bp;
+      form_block_matrix(a, Y, in_place, n, j0, sizes[m], lambda, T(0), s, matrices[m]);
+      for (int64_t i = 0; i < sizes[m]; ++i)
+        for (int64_t j = 0; j < i; ++j) matrices[m][i * bp + j] = matrices[m][j * bp + i];
+    }
+    block_invert_group(matrices, sizes, count, bp, inverted);
+    for (int m = 0; m < count; ++m)
+      s.block_usable[b0 + m] = inverted[m] || factor_block(a, Y, in_place, n, b0 + m, lambda, s) ? T(1) : T(0);
+  }
+}
+
+// The block's step from its gradient: s.x[block] -= step (in s.direction, zero beyond bb).
+template <typename T, typename I>
+void take_block_step(const AlsSolveArgs<T, I>& a, int64_t b, int64_t j0, int64_t bb, const Scratch<T>& s) {
+  const int64_t bp = a.padded_block;
+  const T* H = s.block_matrices + b * bp * bp;
+  if (a.block_factors > kInvertedBlockFactors) {
+    block_cholesky_solve(H, bb, bp, s.residual, s.direction);
+  } else {
+    block_inverse_apply(H, bb, bp, s.residual, s.direction);
+  }
+  for (int64_t i = 0; i < bb; ++i) s.x[j0 + i] -= s.direction[i];
+}
+
+// subspace_sweeps passes over the blocks of a row read in place through Y (rows longer than
+// the gather limit), whose entries' coefficients are in s.weight / s.offset. A block's matrix
+// does not depend on x: every block is factored once, first, and reused by every sweep.
+template <typename T, typename I, typename Rows>
+void solve_row_subspace_in_place(const AlsSolveArgs<T, I>& a, const Rows& Y, int64_t n, T lambda,
+                                 const Scratch<T>& s) {
+  const int64_t f = a.fixed.cols, bs = a.block_factors;
+  prepare_blocks(a, Y, true, n, lambda, s);
+  for (int64_t k = 0; k < n; ++k) s.prediction[k] = dot(Y(k), s.x, f);
   for (int sweep = 0; sweep < a.options.subspace_sweeps; ++sweep) {
     for (int64_t b = 0; b < a.blocks; ++b) {
       if (s.block_usable[b] == T(0)) continue;
       const int64_t j0 = b * bs, bb = smaller(bs, f - j0);
-      if (fused) {
-        const T* last = pending >= 0 ? step : nullptr;
-        const int64_t last_j0 = pending >= 0 ? pending * bs : 0;
-        T* entries = s.product;
-        if (vectors == 1) step_and_combine<T, 1>(s, n, fp, last_j0, last, j0, entries);
-        if (vectors == 2) step_and_combine<T, 2>(s, n, fp, last_j0, last, j0, entries);
-        if (vectors == 4) step_and_combine<T, 4>(s, n, fp, last_j0, last, j0, entries);
-        finish_block_gradient(a, j0, bb, lambda, entries, s, s.residual);
+      form_block_gradient(a, Y, n, j0, bb, lambda, s);
+      take_block_step(a, b, j0, bb, s);
+      for (int64_t k = 0; k < n; ++k) s.prediction[k] -= dot(Y(k) + j0, s.direction, bb);
+    }
+  }
+}
+
+// The same for a gathered row (entries begin .. begin + n), transposed into s.gathered first.
+// Each pass over the entries between two steps does the previous block's prediction update
+// and the next block's gradient together.
+template <typename T, typename I>
+void solve_row_subspace_gathered(const AlsSolveArgs<T, I>& a, int64_t u, int64_t begin, int64_t n, T lambda,
+                                 const Scratch<T>& s) {
+  constexpr int64_t lanes = kVectorBytes / sizeof(T);
+  const int64_t f = a.fixed.cols, bs = a.block_factors, np = (n + lanes - 1) / lanes * lanes;
+  gather_transposed(a, begin, n, np, s);
+  // The next row's first tile of rows arrives in L2 while this row is solved.
+  if (u + 1 < a.rows.rows) {
+    const int64_t next = a.rows.row_begin(u + 1), end = smaller(a.rows.row_end(u + 1), next + lanes);
+    for (int64_t k = next; k < end; ++k) {
+      const char* row = reinterpret_cast<const char*>(a.fixed.row(static_cast<int64_t>(a.rows.indices[k])));
+      for (int64_t line = 0; line < f * static_cast<int64_t>(sizeof(T)); line += 64) __builtin_prefetch(row + line, 0, 2);
+    }
+  }
+  const GatheredRows<T> unused{s.gathered, np};
+  prepare_blocks(a, unused, false, n, lambda, s);
+  const T* Yt = s.gathered;
+  int64_t pending = -1;  // the block whose step the predictions have yet to take
+  for (int sweep = 0; sweep < a.options.subspace_sweeps; ++sweep) {
+    for (int64_t b = 0; b < a.blocks; ++b) {
+      if (s.block_usable[b] == T(0)) continue;
+      const int64_t j0 = b * bs, bb = smaller(bs, f - j0);
+      const T* previous = pending >= 0 ? Yt + pending * bs * np : nullptr;
+      const T* next = Yt + j0 * np;
+      T* entries = s.product;
+      if (bs <= 4) {
+        step_and_gradient<T, 4>(previous, s.direction, next, np, s, entries);
+      } else if (bs <= 8) {
+        step_and_gradient<T, 8>(previous, s.direction, next, np, s, entries);
+      } else if (bs <= 16) {
+        step_and_gradient<T, 16>(previous, s.direction, next, np, s, entries);
       } else {
-        form_block_gradient(a, Y, in_place, n, j0, bb, lambda, s);
+        const int64_t previous_bb = pending >= 0 ? smaller(bs, f - pending * bs) : 0;
+        step_and_gradient_lines(previous, s.direction, previous_bb, next, bb, np, s, entries);
       }
-      block_cholesky_solve(s.block_matrices + b * bp * bp, bb, bp, s.residual, step);
-      for (int64_t i = 0; i < bb; ++i) s.x[j0 + i] -= step[i];
-      if (fused) {
-        pending = b;  // taken by the next block's pass (none is needed after the last step)
-      } else if (in_place) {
-        for (int64_t k = 0; k < n; ++k) s.prediction[k] -= dot(Y(k) + j0, step, bb);
-      } else {
-        for (int64_t k = 0; k < n; ++k) s.prediction[k] -= dot_vectors(s.gathered + k * fp + j0, step, bp);
-      }
+      finish_block_gradient(a, j0, bb, lambda, entries, s, s.residual);
+      take_block_step(a, b, j0, bb, s);
+      pending = b;  // taken by the next block's pass (none is needed after the last step)
     }
   }
 }
@@ -997,12 +1421,10 @@ void als_solve(const AlsSolveArgs<T, I>& a) {
         solve_row_cholesky(a, begin, n, lambda, s);
       } else if (solver == Solver::subspace) {
         if (n > a.gather_limit) {
-          solve_row_subspace(a, IndexedRows<T, I>{a.fixed.data, a.fixed.stride, f, a.rows.indices + begin}, f, true,
-                             n, lambda, s);
+          solve_row_subspace_in_place(a, IndexedRows<T, I>{a.fixed.data, a.fixed.stride, f, a.rows.indices + begin},
+                                      n, lambda, s);
         } else {
-          gather_rows(a, begin, n, begin + n, s.gathered);
-          prefetch_row_start(a, u + 1);
-          solve_row_subspace(a, GatheredRows<T>{s.gathered, fp}, fp, false, n, lambda, s);
+          solve_row_subspace_gathered(a, u, begin, n, lambda, s);
         }
       } else if (n > a.gather_limit) {
         // A block this long would not stay in cache between the CG passes: read the rows
