@@ -494,14 +494,14 @@ void topk(MatrixView<const float> queries, MatrixView<const float> items, int64_
     RECORE_CUDA_CHECK(cudaMemsetAsync(current, 0, bq, stream));
     for (int64_t i0 = 0; i0 < ni; i0 += kChunkItems) {
       const int64_t bi = std::min<int64_t>(kChunkItems, ni - i0);
-      const dim3 grid(static_cast<unsigned>(ceil_div(bi, kTile)), static_cast<unsigned>(ceil_div(bq, kTile)));
-      if (grid.y > 65535) throw std::invalid_argument("query batch too large for the tile grid");
-      const dim3 threads(16, 16);
       if (warp_lists) {
         score_and_merge_warp(queries.data, items.data, queries_bf16, items_bf16, f, q0, bq, i0, bi, keep, exclusions,
                              options, bounds, tensor_product, chunk_scores, run_scores, run_ids, run_count, stream);
         continue;
       }
+      const dim3 grid(static_cast<unsigned>(ceil_div(bi, kTile)), static_cast<unsigned>(ceil_div(bq, kTile)));
+      if (grid.y > 65535) throw std::invalid_argument("query batch too large for the tile grid");
+      const dim3 threads(16, 16);
       if (options.bfloat16) {
         score_tile<__nv_bfloat16, I><<<grid, threads, 0, stream>>>(
             queries_bf16, items_bf16, f, q0, bq, i0, bi, exclusions.indptr, exclusions.indices, options.denied,

@@ -26,7 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recore import backends
-from recore._filters import INT32_MAX, as_exclusions, denied_bits, item_ids
+from recore._filters import INT32_MAX, as_exclusions, denied_bits, item_ids, unit_rows
 from recore._threads import engine_threads
 from recore._validation import as_user_items, check_bool, check_choice, check_ids, check_int, check_taken_row_pointers
 from recore.backends import _device, cpu
@@ -424,17 +424,23 @@ class Recommender:
         return (found[0], scores[0]) if single else (found, scores)
 
     def _similar_on_gpu(self, gpu, factors, ids, k, exclude_self, name):
-        """:meth:`similar_items` / :meth:`similar_users` for factors on the GPU: the same
-        normalization and search as the CPU's (recore.topk with metric="cosine"), numpy out."""
+        """:meth:`similar_items` / :meth:`similar_users` for factors on the GPU, as the CPU
+        does them: the unit rows are made and checked once per fitted model (the CPU's
+        normalization, operation for operation) and the queries are rows of them; numpy out."""
         k = check_int(k, "k", minimum=1)
         exclude_self = check_bool(exclude_self, "exclude_self")
         n = factors.shape[0]
         ids, single = _ids_argument(ids, n, name)
         exclude = _self_exclusions(ids, n) if exclude_self else None
-        vectors = self._xp().ascontiguousarray(factors, dtype=np.float32)
-        queries = vectors[self._xp().asarray(ids)]
-        found, scores = gpu.search(queries, vectors, k, metric="cosine", exclude=exclude, allow=None, deny=None,
-                                   precision="float32", check_finite=True)  # fmt: skip
+        xp = self._xp()
+
+        def build():
+            if not gpu.all_finite(factors):
+                raise ValueError(f"the model's {name[:-1]} factors contain NaN or infinity")
+            return unit_rows(xp, xp.ascontiguousarray(factors, dtype=np.float32))
+
+        unit = self._cached(f"unit {name} on the GPU", build)
+        found, scores = gpu.topk(unit[xp.asarray(ids)], unit, k, exclude=exclude)
         found, scores = gpu.to_host(found), gpu.to_host(scores)
         return (found[0], scores[0]) if single else (found, scores)
 
