@@ -17,6 +17,8 @@ import json
 import subprocess
 import sys
 
+from machine import context_line
+
 PROBE = """
 import json, sys
 import numpy as np
@@ -60,6 +62,7 @@ def main(argv=None) -> int:
     parser.add_argument("--nnz", type=int, default=17_000_000)
     arguments = parser.parse_args(argv)
     sizes = [str(v) for v in (arguments.users, arguments.items, arguments.nnz, arguments.factors, arguments.iterations)]
+    print(f"machine: {context_line()}")
     print("| library | data (CSR + transpose + factors) | peak growth during fit | (CSR + growth) / data |")
     print("|:---|---:|---:|---:|")
     for library in ("recore", "implicit"):

@@ -32,14 +32,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 
 import numpy as np
 import recore
 import scipy.sparse as sp
+from machine import context_line, machine_context
 
 DEFAULT_SEED = 0
 
@@ -58,74 +57,6 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--json", metavar="PATH", help="also write the results here")
     return parser.parse_args(argv)
-
-
-# -- the machine ----------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as file:
-            for line in file:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as file:
-            for line in file:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def cache_sizes() -> str:
-    """Cache levels of CPU 0 as sysfs describes them, e.g. ``L1d 48K, L1i 64K, L2 2048K``."""
-    root = "/sys/devices/system/cpu/cpu0/cache"
-
-    def read(entry: str, field: str) -> str:
-        with open(f"{root}/{entry}/{field}") as file:
-            return file.read().strip()
-
-    found = []
-    try:
-        entries = sorted(name for name in os.listdir(root) if name.startswith("index"))
-        for entry in entries:
-            suffix = {"Data": "d", "Instruction": "i"}.get(read(entry, "type"), "")
-            found.append(f"L{read(entry, 'level')}{suffix} {read(entry, 'size')}")
-    except OSError:
-        pass
-    return ", ".join(found) or "unknown"
-
-
-def machine_context(faiss_level: str | None) -> dict:
-    flags = cpu_flags()
-    return {
-        "cpu": cpu_model(),
-        "logical_cpus": os.cpu_count(),
-        "recore_cpu_target": recore.cpu_target(),
-        "avx2": "avx2" in flags,
-        "avx512f": "avx512f" in flags,
-        "caches": cache_sizes(),
-        "faiss_simd": faiss_level,
-        "load_average": os.getloadavg(),
-    }
-
-
-def context_line(context: dict) -> str:
-    load = ", ".join(f"{value:.2f}" for value in context["load_average"])
-    faiss_part = f"; faiss SIMD level {context['faiss_simd']}" if context["faiss_simd"] else ""
-    return (
-        f"CPU {context['cpu']} ({context['logical_cpus']} logical CPUs); recore CPU target "
-        f"{context['recore_cpu_target']}{faiss_part}; flags avx2={'yes' if context['avx2'] else 'no'} "
-        f"avx512f={'yes' if context['avx512f'] else 'no'}; caches {context['caches']}; load average {load}"
-    )
 
 
 # -- the data -------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ import recore
 import scipy.sparse as sp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from one_query import context_line, machine_context  # noqa: E402
+from machine import context_line, machine_context  # noqa: E402
 
 
 def percentiles(seconds) -> str:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
 import statistics
 import sys
 import time
@@ -35,6 +34,7 @@ from typing import Callable
 
 import numpy as np
 import recore
+from machine import context_line
 from recore import kernels
 
 MOVIELENS_20M_LIKE = (138_000, 27_000, 17_000_000)  # users, items, stored entries
@@ -152,7 +152,8 @@ def fit_implicit(user_items, start, config: Config) -> PeerResult:
         model.fit(
             user_items,
             show_progress=False,
-            callback=lambda _iteration, metrics: iteration_seconds.append(metrics["seconds"]),
+            # implicit's callback signature (iteration, seconds of that iteration, loss), not recore's.
+            callback=lambda _iteration, seconds, _loss: iteration_seconds.append(seconds),
         )
         fit_seconds = time.perf_counter() - began
     if model.user_factors is not user_factors or model.item_factors is not item_factors:
@@ -253,7 +254,7 @@ def run(arguments: argparse.Namespace) -> int:
         f"alpha {arguments.alpha} (confidence = alpha * count), "
         f"cg_steps {arguments.cg_steps}, float32"
     )
-    print(f"machine: {platform.machine()}, Python {platform.python_version()}, recore CPU target {recore.cpu_target()}")
+    print(f"machine: {context_line()}")
 
     peer_names = [BASELINE, *arguments.peers]
     rows: list[tuple[Config, PeerResult]] = []

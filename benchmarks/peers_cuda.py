@@ -24,8 +24,8 @@ import sys
 import time
 
 import numpy as np
-
 import recore
+from machine import context_line
 
 MOVIELENS_20M_LIKE = (138_000, 27_000, 17_000_000)
 
@@ -141,6 +141,7 @@ def main(argv=None) -> int:
     import cupyx.scipy.sparse as cusp
 
     shape = MOVIELENS_20M_LIKE if not args.quick else tuple(n // 10 for n in MOVIELENS_20M_LIKE)
+    print(f"machine: {context_line()}")
     print(f"device: {cp.cuda.runtime.getDeviceProperties(cp.cuda.runtime.getDevice())['name'].decode()}")
     print(f"matrix: {shape[0]:,} x {shape[1]:,}, {shape[2]:,} entries (recore.datasets.synthetic)")
     matrix = recore.datasets.synthetic(*shape, random_state=0)

@@ -24,6 +24,7 @@ import time
 
 import numpy as np
 import recore
+from machine import context_line
 from peers_als import DEFAULT_SEED, MOVIELENS_20M_LIKE
 
 DESCRIPTION = "Compare distributed recore (Dask) with single-process recore and Spark MLlib."
@@ -99,6 +100,7 @@ def run_distributed(user_items, arguments) -> dict:
 
 def run(arguments: argparse.Namespace) -> int:
     user_items = recore.datasets.synthetic(arguments.users, arguments.items, arguments.nnz, random_state=arguments.seed)
+    print(f"machine: {context_line()}")
     print(
         f"data: {user_items.shape[0]:,} users x {user_items.shape[1]:,} items, {user_items.nnz:,} interactions; "
         f"factors {arguments.factors}; distributed: {arguments.workers} workers x {arguments.worker_threads} "

@@ -28,8 +28,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,7 +40,7 @@ import scipy.sparse as sp
 from peers_als import DEFAULT_SEED, MOVIELENS_20M_LIKE
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from one_query import context_line, machine_context  # noqa: E402
+from machine import context_line, machine_context  # noqa: E402
 
 DESCRIPTION = "Compare recore's SGD with LIBMF and Surprise on the same synthetic ratings."
 

@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 import recore
+from machine import context_line
 from peers_als import DEFAULT_SEED, MOVIELENS_20M_LIKE
 
 DESCRIPTION = "Compare recore's ALS and all-users top-10 with Spark MLlib's."
@@ -100,6 +101,7 @@ def _run_spark(user_items, arguments, directory: str) -> dict:
 
 def run(arguments: argparse.Namespace) -> int:
     user_items = recore.datasets.synthetic(arguments.users, arguments.items, arguments.nnz, random_state=arguments.seed)
+    print(f"machine: {context_line()}")
     print(
         f"data: {user_items.shape[0]:,} users x {user_items.shape[1]:,} items, {user_items.nnz:,} interactions; "
         f"factors {arguments.factors}, {arguments.threads} threads"

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,7 @@ import time
 
 import numpy as np
 import recore
+from machine import context_line
 from peers_als import DEFAULT_SEED, MOVIELENS_20M_LIKE
 
 DESCRIPTION = "Compare recore's exact top-k with faiss and implicit on the same factors."
@@ -130,7 +130,7 @@ def run(arguments: argparse.Namespace) -> int:
         f"data: {user_items.shape[0]:,} users x {user_items.shape[1]:,} items, {user_items.nnz:,} training items "
         f"excluded (generated in {time.perf_counter() - began:.1f} s); k={arguments.k}, {arguments.threads} threads"
     )
-    print(f"machine: {platform.machine()}, Python {platform.python_version()}, recore CPU target {recore.cpu_target()}")
+    print(f"machine: {context_line()}")
     records = []
     k, threads = arguments.k, arguments.threads
     for factors in arguments.factors:

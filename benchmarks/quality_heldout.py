@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from dataclasses import dataclass
@@ -54,43 +53,13 @@ from dataclasses import dataclass
 import numpy as np
 import recore
 import scipy.sparse as sp
+from machine import context_line
 from recore import evaluation
 
 CUT_OFFS = (10, 20, 50, 100)
 COLUMNS = (("ndcg@10", "NDCG@10"), ("ndcg@100", "NDCG@100"), ("recall_capped@20", "Recall@20"),
            ("recall_capped@50", "Recall@50"))  # fmt: skip
 PLAIN, IALS = "ALS plain, tuned", "iALS, tuned"
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def cache_sizes() -> str:
-    """The CPU's caches as sysfs lists them for core 0 (L1d, L1i, L2, L3)."""
-    root = "/sys/devices/system/cpu/cpu0/cache"
-    sizes = []
-    try:
-        for entry in sorted(os.listdir(root)):
-            if not entry.startswith("index"):
-                continue
-
-            def read(name, entry=entry):
-                with open(os.path.join(root, entry, name)) as file:
-                    return file.read().strip()
-
-            kind = {"Data": "d", "Instruction": "i"}.get(read("type"), "")
-            sizes.append(f"L{read('level')}{kind} {read('size')}")
-    except OSError:
-        return "unknown"
-    return ", ".join(sizes) or "unknown"
 
 
 def load_average() -> str:
@@ -319,8 +288,7 @@ def main(argv=None) -> int:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(arguments, name)}")
 
     positives = synthetic_positives(0) if arguments.data == "synthetic" else movielens_positives(arguments.data)
-    print(f"CPU: {cpu_model()}; caches: {cache_sizes()}; recore.cpu_target(): {recore.cpu_target()}; threads: "
-          f"{arguments.threads or os.cpu_count()}; load average {load_average()}")  # fmt: skip
+    print(f"machine: {context_line()}; threads: {arguments.threads or os.cpu_count()}")
     print(f"data: {arguments.data}: {positives.shape[0]:,} users x {positives.shape[1]:,} items, "
           f"{positives.nnz:,} positives")  # fmt: skip
     print(f"budget: {arguments.budget:g} s of search per tuned model (fits and validation scoring); factors "

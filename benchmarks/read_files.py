@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
 import time
 
@@ -99,11 +98,9 @@ def main() -> None:
     args = parser.parse_args()
     import pyarrow
     import recore
+    from machine import context_line
 
-    print(
-        f"recore {recore.__version__}, pyarrow {pyarrow.__version__}, {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs"
-    )
+    print(f"recore {recore.__version__}, pyarrow {pyarrow.__version__}; machine: {context_line()}")
     table = ratings_table(args.rows, args.seed)
     with tempfile.TemporaryDirectory(dir=args.directory) as directory:
         print("| layout | file | rows | MB | parse s | parse rows/s | read into a matrix s | rows/s |")

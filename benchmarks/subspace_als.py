@@ -33,6 +33,7 @@ import time
 
 import numpy as np
 import recore
+from machine import context_line
 from recore import kernels
 
 MOVIELENS_20M_LIKE = (138_000, 27_000, 17_000_000)  # users, items, stored entries
@@ -155,6 +156,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     cpu = cpu_description()
+    print(f"machine: {context_line()}")
     users, items, nnz = (max(1, round(n * args.scale)) for n in MOVIELENS_20M_LIKE)
     start = time.perf_counter()
     user_items = recore.datasets.synthetic(users, items, nnz, random_state=args.seed)
