@@ -219,11 +219,12 @@ def test_after_partial_fits_every_serving_path_equals_a_fresh_index(user_items, 
     model.partial_fit_items([0], rows_of(item_users, [0]))
     warm_up(model, data)
     index = model._item_index()
-    version, panels = index._version, index._version.panel_storage
+    version = index._version
+    words = version.bfloat16[0]  # the single-query layout the warm-up's searches built
     changed_items = [3, 97, 98, 149]  # three panels, one of them twice
     model.partial_fit_items(changed_items, rows_of(item_users, [10, 11, 12, 13]))
     # Updated in place: the same index, version and panel arrays (no search was under way).
-    assert model._item_index() is index and index._version is version and version.panel_storage is panels
+    assert model._item_index() is index and index._version is version and version.bfloat16[0] is words
     model.partial_fit_users([0, 5, 17], rows_of(data, [30, 31, 32]))
     assert_serves_like(model, twin(model), data, [0, 5, 17, 100], changed_items)
 

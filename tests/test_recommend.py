@@ -260,3 +260,61 @@ def test_a_few_users_of_a_large_matrix_are_checked_and_served_the_same():
     wrong_column.indices[wrong_column.indptr[5]] = 10_000
     with pytest.raises(IndexError):
         model.recommend([5], wrong_column, k=3)
+
+
+@st.composite
+def seen_matrices(draw, shape):
+    """A users x items matrix in any of the forms callers hold: canonical int32 CSR, rows with
+    unsorted or repeated items, stored zeros, int64 indices."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    n_users, n_items = shape
+    count = draw(st.integers(0, 3 * n_items))
+    rows = rng.integers(0, n_users, count)
+    cols = rng.integers(0, n_items, count)
+    values = rng.choice(np.array([0.0, 1.0, 2.5], dtype=np.float32), count)
+    matrix = sp.csr_matrix((values, (rows, cols)), shape=shape)  # sums repeats: canonical
+    form = draw(st.sampled_from(["canonical", "repeated", "unsorted", "int64"]))
+    if form == "repeated":  # the coordinates as given, each row in order but with repeats
+        order = np.lexsort((cols, rows))
+        pointers = np.zeros(n_users + 1, dtype=np.int32)
+        np.cumsum(np.bincount(rows, minlength=n_users), out=pointers[1:])
+        matrix = sp.csr_matrix((values[order], cols[order].astype(np.int32), pointers), shape=shape)
+    elif form == "unsorted":
+        for user in range(n_users):
+            begin, end = matrix.indptr[user], matrix.indptr[user + 1]
+            matrix.indices[begin:end] = matrix.indices[begin:end][::-1].copy()
+        matrix.has_sorted_indices = False
+    elif form == "int64":
+        matrix.indices, matrix.indptr = matrix.indices.astype(np.int64), matrix.indptr.astype(np.int64)
+    return matrix
+
+
+@given(seen=seen_matrices((300, 120)), users=st.lists(st.integers(0, 299), min_size=1, max_size=3), k=st.integers(1, 130))
+def test_few_users_exclude_exactly_their_rows(model, seen, users, k):
+    """One or two users (rows sliced alone) and more (the general path): each user's stored
+    items, whatever the matrix's form, are excluded, and nothing else."""
+    users = np.array(users)
+    ids, scores = model.recommend(users, seen, k=k)
+    rows = sp.csr_matrix(seen, dtype=np.float32)[users]
+    expected_ids, expected_scores = topk_reference.topk(model.user_factors_[users], model.item_factors_, k, exclude=rows)
+    np.testing.assert_allclose(scores, expected_scores, rtol=1e-5, atol=1e-6)
+    for q, user in enumerate(users):
+        found = ids[q][ids[q] >= 0]
+        assert not set(found.tolist()) & set(seen[user].indices.tolist())
+        assert len(found) == min(k, 120 - len(set(seen[user].indices.tolist())))
+
+
+def test_one_user_with_a_bad_row_is_refused():
+    model = recore.ALS(factors=4, iterations=1, random_state=0).fit(recore.datasets.synthetic(50, 30, 300, random_state=1))
+    seen = recore.datasets.synthetic(50, 30, 300, random_state=2).astype(np.float32)
+    seen.indices = seen.indices.astype(np.int32)
+    seen.indptr = seen.indptr.astype(np.int32)
+    broken = seen.copy()
+    broken.indices[broken.indptr[3]] = 30  # user 3's first item is past the catalog
+    with pytest.raises(IndexError, match="user_items"):
+        model.recommend(3, broken)
+    broken = seen.copy()
+    broken.indptr[4] = broken.indptr[3] - 1  # user 3's row ends before it begins
+    with pytest.raises(ValueError, match="user_items.indptr"):
+        model.recommend(3, broken)
+    model.recommend(3, seen)  # the matrix itself is fine

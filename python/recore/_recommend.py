@@ -26,7 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recore import backends
-from recore._filters import INT32_MAX, as_exclusions, denied_bits, item_ids, unit_rows
+from recore._filters import INT32_MAX, as_exclusions, denied_bits, few_taken_rows, item_ids, unit_rows
 from recore._threads import engine_threads
 from recore._validation import as_user_items, check_bool, check_choice, check_ids, check_int, check_taken_row_pointers
 from recore.backends import _device, cpu
@@ -319,6 +319,13 @@ class Recommender:
         layout = self._seen_layout(user_items, users, layout)
         if layout == "per_query":
             rows = user_items
+        elif user_items.format == "csr" and len(users) <= cpu.SINGLE_QUERY_PATH_MAX:
+            # One user served as they act: their row, sliced and checked alone.
+            rows = few_taken_rows(user_items, users, "user_items")
+            if rows is not None:
+                return rows
+            check_taken_row_pointers(user_items, users, "user_items")
+            rows = user_items[users]
         elif user_items.format == "csr" and len(users) < n_users // 64:
             # A few users of a large matrix: check the pointers of the rows taken (O(users)),
             # slice, and check only those rows, so that serving one user does not read them all.

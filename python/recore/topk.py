@@ -50,8 +50,8 @@ def bfloat16_supported() -> bool:
 
     That needs a CPU with AVX512-BF16 and a kernel for it, which this build does not have:
     batches then search in float32, which gives the same results. Single queries searched
-    on an :class:`ItemIndex` with ``precision="bfloat16"`` read bfloat16 items on every CPU
-    (half the memory traffic), then re-rank the candidates exactly in float32.
+    on an :class:`ItemIndex` (either precision) read bfloat16 items on every CPU (half the
+    memory traffic), then score the candidates left exactly in float32.
 
     Returns
     -------
@@ -116,8 +116,8 @@ def topk(
     ``topk`` keeps nothing between calls: each call checks the items and searches them in
     their row layout, and an array changed in place is searched as it is now. Repeated
     single queries against the same items belong on an :class:`ItemIndex`, made once: it
-    checks the items once and reads them, for one query, in a factor-major layout made on
-    first use. A cache of prepared items here could not tell whether the caller changed the
+    checks the items once and reads them, for one query, in a factor-major bfloat16 layout
+    made on first use (the candidates it leaves scored again exactly in float32). A cache of prepared items here could not tell whether the caller changed the
     array in place without reading all of it, which costs as much as the check it would
     save (README "Speed" has the figures).
 
@@ -231,7 +231,10 @@ class _IndexVersion:
     def bfloat16_panels(self) -> tuple[np.ndarray, float]:
         bfloat16 = self.bfloat16
         if bfloat16 is None:
-            words = cpu.bfloat16_panels(self.panels())
+            # From float32 panels, kept only where already built: single queries read these.
+            used = _panel_values(self.n, self.storage.shape[1])
+            source = cpu.item_panels(self.items) if self.panel_storage is None else self.panel_storage[:used]
+            words = cpu.bfloat16_panels(source)
             if self.capacity > self.n:
                 storage = np.zeros(_panel_values(self.capacity, self.storage.shape[1]), np.uint16)
                 storage[: words.size] = words
@@ -289,10 +292,12 @@ class _RowUpdate:
         self.bfloat16: np.ndarray | None = None
         self.norms: np.ndarray | None = None
         self.touched = np.unique(ids // cpu.PANEL_ITEMS)
-        if version.panel_storage is not None:
-            self.panels = cpu.item_panels(self._touched_rows(version))
+        if version.panel_storage is not None or version.bfloat16 is not None:
+            panels = cpu.item_panels(self._touched_rows(version))
+            if version.panel_storage is not None:
+                self.panels = panels
             if version.bfloat16 is not None:
-                self.bfloat16 = cpu.bfloat16_panels(self.panels)
+                self.bfloat16 = cpu.bfloat16_panels(panels)
                 self.norms = _row_norms(rows)
 
     def _touched_rows(self, version: _IndexVersion) -> np.ndarray:
@@ -315,12 +320,15 @@ class _RowUpdate:
         version.resize(self.n)
         f = version.storage.shape[1]
         size = _panel_values(cpu.PANEL_ITEMS, f)  # values per panel
-        if self.panels is None or version.panel_storage is None:
-            # Built by a search after this update was prepared: built again on next use.
-            version.panel_storage = version.bfloat16 = version.norms = None
+        # A layout built by a search after this update was prepared is built again on next use.
+        if version.panel_storage is not None:
+            if self.panels is None:
+                version.panel_storage = None
+            else:
+                version.panel_storage.reshape(-1, size)[self.touched] = self.panels.reshape(-1, size)
+        if version.bfloat16 is None:
             return
-        version.panel_storage.reshape(-1, size)[self.touched] = self.panels.reshape(-1, size)
-        if self.bfloat16 is None or version.bfloat16 is None or version.norms is None:
+        if self.bfloat16 is None or version.norms is None:
             version.bfloat16 = version.norms = None
             return
         words = version.bfloat16[0]
@@ -363,8 +371,10 @@ class ItemIndex:
     """Item vectors prepared once for many searches: what :func:`topk` does per call, kept.
 
     A server that answers one user at a time should search an ``ItemIndex``: the first
-    single-query search also stores the items in a factor-major layout that one query reads
-    at memory speed (a second copy of the items, made once). A model's own ``recommend`` and
+    single-query search also stores the items in a factor-major bfloat16 layout that one
+    query reads at memory speed (half the bytes of the items, made once); every item it
+    leaves in the running is scored again exactly in float32, so the results are the float32
+    results, whatever ``precision`` says. A model's own ``recommend`` and
     ``similar_*`` methods keep one per model.
 
     The catalog can change while it is served: :meth:`update` replaces or appends rows and
@@ -608,10 +618,10 @@ class ItemIndex:
         if allowed is not None:
             items = np.ascontiguousarray(items[allowed])
         elif queries.shape[0] <= cpu.SINGLE_QUERY_PATH_MAX and self._single_query_layout:
-            if precision == "bfloat16":
-                bfloat16_panels, max_norm = version.bfloat16_panels()
-            else:
-                panels = version.panels()
+            # Either precision: one or two queries read the bfloat16 panels, half the bytes of
+            # float32 ones, and every item they leave in the running is scored again exactly
+            # in float32, so the results are the float32 ones (see recore.topk).
+            bfloat16_panels, max_norm = version.bfloat16_panels()
         # Positional: the binding matches them faster than keywords (a single search's call).
         return cpu.topk(queries, items, k, exclusions, denied, allowed, n_items, n_items > INT32_MAX, engine_checks,
                         num_threads, panels, bfloat16_panels, max_norm, self._items_checked)  # fmt: skip
