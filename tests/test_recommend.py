@@ -289,14 +289,17 @@ def seen_matrices(draw, shape):
     return matrix
 
 
-@given(seen=seen_matrices((300, 120)), users=st.lists(st.integers(0, 299), min_size=1, max_size=3), k=st.integers(1, 130))
+@given(
+    seen=seen_matrices((300, 120)), users=st.lists(st.integers(0, 299), min_size=1, max_size=3), k=st.integers(1, 130)
+)
 def test_few_users_exclude_exactly_their_rows(model, seen, users, k):
     """One or two users (rows sliced alone) and more (the general path): each user's stored
     items, whatever the matrix's form, are excluded, and nothing else."""
     users = np.array(users)
     ids, scores = model.recommend(users, seen, k=k)
     rows = sp.csr_matrix(seen, dtype=np.float32)[users]
-    expected_ids, expected_scores = topk_reference.topk(model.user_factors_[users], model.item_factors_, k, exclude=rows)
+    queries = model.user_factors_[users]
+    expected_ids, expected_scores = topk_reference.topk(queries, model.item_factors_, k, exclude=rows)
     np.testing.assert_allclose(scores, expected_scores, rtol=1e-5, atol=1e-6)
     for q, user in enumerate(users):
         found = ids[q][ids[q] >= 0]
@@ -305,7 +308,8 @@ def test_few_users_exclude_exactly_their_rows(model, seen, users, k):
 
 
 def test_one_user_with_a_bad_row_is_refused():
-    model = recore.ALS(factors=4, iterations=1, random_state=0).fit(recore.datasets.synthetic(50, 30, 300, random_state=1))
+    data = recore.datasets.synthetic(50, 30, 300, random_state=1)
+    model = recore.ALS(factors=4, iterations=1, random_state=0).fit(data)
     seen = recore.datasets.synthetic(50, 30, 300, random_state=2).astype(np.float32)
     seen.indices = seen.indices.astype(np.int32)
     seen.indptr = seen.indptr.astype(np.int32)

@@ -117,9 +117,10 @@ def topk(
     their row layout, and an array changed in place is searched as it is now. Repeated
     single queries against the same items belong on an :class:`ItemIndex`, made once: it
     checks the items once and reads them, for one query, in a factor-major bfloat16 layout
-    made on first use (the candidates it leaves scored again exactly in float32). A cache of prepared items here could not tell whether the caller changed the
-    array in place without reading all of it, which costs as much as the check it would
-    save (README "Speed" has the figures).
+    made on first use (the candidates it leaves scored again exactly in float32). A cache
+    of prepared items here could not tell whether the caller changed the array in place
+    without reading all of it, which costs as much as the check it would save (README
+    "Speed" has the figures).
 
     Returns
     -------
