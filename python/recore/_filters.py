@@ -132,7 +132,7 @@ def few_taken_rows(matrix, rows, name: str):
             if piece.shape[0] > 1 and not bool((piece[1:] > piece[:-1]).all()):
                 return None
         pieces.append(piece)
-    taken = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+    taken = pieces[0] if len(pieces) == 1 else np.concatenate(pieces) if pieces else indices[:0]
     pointers = np.zeros(len(pieces) + 1, dtype=np.int32)
     np.cumsum([piece.shape[0] for piece in pieces], out=pointers[1:])
     ones = np.ones(taken.shape[0], dtype=np.float32)
