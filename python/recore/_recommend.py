@@ -317,19 +317,17 @@ class Recommender:
         if not sp.issparse(user_items):
             raise TypeError(f"user_items must be a scipy.sparse matrix, got {type(user_items).__name__}")
         layout = self._seen_layout(user_items, users, layout)
+        few = len(users) <= cpu.SINGLE_QUERY_PATH_MAX
         if layout == "per_query":
             rows = user_items
-        elif user_items.format == "csr" and len(users) <= cpu.SINGLE_QUERY_PATH_MAX:
-            # One user served as they act: their row, sliced and checked alone.
-            rows = few_taken_rows(user_items, users, "user_items")
-            if rows is not None:
-                return rows
-            check_taken_row_pointers(user_items, users, "user_items")
-            rows = user_items[users]
-        elif user_items.format == "csr" and len(users) < n_users // 64:
+        elif user_items.format == "csr" and (few or len(users) < n_users // 64):
             # A few users of a large matrix: check the pointers of the rows taken (O(users)),
             # slice, and check only those rows, so that serving one user does not read them all.
             check_taken_row_pointers(user_items, users, "user_items")
+            # One or two users: their rows sliced here, already in the engine's form.
+            exclusions = few_taken_rows(user_items, users, "user_items") if few else None
+            if exclusions is not None:
+                return exclusions
             rows = user_items[users]
         else:
             rows = as_exclusions(user_items, n_users, n_items)[users]

@@ -116,8 +116,12 @@ def check_taken_row_pointers(matrix, rows: np.ndarray, name: str) -> None:
         raise ValueError(f"{name}.indptr is malformed: it must rise from 0 to nnz")
     if np.asarray(matrix.data).shape != indices.shape:
         raise ValueError(f"{name}.data and {name}.indices must have the same length")
-    begins, ends = indptr[rows], indptr[rows + 1]
-    if np.any(begins < 0) or np.any(ends < begins) or np.any(ends > nnz):
+    if len(rows) <= 4:  # a user or two served as they act: plain integers cost less than numpy calls
+        malformed = any(not 0 <= int(indptr[row]) <= int(indptr[row + 1]) <= nnz for row in rows.tolist())
+    else:
+        begins, ends = indptr[rows], indptr[rows + 1]
+        malformed = bool(np.any(begins < 0) or np.any(ends < begins) or np.any(ends > nnz))
+    if malformed:
         raise ValueError(f"{name}.indptr is malformed: it must rise from 0 to nnz")
 
 

@@ -614,7 +614,7 @@ class ItemIndex:
         it scores item rows); otherwise the caller has checked them."""
         items = version.items
         n_items = items.shape[0]
-        panels = bfloat16_panels = None
+        bfloat16_panels = None
         max_norm = 0.0
         if allowed is not None:
             items = np.ascontiguousarray(items[allowed])
@@ -625,7 +625,7 @@ class ItemIndex:
             bfloat16_panels, max_norm = version.bfloat16_panels()
         # Positional: the binding matches them faster than keywords (a single search's call).
         return cpu.topk(queries, items, k, exclusions, denied, allowed, n_items, n_items > INT32_MAX, engine_checks,
-                        num_threads, panels, bfloat16_panels, max_norm, self._items_checked)  # fmt: skip
+                        num_threads, None, bfloat16_panels, max_norm, self._items_checked)  # fmt: skip
 
 
 def _exclusions(exclude, n_queries: int, n_items: int):
