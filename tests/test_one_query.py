@@ -289,3 +289,119 @@ def test_one_query_over_rows_equals_the_batch_bit_for_bit(seed, n_items, factors
     np.testing.assert_array_equal(ids == -1, expected_ids[0] == -1)
     finite = ids >= 0
     np.testing.assert_allclose(scores[finite], expected_scores[0][finite], rtol=1e-4, atol=1e-6 * scale)
+
+
+def _outcome(search):
+    """A search's results, or the type and message of what it raised."""
+    try:
+        return search()
+    except Exception as error:  # every kind: the two paths must agree on it
+        return type(error), str(error)
+
+
+def _odd_one_query_arguments(case: str, rng):
+    """(query, items, options) of one kind: arguments already in the engine's form (the fast
+    path takes them) and arguments it leaves to the general path's checks or conversions."""
+    items = rng.integers(-3, 4, size=(150, 6)).astype(np.float32)
+    query = rng.integers(-3, 4, size=6).astype(np.float32)
+    row = sp.csr_matrix((np.ones(3, np.float32), np.array([4, 9, 77], np.int32), [0, 3]), shape=(1, 150))
+    options = {"k": 5, "exclude": row, "num_threads": 1}
+    changes = {
+        "plain": {},
+        "no exclusion": {"exclude": None},
+        "all threads": {"num_threads": 0},
+        "numpy k": {"k": np.int64(3)},
+        "bool k": {"k": True},
+        "zero k": {"k": 0},
+        "float k": {"k": 2.0},
+        "k past the catalog": {"k": 400},
+        "negative threads": {"num_threads": -1},
+        "numpy threads": {"num_threads": np.int32(1)},
+        "int check_finite": {"check_finite": 1},
+        "numpy check_finite": {"check_finite": np.bool_(False)},
+        "unchecked": {"check_finite": False},
+        "bfloat16": {"precision": "bfloat16"},
+        "unknown precision": {"precision": "half"},
+        "precision not a string": {"precision": None},
+        "unsorted exclusion": {"exclude": sp.csr_matrix((np.ones(2), np.array([9, 4]), [0, 2]), shape=(1, 150))},
+        "int64 exclusion": {"exclude": sp.csr_matrix(row, dtype=np.float32)},
+        "coo exclusion": {"exclude": row.tocoo()},
+        "narrow exclusion": {"exclude": row[:, :100]},
+        "exclusion out of range": {"exclude": sp.csr_matrix((1, 150), dtype=np.float32)},
+        "two-row exclusion": {"exclude": sp.vstack([row, row]).tocsr()},
+    }
+    if case in changes:
+        options.update(changes[case])
+        if case == "int64 exclusion":
+            options["exclude"].indices = options["exclude"].indices.astype(np.int64)
+            options["exclude"].indptr = options["exclude"].indptr.astype(np.int64)
+        if case == "exclusion out of range":
+            options["exclude"].indices = np.array([150], np.int32)
+            options["exclude"].data = np.ones(1, np.float32)
+            options["exclude"].indptr = np.array([0, 1], np.int32)
+        return query, items, options
+    if case == "float64 query":
+        query = query.astype(np.float64)
+    elif case == "strided query":
+        query = np.repeat(query, 2)[::2]
+    elif case == "short query":
+        query = query[:5]
+    elif case == "NaN query":
+        query[2] = np.nan
+    elif case == "NaN item":
+        items[40, 1] = np.inf
+    elif case == "Fortran items":
+        items = np.asfortranarray(items)
+    elif case == "float64 items":
+        items = items.astype(np.float64)
+    elif case == "list items":
+        items = items.tolist()
+    return query, items, options
+
+
+FAST_PATH_CASES = {"plain", "no exclusion", "all threads", "k past the catalog", "unchecked", "bfloat16",
+                   "exclusion out of range", "NaN query", "NaN item"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["plain", "no exclusion", "all threads", "numpy k", "bool k", "zero k", "float k", "k past the catalog",
+     "negative threads", "numpy threads", "int check_finite", "numpy check_finite", "unchecked", "bfloat16",
+     "unknown precision", "precision not a string", "unsorted exclusion", "int64 exclusion", "coo exclusion",
+     "narrow exclusion", "exclusion out of range", "two-row exclusion", "float64 query", "strided query",
+     "short query", "NaN query", "NaN item", "Fortran items", "float64 items", "list items"],
+)  # fmt: skip
+def test_one_query_fast_path_answers_as_the_general_path(case):
+    """One 1-D query takes a fast path when every argument is already in the engine's form;
+    whatever the arguments, it gives what the same query as a one-row batch (the general
+    path) gives: the same ids and scores, or the same exception and message."""
+    rng = np.random.default_rng(sum(map(ord, case)))
+    query, items, options = _odd_one_query_arguments(case, rng)
+    taken = topk_module._one_query_arguments(
+        query, items, options["k"], options["exclude"], options.get("precision", "float32"), options["num_threads"],
+        options.get("check_finite", True),
+    ) is not None  # fmt: skip
+    assert taken == (case in FAST_PATH_CASES)
+    as_batch = query[None] if isinstance(query, np.ndarray) else query
+
+    def first_row(result):
+        return result if isinstance(result[0], type) else (result[0][0], result[1][0])
+
+    fast = _outcome(lambda: recore.topk(query, items, **options))
+    general = first_row(_outcome(lambda: recore.topk(as_batch, items, **options)))
+    assert type(fast[0]) is type(general[0])
+    if isinstance(fast[0], type):
+        assert fast == general
+    else:
+        np.testing.assert_array_equal(fast[0], general[0])
+        np.testing.assert_array_equal(fast[1], general[1])
+    if isinstance(items, np.ndarray) and items.dtype == np.float32 and items.flags.c_contiguous and case != "NaN item":
+        index = recore.ItemIndex(items)
+        found = _outcome(lambda: index.search(query, **options))
+        expected = first_row(_outcome(lambda: index.search(as_batch, **options)))
+        assert type(found[0]) is type(expected[0])
+        if isinstance(found[0], type):
+            assert found == expected
+        else:
+            np.testing.assert_array_equal(found[0], expected[0])
+            np.testing.assert_array_equal(found[1], expected[1])

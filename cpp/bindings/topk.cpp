@@ -16,18 +16,25 @@ namespace {
 
 // Every value finite (checked with the GIL released): an exponent of all ones is NaN or
 // infinity. Integer tests, so that the loop vectorizes.
+bool row_not_finite(const MatrixView<const float>& m, int64_t r) {
+  uint32_t row_bad = 0;
+  for (int64_t j = 0; j < m.cols; ++j) {
+    uint32_t bits;
+    std::memcpy(&bits, m.row(r) + j, sizeof(bits));
+    row_bad |= (bits & 0x7f800000u) == 0x7f800000u;
+  }
+  return row_bad != 0;
+}
+
 bool all_finite(const MatrixView<const float>& m) {
   bool bad = false;
-  // Small arrays (one query) are read on the calling thread: a thread team costs more.
-#pragma omp parallel for reduction(|| : bad) schedule(static) if (m.rows * m.cols > (int64_t{1} << 16))
-  for (int64_t r = 0; r < m.rows; ++r) {
-    uint32_t row_bad = 0;
-    for (int64_t j = 0; j < m.cols; ++j) {
-      uint32_t bits;
-      std::memcpy(&bits, m.row(r) + j, sizeof(bits));
-      row_bad |= (bits & 0x7f800000u) == 0x7f800000u;
-    }
-    bad = bad || row_bad != 0;
+  // Small arrays (one query) are read on the calling thread, outside OpenMP: a thread team
+  // costs more, and even a one-thread region ends in a barrier's system call.
+  if (m.rows * m.cols > (int64_t{1} << 16)) {
+#pragma omp parallel for reduction(|| : bad) schedule(static)
+    for (int64_t r = 0; r < m.rows; ++r) bad = bad || row_not_finite(m, r);
+  } else {
+    for (int64_t r = 0; r < m.rows; ++r) bad = bad || row_not_finite(m, r);
   }
   return !bad;
 }

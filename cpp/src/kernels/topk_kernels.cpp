@@ -881,11 +881,69 @@ void topk_batch(const TopkArgs<I, O>& args) {
   }
 }
 
+// One thread's share [begin, end) of query q's items, into its own reservoir. Returns whether
+// the rows it scanned were all finite (true where it scanned panels: they cannot tell), and
+// sets `overflowed` when the bfloat16 pass left more near-ties than its reservoir holds.
+template <typename I, typename O>
+bool scan_one_query_part(const TopkArgs<I, O>& args, int t, int64_t q, int64_t begin, int64_t end,
+                         bool& overflowed) {
+  const int64_t f = args.queries.cols;
+  QueryBlock block(args.workspace + t * args.workspace_per_thread, args.block_queries, args.capacity, f);
+  Selector<I, O> selector(args, block);
+  selector.reset(0, q);
+  if (begin >= end) return true;
+  // A thread starting mid-row must find its place in the exclusion row.
+  if (args.exclusions.indptr) {
+    const int64_t first_id = args.filter.item_ids ? args.filter.item_ids[begin] : begin;
+    int64_t& cursor = block.cursors[0];
+    const int64_t row_end = static_cast<int64_t>(args.exclusions.indptr[q + 1]);
+    while (cursor < row_end && static_cast<int64_t>(args.exclusions.indices[cursor]) < first_id) ++cursor;
+  }
+  if (args.item_panels_bfloat16) {
+    // Approximate scores first; then the exact float32 score of every candidate left.
+    selector.set_slack(bfloat16_slack(args.queries.row(q), f, args.max_item_norm));
+    scan_panels_for_one_query(args, selector, block, 0, q, Bfloat16Panels{args.item_panels_bfloat16}, begin, end);
+    selector.shrink(0);
+    if (selector.overflowed()) overflowed = true;
+    TopkCandidate* c = selector.candidates(0);
+    for (int64_t j = 0; j < selector.count(0); ++j)
+      c[j].score = exact_score(args.queries.row(q), args.items.row(c[j].id), f);
+    selector.set_slack(0.0f);
+    selector.forget_threshold(0);
+    return true;
+  }
+  if (args.item_panels) {
+    scan_panels_for_one_query(args, selector, block, 0, q, Float32Panels{args.item_panels}, begin, end);
+    return true;
+  }
+  return scan_items_for_one_query(args, selector, block, 0, q, begin, end);
+}
+
+// Query q's results from the reservoirs of a team of `team` threads (thread 0's first).
+template <typename I, typename O>
+void merge_one_query(const TopkArgs<I, O>& args, int64_t q, int team, bool overflowed) {
+  const int64_t f = args.queries.cols;
+  QueryBlock first(args.workspace, args.block_queries, args.capacity, f);
+  Selector<I, O> merged(args, first);
+  if (overflowed) {
+    // Too many near-ties for the bfloat16 margin: this query again, exactly.
+    merged.reset(0, q);
+    scan_items_for_one_query(args, merged, first, 0, q, 0, args.items.rows);
+  } else {
+    // Every other thread's candidates go through thread 0's reservoir.
+    for (int other = 1; other < team; ++other) {
+      QueryBlock theirs(args.workspace + other * args.workspace_per_thread, args.block_queries, args.capacity, f);
+      const TopkCandidate* c = theirs.candidates;
+      for (int64_t j = 0; j < theirs.counts[0]; ++j) merged.push(0, c[j]);
+    }
+  }
+  merged.finish(0, q);
+}
+
 template <typename I, typename O>
 void topk_single(const TopkArgs<I, O>& args) {
   const int64_t nq = args.queries.rows;
   const int64_t n = args.items.rows;
-  const int64_t f = args.queries.cols;
   // Item ranges in whole panels, one per thread.
   const int64_t per_thread = ((n + args.threads - 1) / args.threads + kPanelItems - 1) / kPanelItems * kPanelItems;
   const int64_t parts = per_thread > 0 ? (n + per_thread - 1) / per_thread : 0;
@@ -893,65 +951,31 @@ void topk_single(const TopkArgs<I, O>& args) {
   bool rows_finite = !args.item_panels && !args.item_panels_bfloat16;
   for (int64_t q = 0; q < nq; ++q) {
     bool overflowed = false;
+    if (parts <= 1) {
+      // One thread's work, done here outside OpenMP: a team of one still ends its region
+      // and its barriers with system calls, microseconds a query.
+      rows_finite &= scan_one_query_part(args, 0, q, 0, n, overflowed);
+      merge_one_query(args, q, 1, overflowed);
+      continue;
+    }
 #pragma omp parallel num_threads(args.threads)
     {
       const int t = thread_index();
-      QueryBlock block(args.workspace + t * args.workspace_per_thread, args.block_queries, args.capacity, f);
-      Selector<I, O> selector(args, block);
-      selector.reset(0, q);
-      if (t < parts) {
-        const int64_t begin = t * per_thread;
-        const int64_t end = smaller(n, begin + per_thread);
-        // A thread starting mid-row must find its place in the exclusion row.
-        if (args.exclusions.indptr) {
-          const int64_t first_id = args.filter.item_ids ? args.filter.item_ids[begin] : begin;
-          int64_t& cursor = block.cursors[0];
-          const int64_t row_end = static_cast<int64_t>(args.exclusions.indptr[q + 1]);
-          while (cursor < row_end && static_cast<int64_t>(args.exclusions.indices[cursor]) < first_id) ++cursor;
-        }
-        if (args.item_panels_bfloat16) {
-          // Approximate scores first; then the exact float32 score of every candidate left.
-          selector.set_slack(bfloat16_slack(args.queries.row(q), f, args.max_item_norm));
-          scan_panels_for_one_query(args, selector, block, 0, q, Bfloat16Panels{args.item_panels_bfloat16}, begin,
-                                    end);
-          selector.shrink(0);
-          if (selector.overflowed()) {
+      const int64_t begin = t < parts ? t * per_thread : n;
+      bool thread_overflowed = false;
+      const bool finite_part = scan_one_query_part(args, t, q, begin, smaller(n, begin + per_thread),
+                                                   thread_overflowed);
+      if (thread_overflowed) {
 #pragma omp atomic write
-            overflowed = true;
-          }
-          TopkCandidate* c = selector.candidates(0);
-          for (int64_t j = 0; j < selector.count(0); ++j)
-            c[j].score = exact_score(args.queries.row(q), args.items.row(c[j].id), f);
-          selector.set_slack(0.0f);
-          selector.forget_threshold(0);
-        } else if (args.item_panels) {
-          scan_panels_for_one_query(args, selector, block, 0, q, Float32Panels{args.item_panels}, begin, end);
-        } else if (!scan_items_for_one_query(args, selector, block, 0, q, begin, end)) {
+        overflowed = true;
+      }
+      if (!finite_part) {
 #pragma omp atomic write
-          rows_finite = false;
-        }
+        rows_finite = false;
       }
 #pragma omp barrier
 #pragma omp single
-      {
-        QueryBlock first(args.workspace, args.block_queries, args.capacity, f);
-        Selector<I, O> merged(args, first);
-        if (overflowed) {
-          // Too many near-ties for the bfloat16 margin: this query again, exactly.
-          merged.reset(0, q);
-          scan_items_for_one_query(args, merged, first, 0, q, 0, n);
-        } else {
-          // Every thread's candidates go through thread 0's reservoir.
-          const int team = thread_count();
-          for (int other = 1; other < team; ++other) {
-            QueryBlock theirs(args.workspace + other * args.workspace_per_thread, args.block_queries, args.capacity,
-                              f);
-            const TopkCandidate* c = theirs.candidates;
-            for (int64_t j = 0; j < theirs.counts[0]; ++j) merged.push(0, c[j]);
-          }
-        }
-        merged.finish(0, q);
-      }
+      merge_one_query(args, q, thread_count(), overflowed);
     }
   }
   if (args.items_finite) *args.items_finite = rows_finite;
