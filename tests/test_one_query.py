@@ -405,3 +405,22 @@ def test_one_query_fast_path_answers_as_the_general_path(case):
         else:
             np.testing.assert_array_equal(found[0], expected[0])
             np.testing.assert_array_equal(found[1], expected[1])
+
+
+@given(seed=seeds, n_users=st.integers(1, 30), n_items=st.integers(1, 60), taken=st.integers(0, 2))
+def test_few_taken_rows_are_the_rows_scipy_takes(seed, n_users, n_items, taken):
+    """A few users' rows sliced for the CPU engine hold what scipy's row indexing gives, with
+    the attributes the engine reads; on the way to another device they become that matrix."""
+    rng = np.random.default_rng(seed)
+    matrix = sp.random(n_users, n_items, density=0.3, format="csr", dtype=np.float32, random_state=rng)
+    matrix.indices, matrix.indptr = matrix.indices.astype(np.int32), matrix.indptr.astype(np.int32)
+    rows = rng.integers(0, n_users, size=taken)
+    found = _filters.few_taken_rows(matrix, rows, "user_items")
+    expected = matrix[rows]
+    assert found.format == "csr" and found.has_canonical_format and found.shape == expected.shape
+    assert found.nnz == expected.nnz and found.data.shape == found.indices.shape
+    as_scipy = found.to_scipy()
+    assert isinstance(as_scipy, sp.csr_matrix)
+    np.testing.assert_array_equal(as_scipy.toarray() != 0, expected.toarray() != 0)
+    np.testing.assert_array_equal(as_scipy.indptr, expected.indptr)
+    np.testing.assert_array_equal(as_scipy.indices, expected.indices)

@@ -26,7 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recore import backends
-from recore._filters import INT32_MAX, as_exclusions, denied_bits, few_taken_rows, item_ids, unit_rows
+from recore._filters import INT32_MAX, TakenRows, as_exclusions, denied_bits, few_taken_rows, item_ids, unit_rows
 from recore._threads import engine_threads
 from recore._validation import as_user_items, check_bool, check_choice, check_ids, check_int, check_taken_row_pointers
 from recore.backends import _device, cpu
@@ -37,6 +37,8 @@ LAYOUTS = ("full", "per_query")
 
 def _ids_argument(ids, bound: int, name: str) -> tuple[np.ndarray, bool]:
     """(1-D int64 ids, whether a single id was given)."""
+    if type(ids) is int and 0 <= ids < bound:  # one user served as they act: answered at once
+        return np.array([ids], np.int64), True
     single = isinstance(ids, numbers.Integral) or (isinstance(ids, np.ndarray) and ids.ndim == 0)
     array = check_ids(np.atleast_1d(np.asarray(ids)), bound, name)
     if array.ndim != 1:
@@ -283,7 +285,8 @@ class Recommender:
         """The queried users' rows of ``user_items`` for a search on the GPU: a cupyx sparse
         matrix is sliced there; scipy is checked and sliced here (only those rows travel)."""
         if not _device.is_gpu_sparse(user_items):
-            return self._seen_rows(user_items, users, layout)
+            rows = self._seen_rows(user_items, users, layout)
+            return rows.to_scipy() if isinstance(rows, TakenRows) else rows
         layout = self._seen_layout(user_items, users, layout)
         if layout == "per_query":
             return user_items
