@@ -70,12 +70,15 @@ struct __attribute__((visibility("hidden"))) CsrParts {
 };
 
 inline CsrParts csr_parts(py::handle obj, const std::string& name) {
-  if (!py::hasattr(obj, "format") || !py::hasattr(obj, "indptr") ||
-      py::str(obj.attr("format")).cast<std::string>() != "csr")
+  // Each attribute read once (scipy's format is a property): a single query's search pays
+  // for every lookup here.
+  const py::object format = py::getattr(obj, "format", py::none());
+  const py::object indptr = py::getattr(obj, "indptr", py::none());
+  if (indptr.is_none() || !py::isinstance<py::str>(format) || format.cast<std::string>() != "csr")
     throw py::type_error(name + " must be a scipy.sparse CSR matrix, got " + type_name(obj));
   CsrParts parts;
   parts.name = name;
-  parts.indptr = require_array(obj.attr("indptr"), name + ".indptr");
+  parts.indptr = require_array(indptr, name + ".indptr");
   parts.indices = require_array(obj.attr("indices"), name + ".indices");
   parts.data = require_array(obj.attr("data"), name + ".data");
   py::tuple shape = obj.attr("shape");

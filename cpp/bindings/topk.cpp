@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <string>
 
 #include "buffers.hpp"
@@ -126,7 +127,9 @@ py::tuple topk_binding(py::handle queries_obj, py::handle items_obj, int64_t k, 
     bool sorted = true;
     const int64_t nnz = exclude.indices.shape(0);
     {
-      py::gil_scoped_release release;
+      // Released only for a check long enough to be worth the two hand-overs of the GIL.
+      std::optional<py::gil_scoped_release> release;
+      if (nnz + exclude.rows > (int64_t{1} << 14)) release.emplace();
       if (int64_exclude) {
         auto indptr = static_cast<const int64_t*>(exclude.indptr.data());
         auto indices = static_cast<const int64_t*>(exclude.indices.data());
@@ -168,7 +171,8 @@ py::tuple topk_binding(py::handle queries_obj, py::handle items_obj, int64_t k, 
   if (check_finite) {
     bool finite_queries, finite_items = true;
     {
-      py::gil_scoped_release release;
+      std::optional<py::gil_scoped_release> release;
+      if (queries.rows > kSingleQueryPathMax || (check_items && !search_checks_items)) release.emplace();
       finite_queries = all_finite(queries);
       if (finite_queries && check_items && !search_checks_items) finite_items = all_finite(items);
     }
