@@ -162,3 +162,11 @@ def test_time_split_holds_out_the_latest():
 def test_bad_input(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_ranking_metrics_of_no_users_with_any_list_width():
+    """No users: nothing to rank, whatever width (k) the empty lists have, with no memory
+    sized by that width."""
+    test = sp.csr_matrix((0, 5), dtype=np.float32)
+    wide = evaluation.ranking_metrics_at_k(np.empty((0, 2**40), np.int32), test)
+    assert wide == evaluation.ranking_metrics_at_k(np.empty((0, 3), np.int32), test)

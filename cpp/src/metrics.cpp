@@ -24,6 +24,9 @@ bool contains(const I* row, int64_t length, int64_t id) {
 template <typename O, typename I>
 RankingTotals ranking_totals(const O* ids, int64_t users, int64_t k, const I* relevant_indptr,
                              const I* relevant_indices, int64_t n_items, const int64_t* candidates, int num_threads) {
+  // No users: nothing to sum (and k, which sizes the discount tables, is then bounded by
+  // nothing: an empty list of any width is valid).
+  if (users == 0) return RankingTotals{};
   const int threads = detail::resolve_threads(num_threads);
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(users, 1024));
   std::vector<RankingTotals> partial(chunks);
