@@ -424,3 +424,24 @@ def test_few_taken_rows_are_the_rows_scipy_takes(seed, n_users, n_items, taken):
     np.testing.assert_array_equal(as_scipy.toarray() != 0, expected.toarray() != 0)
     np.testing.assert_array_equal(as_scipy.indptr, expected.indptr)
     np.testing.assert_array_equal(as_scipy.indices, expected.indices)
+
+
+def test_panels_start_on_a_cache_line_after_updates_and_pickling():
+    """An index's single-query layouts start on a 64-byte boundary when built, after an
+    update that grows the catalog (a copy), and after a pickle round trip."""
+    import pickle
+
+    rng = np.random.default_rng(2)
+    index = recore.ItemIndex(rng.standard_normal((301, 24), dtype=np.float32))
+    query = rng.standard_normal(24, dtype=np.float32)
+
+    def aligned(found):
+        return found.ctypes.data % topk_module.PANEL_ALIGNMENT == 0
+
+    index.search(query, 3)
+    assert aligned(index.panels()) and aligned(index.bfloat16_panels()[0])
+    index.update(np.arange(301, 400), rng.standard_normal((99, 24), dtype=np.float32))
+    assert aligned(index.panels()) and aligned(index.bfloat16_panels()[0])
+    restored = pickle.loads(pickle.dumps(index))
+    assert aligned(restored.panels()) and aligned(restored.bfloat16_panels()[0])
+    np.testing.assert_array_equal(restored.search(query, 7)[0], index.search(query, 7)[0])
