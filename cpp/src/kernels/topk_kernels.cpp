@@ -710,12 +710,35 @@ bool scan_items_for_one_query(const TopkArgs<I, O>& args, Selector<I, O>& select
   const FloatVector squares_floor = FloatVector{} + bound.squares_floor;
   // Zero while every approximate score is finite, NaN from the first that is not.
   FloatVector not_finite_scores = FloatVector{};
+  // A square root per block of rows is a twentieth of the scan: first the bound is tried
+  // with sqrt(s) <= (s / c + c) / 2, true for every c > 0 (equal at s = c^2), c being the
+  // largest norm of the first block's rows; only a block that this looser bound does not rule
+  // out has its exact bound computed. (A non-finite value makes it pass: NaN compares as
+  // reaching.) Its few extra roundings are covered by the bound's 1% (see RowBound).
+  FloatVector half_scale{}, reference{}, inverse_reference{};
+  bool have_reference = false;
   for (; i + kLanes <= end; i += kLanes) {
     FloatVector scores, squares;
     sum_row_block(q, args.items, i, scores, squares);
     not_finite_scores += scores - scores;
-    const FloatVector reach = scores + (scale * square_roots(squares + squares_floor) + floor);
-    const unsigned mask = not_below(reach, FloatVector{} + block.thresholds[slot]);
+    const FloatVector threshold = FloatVector{} + block.thresholds[slot];
+    const FloatVector norms2 = squares + squares_floor;
+    if (__builtin_expect(have_reference, 1)) {
+      const FloatVector loose = scores + (half_scale * (norms2 * inverse_reference + reference) + floor);
+      if (__builtin_expect(not_below(loose, threshold) == 0, 1)) continue;
+    } else {
+      have_reference = true;
+      float lanes[kLanes], largest = 0.0f;
+      store(lanes, square_roots(norms2));
+      for (int64_t l = 0; l < kLanes; ++l) largest = lanes[l] > largest ? lanes[l] : largest;
+      // A zero, infinite or NaN first block leaves c = 1: still a valid bound, only looser.
+      const float c = largest > 0.0f && largest < 1e30f ? largest : 1.0f;
+      half_scale = scale * 0.5f;
+      reference = FloatVector{} + c;
+      inverse_reference = FloatVector{} + 1.0f / c;
+    }
+    const FloatVector reach = scores + (scale * square_roots(norms2) + floor);
+    const unsigned mask = not_below(reach, threshold);
     if (__builtin_expect(mask == 0, 1)) continue;
     for (int64_t half = 0; half < kLanes; half += 8) {
       unsigned part = (mask >> half) & 0xFFu;
