@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import recore
 from hypothesis import given
 from hypothesis import strategies as st
@@ -27,3 +28,12 @@ def test_synthetic_ratings_are_reproducible_ratings_on_the_pattern():
     assert (ratings != again).nnz == 0
     np.testing.assert_array_equal(ratings.indices, pattern.indices)
     assert set(np.unique(ratings.data)) <= {1.0, 2.0, 3.0, 4.0, 5.0}
+
+
+@pytest.mark.parametrize("make", [recore.datasets.synthetic_preferences, recore.datasets.synthetic_ratings])
+def test_a_rank_too_large_to_plant_is_refused_before_any_work(make):
+    with pytest.raises(ValueError, match="rank=9223372036854775808 needs"):
+        make(1, 1, 0, rank=2**63)
+    with pytest.raises(ValueError, match="rank="):
+        make(1_000, 1_000, 10, rank=2**21)  # 2**32 planted values
+    assert make(3, 2, 4, rank=2).shape == (3, 2)

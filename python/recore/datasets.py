@@ -18,6 +18,21 @@ MOVIELENS_20M_SHAPE = (138_493, 26_744, 20_000_263)
 
 # Ids are int32 in the matrices synthetic() returns.
 _MAX_DIMENSION = 2**31 - 1
+# The planted factors ((n_users + n_items) x rank values) are made whole: at most this many
+# (8 GiB of float32, 16 of float64), refused before any work rather than failing to allocate.
+_MAX_PLANTED_VALUES = 2**31
+
+
+def _check_rank(rank, n_users: int, n_items: int) -> int:
+    """``rank`` >= 1, small enough that the planted factors of ``n_users`` and ``n_items``
+    rows (sizes already checked) can be made."""
+    rank = check_int(rank, "rank", 1)
+    if rank * (n_users + n_items) > _MAX_PLANTED_VALUES:
+        raise ValueError(
+            f"rank={rank} needs (n_users + n_items) * rank = {rank * (n_users + n_items)} planted values, "
+            f"more than {_MAX_PLANTED_VALUES}"
+        )
+    return rank
 
 
 def synthetic(
@@ -186,7 +201,8 @@ def synthetic_ratings(
     ValueError
         A size or parameter out of range.
     """
-    rank = check_int(rank, "rank", 1)
+    # The sizes as synthetic() checks them, first, so that the rank is checked against them.
+    rank = _check_rank(rank, check_int(n_users, "n_users", 1), check_int(n_items, "n_items", 1))
     noise = check_float(noise, "noise", 0.0)
     pattern = synthetic(n_users, n_items, nnz, random_state=random_state)
     rng = check_random_state(random_state)
@@ -287,7 +303,7 @@ def synthetic_preferences(
     n_users = check_int(n_users, "n_users", 1)
     n_items = check_int(n_items, "n_items", 1)
     nnz = check_int(nnz, "nnz", 0)
-    rank = check_int(rank, "rank", 1)
+    rank = _check_rank(rank, n_users, n_items)
     concentrations = {"taste_concentration": taste_concentration, "item_concentration": item_concentration}
     for name, value in concentrations.items():
         if check_float(value, name) <= 0:
