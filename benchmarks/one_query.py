@@ -4,6 +4,7 @@
     python benchmarks/one_query.py                      # the best instruction set of this CPU
     python benchmarks/one_query.py --cpu-target avx2    # recore's and faiss's AVX2 kernels
     python benchmarks/one_query.py --json results.json
+    python benchmarks/one_query.py --seeds 1 2 3 4 5 6 7 8 --burst 50 10   # 16 runs and their ranges
 
 Same data for every library: 27,000 x 64 random normal float32 items (the MovieLens-20M
 catalog), one random query, and a one-row exclusion CSR of 100 seen items. One thread each
@@ -51,10 +52,12 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--users", type=int, default=138_000, help="rows of the model's user_items matrix")
     parser.add_argument("--seen", type=int, default=100, help="items excluded from the query's results")
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=200)
-    parser.add_argument("--burst", type=int, default=10, help="consecutive calls of one function per round")
+    parser.add_argument("--calls", type=int, default=2000, help="calls of each function per run")
+    parser.add_argument("--burst", type=int, nargs="+", default=[10],
+                        help="consecutive calls of one function per round; several: a run for each")  # fmt: skip
     parser.add_argument("--cpu-target", help="lower recore's (and faiss's) instruction set, e.g. avx2")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[DEFAULT_SEED],
+                        help="data seeds; several: a run for each (with each --burst), then the ranges")  # fmt: skip
     parser.add_argument("--json", metavar="PATH", help="also write the results here")
     return parser.parse_args(argv)
 
@@ -185,7 +188,30 @@ def open_faiss(items: np.ndarray, cpu_target: str | None):
 def run(arguments: argparse.Namespace) -> int:
     if arguments.cpu_target:
         recore.set_cpu_target(arguments.cpu_target)
-    rng = np.random.default_rng(arguments.seed)
+    records = []
+    for seed in arguments.seeds:
+        for burst in arguments.burst:
+            records += run_once(arguments, seed, burst)
+    if len(arguments.seeds) * len(arguments.burst) > 1:
+        print_ranges(records)
+    if arguments.json:
+        with open(arguments.json, "w") as file:
+            json.dump(records, file, indent=2)
+    return 0
+
+
+def print_ranges(records: list) -> None:
+    """Each function's p50 / faiss over all the runs: lowest - highest, and the median."""
+    print(f"over {len({(r['seed'], r['burst']) for r in records})} runs (seeds x bursts): p50 / faiss")
+    for name in dict.fromkeys(record["search"] for record in records):
+        ratios = [record["p50_over_faiss"] for record in records if record["search"] == name]
+        print(f"  {name:<52} {min(ratios):5.2f} - {max(ratios):5.2f}, median {float(np.median(ratios)):5.2f}")
+
+
+def run_once(arguments: argparse.Namespace, seed: int, burst: int) -> list:
+    """One run: the data of ``seed``, every function called in bursts of ``burst``."""
+    rounds = max(1, arguments.calls // burst)
+    rng = np.random.default_rng(seed)
     items = rng.standard_normal((arguments.items, arguments.factors), dtype=np.float32)
     user_items = make_user_items(arguments.users, arguments.items, arguments.seen, rng)
     user_id = int(arguments.users // 2)
@@ -197,14 +223,14 @@ def run(arguments: argparse.Namespace) -> int:
     functions, prepared = searches(arguments, items, query, row, model, user_id, user_items, faiss_index)
     check_agreement(arguments, items, query, row, model, user_id, user_items, prepared, faiss_index)
     before = machine_context(faiss_level)
-    samples = measure(functions, arguments.rounds, arguments.burst)
+    samples = measure(functions, rounds, burst)
     context = machine_context(faiss_level)
     context["load_average_before"] = before["load_average"]
 
     print(
         f"one query, {arguments.items:,} items x {arguments.factors} factors, k={arguments.k}, 1 thread, "
         f"{row.nnz} items excluded; user_items {arguments.users:,} x {arguments.items:,}; "
-        f"{arguments.rounds} rounds x {arguments.burst} calls each"
+        f"{rounds} rounds x {burst} calls each, data seed {seed}"
     )
     print(f"  load average before: {', '.join(f'{v:.2f}' for v in before['load_average'])}")
     print(f"  {context_line(context)}")
@@ -234,13 +260,12 @@ def run(arguments: argparse.Namespace) -> int:
                 "cpu_p99_us": cpu_p99,
                 "cpu_p50_over_faiss": cpu_ratio,
                 "calls": len(wall),
+                "seed": seed,
+                "burst": burst,
                 **context,
             }
         )
-    if arguments.json:
-        with open(arguments.json, "w") as file:
-            json.dump(records, file, indent=2)
-    return 0
+    return records
 
 
 if __name__ == "__main__":
