@@ -435,6 +435,10 @@ def test_few_taken_rows_are_the_rows_scipy_takes(seed, n_users, n_items, taken):
     np.testing.assert_array_equal(as_scipy.toarray() != 0, expected.toarray() != 0)
     np.testing.assert_array_equal(as_scipy.indptr, expected.indptr)
     np.testing.assert_array_equal(as_scipy.indices, expected.indices)
+    # Searched on a catalog grown since they were taken (partial_fit_items meanwhile): widened.
+    widened = topk_module._widened(found, n_items + 3)
+    assert widened.shape == (taken, n_items + 3)
+    np.testing.assert_array_equal(widened.toarray()[:, :n_items] != 0, expected.toarray() != 0)
 
 
 def test_panels_start_on_a_cache_line_after_updates_and_pickling():

@@ -109,6 +109,7 @@ class TakenRows:
     format = "csr"
     has_canonical_format = True
     ndim = 2
+    dtype = np.dtype(np.float32)  # of data
 
     def __init__(self, indptr: np.ndarray, indices: np.ndarray, shape: tuple[int, int]):
         self.indptr, self.indices, self.shape = indptr, indices, shape
