@@ -395,27 +395,25 @@ def test_one_query_fast_path_answers_as_the_general_path(case):
     assert taken == (case in FAST_PATH_CASES)
     as_batch = query[None] if isinstance(query, np.ndarray) else query
 
-    def first_row(result):
-        return result if isinstance(result[0], type) else (result[0][0], result[1][0])
-
-    fast = _outcome(lambda: recore.topk(query, items, **options))
-    general = first_row(_outcome(lambda: recore.topk(as_batch, items, **options)))
-    assert type(fast[0]) is type(general[0])
-    if isinstance(fast[0], type):
-        assert fast == general
-    else:
-        np.testing.assert_array_equal(fast[0], general[0])
-        np.testing.assert_array_equal(fast[1], general[1])
+    _assert_same_outcome(lambda q: recore.topk(q, items, **options), query, as_batch)
     if isinstance(items, np.ndarray) and items.dtype == np.float32 and items.flags.c_contiguous and case != "NaN item":
         index = recore.ItemIndex(items)
-        found = _outcome(lambda: index.search(query, **options))
-        expected = first_row(_outcome(lambda: index.search(as_batch, **options)))
-        assert type(found[0]) is type(expected[0])
-        if isinstance(found[0], type):
-            assert found == expected
-        else:
-            np.testing.assert_array_equal(found[0], expected[0])
-            np.testing.assert_array_equal(found[1], expected[1])
+        _assert_same_outcome(lambda q: index.search(q, **options), query, as_batch)
+
+
+def _assert_same_outcome(search, query, as_batch) -> None:
+    """``search(query)`` gives what ``search(as_batch)`` gives for its one row: the same ids and
+    scores, or the same exception and message."""
+    one = _outcome(lambda: search(query))
+    batch = _outcome(lambda: search(as_batch))
+    if not isinstance(batch[0], type):
+        batch = (batch[0][0], batch[1][0])
+    assert type(one[0]) is type(batch[0])
+    if isinstance(one[0], type):
+        assert one == batch
+    else:
+        np.testing.assert_array_equal(one[0], batch[0])
+        np.testing.assert_array_equal(one[1], batch[1])
 
 
 @given(seed=seeds, n_users=st.integers(1, 30), n_items=st.integers(1, 60), taken=st.integers(0, 2))
