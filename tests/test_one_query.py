@@ -458,3 +458,28 @@ def test_panels_start_on_a_cache_line_after_updates_and_pickling():
     restored = pickle.loads(pickle.dumps(index))
     assert aligned(restored.panels()) and aligned(restored.bfloat16_panels()[0])
     np.testing.assert_array_equal(restored.search(query, 7)[0], index.search(query, 7)[0])
+
+
+def test_repeated_single_queries_against_one_array_suggest_an_item_index(monkeypatch):
+    """recore.topk keeps nothing, but counts single queries in a row against the same array
+    (by identity) and, at the threshold, warns once that an ItemIndex serves them faster; the
+    results are the same with or without the warning, and other arrays reset the count."""
+    import warnings
+
+    monkeypatch.setattr(topk_module, "REPEATED_SINGLE_QUERIES", 5)
+    monkeypatch.setattr(topk_module, "_single_queries", [0, 0])
+    rng = np.random.default_rng(4)
+    items = rng.standard_normal((50, 6), dtype=np.float32)
+    other = items.copy()
+    query = rng.standard_normal(6, dtype=np.float32)
+    expected = recore.topk(query[None], items, 3)[0][0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning: four in a row, then the count restarts
+        for array in (items, items, items, items, other, items, items, items, items):
+            np.testing.assert_array_equal(recore.topk(query, array, 3)[0], expected)
+    with pytest.warns(UserWarning, match="same items for 5 single queries in a row: an ItemIndex"):
+        found = recore.topk(query, items, 3)
+    np.testing.assert_array_equal(found[0], expected)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # past the threshold: said once
+        recore.topk(query, items, 3)

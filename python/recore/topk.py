@@ -8,6 +8,7 @@ is never formed, and each query's excluded items are skipped inside the search.
 from __future__ import annotations
 
 import threading
+import warnings
 
 import numpy as np
 import scipy.sparse as sp
@@ -120,7 +121,9 @@ def topk(
     made on first use (the candidates it leaves scored again exactly in float32). A cache
     of prepared items here could not tell whether the caller changed the array in place
     without reading all of it, which costs as much as the check it would save (README
-    "Speed" has the figures).
+    "Speed" has the figures). After :data:`REPEATED_SINGLE_QUERIES` single queries in a row
+    against the same array, ``topk`` says so with a ``UserWarning`` (shown once per calling
+    line by Python's default filter; the results are unaffected).
 
     Returns
     -------
@@ -135,6 +138,8 @@ def topk(
     ``cupyx.scipy.sparse`` or scipy matrix, ``allow`` and ``deny`` numpy or cupy id lists,
     and ``num_threads`` is ignored.
     """
+    if type(queries) is np.ndarray and queries.ndim == 1:
+        _count_single_query(items)
     if type(metric) is str and metric == "dot" and allow is None and deny is None:
         ready = _one_query_arguments(queries, items, k, exclude, precision, num_threads, check_finite)
         if ready is not None:
@@ -169,6 +174,31 @@ def topk(
         num_threads=num_threads,
         check_finite=check_finite,
     )
+
+
+# Single queries in a row against one items array after which recore.topk points to ItemIndex.
+REPEATED_SINGLE_QUERIES = 1000
+# (id of the items array of the last single query, how many single queries in a row had it).
+# Kept without a reference to the array; threads may race on it, which only moves the count.
+_single_queries = [0, 0]
+
+
+def _count_single_query(items) -> None:
+    """Counts single queries against the same ``items``; at REPEATED_SINGLE_QUERIES in a row,
+    warns that an ItemIndex would serve them faster."""
+    key = id(items)
+    if _single_queries[0] != key:
+        _single_queries[0], _single_queries[1] = key, 1
+        return
+    _single_queries[1] += 1
+    if _single_queries[1] == REPEATED_SINGLE_QUERIES:
+        warnings.warn(
+            f"recore.topk searched the same items for {REPEATED_SINGLE_QUERIES} single queries in a row: "
+            "an ItemIndex made once (recore.ItemIndex(items)) checks them once and searches each query in "
+            "about half the time, with the same results",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _one_query_arguments(
