@@ -11,12 +11,13 @@
 #include <string>
 
 #include "buffers.hpp"
+#include "recore/parallel.hpp"
 
 namespace recore::bindings {
 namespace {
 
-// Every value finite (checked with the GIL released): an exponent of all ones is NaN or
-// infinity. Integer tests, so that the loop vectorizes.
+// Whether row r holds a NaN or an infinity: an exponent of all ones. Integer tests, so that
+// the loop vectorizes.
 bool row_not_finite(const MatrixView<const float>& m, int64_t r) {
   uint32_t row_bad = 0;
   for (int64_t j = 0; j < m.cols; ++j) {
@@ -27,17 +28,9 @@ bool row_not_finite(const MatrixView<const float>& m, int64_t r) {
   return row_bad != 0;
 }
 
+// Every value finite; small arrays (one query) read on the calling thread (see any_index).
 bool all_finite(const MatrixView<const float>& m) {
-  bool bad = false;
-  // Small arrays (one query) are read on the calling thread, outside OpenMP: a thread team
-  // costs more, and even a one-thread region ends in a barrier's system call.
-  if (m.rows * m.cols > (int64_t{1} << 16)) {
-#pragma omp parallel for reduction(|| : bad) schedule(static)
-    for (int64_t r = 0; r < m.rows; ++r) bad = bad || row_not_finite(m, r);
-  } else {
-    for (int64_t r = 0; r < m.rows; ++r) bad = bad || row_not_finite(m, r);
-  }
-  return !bad;
+  return !any_index(m.rows, m.rows * m.cols, [&](int64_t r) { return row_not_finite(m, r); });
 }
 
 template <typename T>

@@ -1,27 +1,9 @@
 // Structure checks of caller-provided CSR matrices, run before any kernel reads them.
 #include "recore/csr.hpp"
 
-namespace recore {
-namespace {
-// Below this many values a check runs on the calling thread: starting a thread team costs more
-// than reading them (and, on a loaded machine, can wait milliseconds for a core). Such checks
-// stay out of OpenMP altogether: even a region that runs on one thread ends in a barrier that
-// makes a system call, a microsecond or more on every single-query search.
-constexpr int64_t kParallelCheckMin = int64_t{1} << 16;
+#include "recore/parallel.hpp"
 
-// Whether bad(i) holds for some i in [0, n): read by a thread team when n is large.
-template <typename Predicate>
-bool any_index(int64_t n, int64_t work, const Predicate& bad) {
-  bool found = false;
-  if (work > kParallelCheckMin) {
-#pragma omp parallel for reduction(|| : found) schedule(static)
-    for (int64_t i = 0; i < n; ++i) found = found || bad(i);
-  } else {
-    for (int64_t i = 0; i < n; ++i) found = found || bad(i);
-  }
-  return found;
-}
-}  // namespace
+namespace recore {
 
 template <typename I>
 const char* csr_structure_error(const I* indptr, int64_t rows, const I* indices, int64_t nnz, int64_t cols) {
