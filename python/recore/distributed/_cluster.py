@@ -38,8 +38,12 @@ def resolve_client(client):
 
 
 def live_workers(client) -> list[str]:
-    """Addresses of the workers now connected, sorted so that placement is reproducible."""
-    workers = sorted(client.scheduler_info().get("workers", {}))
+    """Addresses of the workers now connected, sorted so that placement is reproducible.
+
+    Asked of the scheduler directly (``Client.nthreads``): ``Client.scheduler_info()`` returns
+    a cached record that the client's own periodic refresh rewrites without the workers, and a
+    read that lands after such a refresh sees an empty cluster."""
+    workers = sorted(client.nthreads())
     if not workers:
         raise RuntimeError("the Dask cluster has no workers")
     return workers
