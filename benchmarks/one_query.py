@@ -5,16 +5,20 @@
     python benchmarks/one_query.py --cpu-target avx2    # recore's and faiss's AVX2 kernels
     python benchmarks/one_query.py --json results.json
     python benchmarks/one_query.py --seeds 1 2 3 4 5 6 7 8 --burst 50 10   # 16 runs and their ranges
+    python benchmarks/one_query.py --threads 2          # every library on 2 threads
+    python benchmarks/one_query.py --threads 2 --faiss-threads 1   # each at its fastest here
 
 Same data for every library: 27,000 x 64 random normal float32 items (the MovieLens-20M
-catalog), one random query, and a one-row exclusion CSR of 100 seen items. One thread each
-(``num_threads=1``; ``faiss.omp_set_num_threads(1)``). Measured, side by side:
+catalog), one random query, and a one-row exclusion CSR of 100 seen items. One thread each by
+default (``num_threads=1``; ``faiss.omp_set_num_threads(1)``), or ``--threads`` each
+(``--faiss-threads`` sets faiss's apart: its one-query search can be slower on more threads).
+Measured, side by side:
 
 - faiss ``IndexFlatIP.search`` on an index built once (no exclusion: it has no per-query
   filter, so it does less work);
-- ``recore.topk(q, items, 10, exclude=row, num_threads=1)``: everything per call, nothing
+- ``recore.topk(q, items, 10, exclude=row, num_threads=threads)``: everything per call, nothing
   prepared (with and without ``check_finite``);
-- ``ItemIndex.search(q, 10, exclude=row, num_threads=1)``, float32 and bfloat16, on an
+- ``ItemIndex.search(q, 10, exclude=row, num_threads=threads)``, float32 and bfloat16, on an
   index built once;
 - ``model.recommend(user_id, user_items, k=10)`` of an ALS model whose item factors are those
   items, ``user_items`` the whole users x items matrix (138,000 users by default).
@@ -22,11 +26,12 @@ catalog), one random query, and a one-row exclusion CSR of 100 seen items. One t
 Every function is warmed up, then called in rounds (the order rotated every round, each
 taking a short burst of calls so that it serves with its own data in cache, as a server
 answering one user after another does); p50 and p99 are over all calls, in wall time and
-in the calling thread's CPU time (every search here runs on that one thread, so CPU time
-leaves out the time a busy machine gave the core to other processes). Each table is
+in CPU time: the calling thread's on one thread (every search then runs on that thread, so CPU
+time leaves out the time a busy machine gave the core to other processes), the process's on
+several (the work of every thread, spinning or waiting for work included). Each table is
 printed with the CPU model, recore's CPU target, the CPU's AVX2 / AVX-512 flags, its cache
 sizes and the load average, since shared machines vary. The model searches with its own
-``num_threads``, set to 1 here.
+``num_threads``, set to ``--threads`` here.
 """
 
 from __future__ import annotations
@@ -53,6 +58,8 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--users", type=int, default=138_000, help="rows of the model's user_items matrix")
     parser.add_argument("--seen", type=int, default=100, help="items excluded from the query's results")
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=1, help="threads of every library's search")
+    parser.add_argument("--faiss-threads", type=int, help="faiss's threads (default: --threads)")
     parser.add_argument("--calls", type=int, default=2000, help="calls of each function per run")
     parser.add_argument("--burst", type=int, nargs="+", default=[10],
                         help="consecutive calls of one function per round; several: a run for each")  # fmt: skip
@@ -77,11 +84,11 @@ def make_user_items(n_users: int, n_items: int, seen: int, rng: np.random.Genera
     return sp.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, indptr), shape=(n_users, n_items))
 
 
-def als_model(items: np.ndarray, n_users: int, rng: np.random.Generator):
+def als_model(items: np.ndarray, n_users: int, rng: np.random.Generator, threads: int):
     """An ALS model (fitted on a small matrix, so that it is a real fitted model) whose
     item factors are ``items`` and whose user factors are random."""
     small = make_user_items(64, items.shape[0], 20, rng)
-    model = recore.ALS(factors=items.shape[1], iterations=1, random_state=0, num_threads=1).fit(small)
+    model = recore.ALS(factors=items.shape[1], iterations=1, random_state=0, num_threads=threads).fit(small)
     model.item_factors_ = items
     model.user_factors_ = rng.standard_normal((n_users, items.shape[1]), dtype=np.float32) / np.float32(8)
     return model
@@ -90,20 +97,21 @@ def als_model(items: np.ndarray, n_users: int, rng: np.random.Generator):
 # -- timing ---------------------------------------------------------------------------------
 
 
-def measure(functions: dict, rounds: int, burst: int) -> dict:
+def measure(functions: dict, rounds: int, burst: int, threads: int) -> dict:
     """Seconds per call of each function over ``rounds`` rounds of ``burst`` calls each, the
     functions taking turns in an order rotated every round: {name: (wall, cpu)}, where cpu
-    is the calling thread's CPU time. Every search here runs on one thread, the caller's, so
-    its CPU time leaves out the time other processes held the core (it still counts what
-    they did to the caches); a call that waits for another thread shows the wait in wall
-    time only."""
+    is the calling thread's CPU time, taken on one thread only (NaN on several: the kernel
+    adds other threads' time to the process's in scheduler ticks, too coarse for one call).
+    On one thread every search runs on the caller's, so its CPU time leaves out the time
+    other processes held the core (it still counts what they did to the caches)."""
     for function in functions.values():  # warm up: first-use work, caches, page faults
         for _ in range(burst):
             function()
     names = list(functions)
     wall: dict[str, list[float]] = {name: [] for name in names}
     cpu: dict[str, list[float]] = {name: [] for name in names}
-    clock, thread_clock = time.perf_counter, time.thread_time
+    clock = time.perf_counter
+    thread_clock = time.thread_time if threads == 1 else lambda: float("nan")
     for round_index in range(rounds):
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
@@ -131,28 +139,30 @@ def searches(arguments, items, query, row, model, user_id, user_items, faiss_ind
     if faiss_index is not None:
         batch = query.reshape(1, -1)
         functions["faiss IndexFlatIP.search (prepared, no exclusion)"] = lambda: faiss_index.search(batch, k)
+    threads = arguments.threads
     functions["recore.topk(q, items, exclude=row)"] = lambda: recore.topk(single, items, k, exclude=row,
-                                                                            num_threads=1)  # fmt: skip
+                                                                            num_threads=threads)  # fmt: skip
     functions["recore.topk(..., check_finite=False)"] = lambda: recore.topk(
-        single, items, k, exclude=row, num_threads=1, check_finite=False
+        single, items, k, exclude=row, num_threads=threads, check_finite=False
     )
-    functions["ItemIndex.search float32"] = lambda: prepared.search(single, k, exclude=row, num_threads=1)
+    functions["ItemIndex.search float32"] = lambda: prepared.search(single, k, exclude=row, num_threads=threads)
     functions["ItemIndex.search bfloat16"] = lambda: prepared.search(
-        single, k, exclude=row, num_threads=1, precision="bfloat16"
+        single, k, exclude=row, num_threads=threads, precision="bfloat16"
     )
     functions["model.recommend(user_id, user_items)"] = lambda: model.recommend(user_id, user_items, k=k)
     return functions, prepared
 
 
 def check_agreement(arguments, items, query, row, model, user_id, user_items, prepared, faiss_index) -> None:
-    """Every recore path returns the same ids and scores; faiss agrees with recore searched
-    without the exclusion."""
-    k = arguments.k
+    """Every recore path, on the measured threads, returns the ids and scores of recore.topk on
+    one thread; faiss agrees with recore searched without the exclusion."""
+    k, threads = arguments.k, arguments.threads
     single = query.reshape(-1)
     reference = recore.topk(single, items, k, exclude=row, num_threads=1)
     for ids, scores in (
-        prepared.search(single, k, exclude=row, num_threads=1),
-        prepared.search(single, k, exclude=row, num_threads=1, precision="bfloat16"),
+        recore.topk(single, items, k, exclude=row, num_threads=threads),
+        prepared.search(single, k, exclude=row, num_threads=threads),
+        prepared.search(single, k, exclude=row, num_threads=threads, precision="bfloat16"),
         model.recommend(user_id, user_items, k=k),
     ):
         if not (np.array_equal(ids, reference[0]) and np.array_equal(scores, reference[1])):
@@ -164,15 +174,15 @@ def check_agreement(arguments, items, query, row, model, user_id, user_items, pr
             raise AssertionError("faiss and recore disagree on the unfiltered top-k")
 
 
-def open_faiss(items: np.ndarray, cpu_target: str | None):
-    """A prepared faiss IndexFlatIP on one thread, at the same instruction set as recore
-    when one is asked for; (None, None) without faiss."""
+def open_faiss(items: np.ndarray, cpu_target: str | None, threads: int):
+    """A prepared faiss IndexFlatIP on ``threads`` threads, at the same instruction set as
+    recore when one is asked for; (None, None) without faiss."""
     try:
         import faiss
     except ImportError as missing:
         print(f"note: skipping faiss: {missing}", file=sys.stderr)
         return None, None
-    faiss.omp_set_num_threads(1)
+    faiss.omp_set_num_threads(threads)
     level = None
     config = getattr(faiss, "SIMDConfig", None)
     if config is not None:
@@ -220,19 +230,21 @@ def run_once(arguments: argparse.Namespace, seed: int, burst: int) -> list:
     user_items = make_user_items(arguments.users, arguments.items, arguments.seen, rng)
     user_id = int(arguments.users // 2)
     row = user_items[user_id]  # a 1-row CSR: this user's seen items
-    model = als_model(items, arguments.users, rng)
+    model = als_model(items, arguments.users, rng, arguments.threads)
     query = np.ascontiguousarray(model.user_factors_[user_id])
-    faiss_index, faiss_level = open_faiss(items, arguments.cpu_target)
+    faiss_threads = arguments.faiss_threads or arguments.threads
+    faiss_index, faiss_level = open_faiss(items, arguments.cpu_target, faiss_threads)
 
     functions, prepared = searches(arguments, items, query, row, model, user_id, user_items, faiss_index)
     check_agreement(arguments, items, query, row, model, user_id, user_items, prepared, faiss_index)
     before = machine_context(faiss_level)
-    samples = measure(functions, rounds, burst)
+    samples = measure(functions, rounds, burst, max(arguments.threads, faiss_threads))
     context = machine_context(faiss_level)
     context["load_average_before"] = before["load_average"]
 
     print(
-        f"one query, {arguments.items:,} items x {arguments.factors} factors, k={arguments.k}, 1 thread, "
+        f"one query, {arguments.items:,} items x {arguments.factors} factors, k={arguments.k}, "
+        f"recore on {arguments.threads} thread{'s' if arguments.threads > 1 else ''}, faiss on {faiss_threads}, "
         f"{row.nnz} items excluded; user_items {arguments.users:,} x {arguments.items:,}; "
         f"{rounds} rounds x {burst} calls each, data seed {seed}"
     )
@@ -252,20 +264,22 @@ def run_once(arguments: argparse.Namespace, seed: int, burst: int) -> list:
         ratio, cpu_ratio = p50 / faiss_p50, cpu_p50 / faiss_cpu_p50
         print(
             f"  {name:<52} {p50:9.1f} {p99:9.1f} {ratio:12.2f} {cpu_p50:11.1f} {cpu_p99:11.1f} {cpu_ratio:16.2f}"
-            f"   [{context['recore_cpu_target']}]"
+            f"   [{context['recore_cpu_target']}]".replace(" nan", "   -")
         )
+        cpu_figures = {"cpu_p50_us": cpu_p50, "cpu_p99_us": cpu_p99, "cpu_p50_over_faiss": cpu_ratio}
+        cpu_figures = {key: None if np.isnan(value) else value for key, value in cpu_figures.items()}  # several threads
         records.append(
             {
                 "search": name,
                 "p50_us": p50,
                 "p99_us": p99,
                 "p50_over_faiss": ratio,
-                "cpu_p50_us": cpu_p50,
-                "cpu_p99_us": cpu_p99,
-                "cpu_p50_over_faiss": cpu_ratio,
+                **cpu_figures,
                 "calls": len(wall),
                 "seed": seed,
                 "burst": burst,
+                "threads": arguments.threads,
+                "faiss_threads": faiss_threads,
                 **context,
             }
         )
