@@ -266,6 +266,36 @@ def test_one_cg_step_lowers_the_row_objective(matrix, factors, kind, seed):
         assert value(stepped[u]) <= value(start[u]) + 1e-12 * (1 + abs(value(start[u])))
 
 
+@given(
+    factors=st.sampled_from([1, 7, 8, 9, 16, 24, 33]),
+    copies=st.lists(st.integers(0, 13), min_size=2, max_size=6, unique=True),
+    empty=st.lists(st.integers(0, 13), max_size=6),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    kind=objectives,
+    seed=seeds,
+)
+def test_blocked_cg_solves_a_row_the_same_wherever_it_sits(factors, copies, empty, dtype, kind, seed):
+    # Blocked CG takes the Gram-matrix products of a few neighbouring rows in one pass over the
+    # matrix. A row's result must not depend on its neighbours: copies of one row, placed at
+    # different positions among other rows and rows without entries (so that they share
+    # their pass with different rows, or with none), end with bit for bit the same factors.
+    rng = np.random.default_rng(seed)
+    n_rows, n_items = 14, 11
+    dense = np.where(rng.random((n_rows, n_items)) < 0.5, rng.integers(1, 4, (n_rows, n_items)), 0).astype(dtype)
+    row = np.where(rng.random(n_items) < 0.6, rng.integers(1, 4, n_items), 0).astype(dtype)
+    row[rng.integers(n_items)] = 2
+    dense[sorted(set(empty) - set(copies))] = 0
+    dense[copies] = row
+    matrix = with_dtype(sp.csr_matrix(dense), dtype)
+    fixed = random_factors(rng, n_items, factors, dtype)
+    start = random_factors(rng, n_rows, factors, dtype)
+    start[copies] = start[copies[0]]
+    with cg_path("blocked 3"):
+        solved = half_step(matrix, fixed, start, solver="cg", cg_steps=3, **objective_options(kind, 0.5, 1.5))
+    for u in copies[1:]:
+        np.testing.assert_array_equal(solved[u], solved[copies[0]])
+
+
 # -- the subspace solver (iALS++) -------------------------------------------------------------
 
 
@@ -895,6 +925,7 @@ def test_cpu_target_fixture_selects_and_restores(cpu_target):
 
 
 # -- the estimator ---------------------------------------------------------------------------
+
 
 @st.composite
 def hyperparameters(draw) -> dict:

@@ -47,6 +47,42 @@ void symmetric_matvec(const T* G, const T* v, int64_t f, int64_t fp, T* out) {
   for (; j0 < fp; j0 += width) matvec_block<T, 1>(G, v, f, fp, j0, out);
 }
 
+// out[r][j0 ..] = sum_i v[r][i] G[i][j0 ..] for ROWS vectors at once: each load of G feeds
+// every vector. Each lane sums the same products in the same order as matvec_block, so a
+// vector's product is bit for bit the one symmetric_matvec gives, whatever shares its pass.
+template <typename T, int ROWS, int VECTORS>
+inline void matvec_block_rows(const T* G, const T* const* v, int64_t f, int64_t fp, int64_t j0, T* const* out) {
+  typedef typename Simd<T>::type V;
+  constexpr int64_t width = kVectorBytes / sizeof(T);
+  V acc[ROWS][VECTORS];
+  for (int r = 0; r < ROWS; ++r)
+    for (int c = 0; c < VECTORS; ++c) acc[r][c] = V{};
+  for (int64_t i = 0; i < f; ++i) {
+    const T* row = G + i * fp + j0;
+    V g[VECTORS];
+    for (int c = 0; c < VECTORS; ++c) __builtin_memcpy(&g[c], row + c * width, sizeof(V));
+    for (int r = 0; r < ROWS; ++r) {
+      const T vi = v[r][i];
+      for (int c = 0; c < VECTORS; ++c) acc[r][c] += vi * g[c];
+    }
+  }
+  for (int r = 0; r < ROWS; ++r)
+    for (int c = 0; c < VECTORS; ++c) __builtin_memcpy(out[r] + j0 + c * width, &acc[r][c], sizeof(V));
+}
+
+// symmetric_matvec of ROWS vectors, G read once for all (a large G is read from beyond L2:
+// one pass for several rows' products instead of one each).
+template <typename T, int ROWS>
+void symmetric_matvec_rows(const T* G, const T* const* v, int64_t f, int64_t fp, T* const* out) {
+  constexpr int64_t width = kVectorBytes / sizeof(T);
+  // Accumulators, G's vectors and a broadcast within the register file (16 below AVX-512).
+  constexpr int vectors = kVectorBytes == 64 ? 4 : 2;
+  int64_t j0 = 0;
+  for (; j0 + vectors * width <= fp; j0 += vectors * width) matvec_block_rows<T, ROWS, vectors>(G, v, f, fp, j0, out);
+  for (; j0 < fp; j0 += width) matvec_block_rows<T, ROWS, 1>(G, v, f, fp, j0, out);
+}
+
+
 // Where the rows y_k of a row's block live: gathered into a contiguous padded buffer, or
 // left in place in the fixed factor matrix and read through the row's column indices.
 template <typename T>
@@ -374,6 +410,25 @@ void product_without_entries(const T* G, const T* v, int64_t f, int64_t fp, T la
     fill_zero(out, fp);
   }
   axpy(lambda, v, out, f);
+}
+
+// out_r = G v_r + lambda_r v_r for `count` rows: product_without_entries of each, G read once
+// for up to 4 rows. Bit for bit the same as product_without_entries row by row.
+template <typename T>
+void products_without_entries(const T* G, const T* const* v, int count, int64_t f, int64_t fp, const T* lambdas,
+                              T* const* out) {
+  if (!G || count <= 1) {
+    for (int r = 0; r < count; ++r) product_without_entries(G, v[r], f, fp, lambdas[r], out[r]);
+    return;
+  }
+  if (count == 2) {
+    symmetric_matvec_rows<T, 2>(G, v, f, fp, out);
+  } else if (count == 3) {
+    symmetric_matvec_rows<T, 3>(G, v, f, fp, out);
+  } else {
+    symmetric_matvec_rows<T, 4>(G, v, f, fp, out);
+  }
+  for (int r = 0; r < count; ++r) axpy(lambdas[r], v[r], out[r], f);
 }
 
 // The same part of the residual r = b - A x: r = -(G x + lambda x).
@@ -1335,10 +1390,28 @@ void blocked_pass(const AlsSolveArgs<T, I>& a, const T* vectors, T* outputs, T s
   }
 }
 
+// Rows whose Gram products are taken together (products_without_entries): consecutive rows,
+// so that the groups, like the rows, do not depend on the thread count.
+constexpr int64_t kGroupRows = 4;
+
+template <typename T>
+struct RowGroup {
+  const T* in[kGroupRows];
+  T* out[kGroupRows];
+  T lambdas[kGroupRows];
+  int count = 0;
+  void add(const T* v, T* product, T lambda) {
+    in[count] = v;
+    out[count] = product;
+    lambdas[count++] = lambda;
+  }
+};
+
 template <typename T, typename I>
 void solve_blocked(const AlsSolveArgs<T, I>& a) {
   const int64_t f = a.fixed.cols, fp = a.padded_factors, rows = a.rows.rows;
   const int64_t blocks = (a.fixed.rows + a.block_rows - 1) / a.block_rows;
+  const int64_t groups = (rows + kGroupRows - 1) / kGroupRows;
   auto lambda_of = [&](int64_t u) { return a.lambdas[u]; };
 #pragma omp parallel num_threads(a.threads)
   {
@@ -1354,13 +1427,18 @@ void solve_blocked(const AlsSolveArgs<T, I>& a) {
         while (k < end && static_cast<int64_t>(a.rows.indices[k]) < limit) ++k;
       }
       bounds[blocks] = end;
-      T* x = a.target.row(u);
       a.active[u] = end > a.rows.row_begin(u);
-      if (!a.active[u]) {
-        fill_zero(x, f);  // no observations: the minimizer is 0
-        continue;
-      }
-      start_residual(a.padded_gram, x, f, fp, lambda_of(u), a.residuals + u * fp);
+      if (!a.active[u]) fill_zero(a.target.row(u), f);  // no observations: the minimizer is 0
+    }
+    // r = -(G x + lambda x), the Gram matrix read once per group of rows.
+#pragma omp for schedule(static)
+    for (int64_t group = 0; group < groups; ++group) {
+      RowGroup<T> g;
+      for (int64_t u = group * kGroupRows; u < smaller(rows, (group + 1) * kGroupRows); ++u)
+        if (a.active[u]) g.add(a.target.row(u), a.residuals + u * fp, lambda_of(u));
+      products_without_entries(a.padded_gram, g.in, g.count, f, fp, g.lambdas, g.out);
+      for (int r = 0; r < g.count; ++r)
+        for (int64_t j = 0; j < fp; ++j) g.out[r][j] = -g.out[r][j];
     }
     blocked_pass(a, static_cast<const T*>(nullptr), a.residuals, T(-1), true);
 
@@ -1372,13 +1450,17 @@ void solve_blocked(const AlsSolveArgs<T, I>& a) {
     }
     for (int step = 0; step < a.options.cg_steps; ++step) {
 #pragma omp for schedule(static)
-      for (int64_t u = 0; u < rows; ++u) {
-        if (!a.active[u]) continue;
-        if (!(a.residual_norms[u] > T(1e-30))) {
-          a.active[u] = 0;
-          continue;
+      for (int64_t group = 0; group < groups; ++group) {
+        RowGroup<T> g;
+        for (int64_t u = group * kGroupRows; u < smaller(rows, (group + 1) * kGroupRows); ++u) {
+          if (!a.active[u]) continue;
+          if (!(a.residual_norms[u] > T(1e-30))) {
+            a.active[u] = 0;
+            continue;
+          }
+          g.add(a.directions + u * fp, a.products + u * fp, lambda_of(u));
         }
-        product_without_entries(a.padded_gram, a.directions + u * fp, f, fp, lambda_of(u), a.products + u * fp);
+        products_without_entries(a.padded_gram, g.in, g.count, f, fp, g.lambdas, g.out);
       }
       blocked_pass(a, a.directions, a.products, T(1), false);
 #pragma omp for schedule(static)
