@@ -18,38 +18,10 @@ namespace recore {
 namespace RECORE_TARGET {
 namespace {
 
-// out[j0 .. j0 + VECTORS * width) = sum_i v_i G[i][j0 ..], accumulated in registers.
-template <typename T, int VECTORS>
-inline void matvec_block(const T* G, const T* v, int64_t f, int64_t fp, int64_t j0, T* out) {
-  typedef typename Simd<T>::type V;
-  constexpr int64_t width = kVectorBytes / sizeof(T);
-  V acc[VECTORS];
-  for (int c = 0; c < VECTORS; ++c) acc[c] = V{};
-  for (int64_t i = 0; i < f; ++i) {
-    const T vi = v[i];
-    const T* row = G + i * fp + j0;
-    for (int c = 0; c < VECTORS; ++c) {
-      V g;
-      __builtin_memcpy(&g, row + c * width, sizeof(V));
-      acc[c] += vi * g;
-    }
-  }
-  for (int c = 0; c < VECTORS; ++c) __builtin_memcpy(out + j0 + c * width, &acc[c], sizeof(V));
-}
-
-// out = G v for a symmetric fp x fp matrix G (zero beyond f), summed as rows so that no
-// horizontal reductions are needed, with the sums in registers rather than in `out`.
-template <typename T>
-void symmetric_matvec(const T* G, const T* v, int64_t f, int64_t fp, T* out) {
-  constexpr int64_t width = kVectorBytes / sizeof(T);
-  int64_t j0 = 0;
-  for (; j0 + 4 * width <= fp; j0 += 4 * width) matvec_block<T, 4>(G, v, f, fp, j0, out);
-  for (; j0 < fp; j0 += width) matvec_block<T, 1>(G, v, f, fp, j0, out);
-}
-
-// out[r][j0 ..] = sum_i v[r][i] G[i][j0 ..] for ROWS vectors at once: each load of G feeds
-// every vector. Each lane sums the same products in the same order as matvec_block, so a
-// vector's product is bit for bit the one symmetric_matvec gives, whatever shares its pass.
+// out[r][j0 .. j0 + VECTORS * width) = sum_i v[r][i] G[i][j0 ..] for ROWS vectors at once,
+// accumulated in registers: each load of G feeds every vector. A lane's sum runs over i in
+// order whatever ROWS and VECTORS are, so a vector's product is bit for bit the same
+// whichever vectors share its pass.
 template <typename T, int ROWS, int VECTORS>
 inline void matvec_block_rows(const T* G, const T* const* v, int64_t f, int64_t fp, int64_t j0, T* const* out) {
   typedef typename Simd<T>::type V;
@@ -70,18 +42,25 @@ inline void matvec_block_rows(const T* G, const T* const* v, int64_t f, int64_t 
     for (int c = 0; c < VECTORS; ++c) __builtin_memcpy(out[r] + j0 + c * width, &acc[r][c], sizeof(V));
 }
 
-// symmetric_matvec of ROWS vectors, G read once for all (a large G is read from beyond L2:
-// one pass for several rows' products instead of one each).
+// out_r = G v_r for ROWS vectors and a symmetric fp x fp matrix G (zero beyond f), summed as
+// rows so that no horizontal reductions are needed. Several vectors read G once (a large G
+// is read from beyond L2: one pass for several rows' products instead of one each).
 template <typename T, int ROWS>
 void symmetric_matvec_rows(const T* G, const T* const* v, int64_t f, int64_t fp, T* const* out) {
   constexpr int64_t width = kVectorBytes / sizeof(T);
   // Accumulators, G's vectors and a broadcast within the register file (16 below AVX-512).
-  constexpr int vectors = kVectorBytes == 64 ? 4 : 2;
+  constexpr int vectors = ROWS == 1 || kVectorBytes == 64 ? 4 : 2;
   int64_t j0 = 0;
   for (; j0 + vectors * width <= fp; j0 += vectors * width) matvec_block_rows<T, ROWS, vectors>(G, v, f, fp, j0, out);
   for (; j0 < fp; j0 += width) matvec_block_rows<T, ROWS, 1>(G, v, f, fp, j0, out);
 }
 
+template <typename T>
+void symmetric_matvec(const T* G, const T* v, int64_t f, int64_t fp, T* out) {
+  const T* vs[1] = {v};
+  T* outs[1] = {out};
+  symmetric_matvec_rows<T, 1>(G, vs, f, fp, outs);
+}
 
 // Where the rows y_k of a row's block live: gathered into a contiguous padded buffer, or
 // left in place in the fixed factor matrix and read through the row's column indices.
